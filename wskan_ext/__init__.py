@@ -1,0 +1,21 @@
+"""wskan_ext: weight-space learning on Kolmogorov-Arnold Networks.
+
+Public API (see ``DESIGN.md`` section 6)::
+
+    from wskan_ext import KANWeights, KAN, as_kan_weights, register_family, permute_hidden
+"""
+
+from .kan import KAN, KANWeights, permute_hidden
+from .registry import as_kan_weights, families, register_family
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "KANWeights",
+    "KAN",
+    "as_kan_weights",
+    "register_family",
+    "families",
+    "permute_hidden",
+    "__version__",
+]

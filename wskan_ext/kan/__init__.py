@@ -1,0 +1,20 @@
+"""The KAN family: canonical weights, spline maths, trainable module."""
+
+from .module import KAN
+from .spline import BASE_FUNCTIONS, bspline_basis, spline_eval, truncated_power_coefficients, uniform_grid
+from .weights import EDGE_FIELDS, FIELDS, KANWeights, layer_forward, permute_hidden, random_hidden_permutations
+
+__all__ = [
+    "KAN",
+    "KANWeights",
+    "permute_hidden",
+    "random_hidden_permutations",
+    "layer_forward",
+    "bspline_basis",
+    "spline_eval",
+    "truncated_power_coefficients",
+    "uniform_grid",
+    "BASE_FUNCTIONS",
+    "FIELDS",
+    "EDGE_FIELDS",
+]

@@ -1,0 +1,173 @@
+"""B-spline evaluation in pykan's convention, and the base functions of KAN edges.
+
+This module is the only place in the library that knows how a spline is evaluated.
+
+Conventions (identical to pykan 0.2.8 and efficient-kan):
+
+* a layer with ``n`` input neurons stores one knot vector per input neuron,
+  ``grid: (n, K)`` with ``K = G + 2k + 1`` increasing knots (the grid range
+  ``[lo, hi]`` split in ``G`` intervals, extended by ``k`` knots on each side);
+* there are ``K - k - 1 = G + k`` basis functions of degree ``k`` per input neuron;
+* degree 0 basis functions are half-open indicators ``[t_b, t_{b+1})``, so every
+  basis function is **zero outside** ``[t_0, t_{K-1})``.
+
+Torch has no B-spline primitive (``scipy.interpolate.BSpline`` is NumPy-only, not
+batched and not differentiable), so the Cox--de Boor recursion lives here, written
+so that it is batched over models and samples, differentiable, and runs on any device.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "bspline_basis",
+    "spline_eval",
+    "truncated_power_coefficients",
+    "BASE_FUNCTIONS",
+    "base_function",
+    "uniform_grid",
+]
+
+
+def bspline_basis(x: torch.Tensor, grid: torch.Tensor, k: int) -> torch.Tensor:
+    r"""Evaluate all degree-``k`` B-spline basis functions of every input neuron.
+
+    Uses the Cox--de Boor recursion
+
+    .. math::
+        B^{0}_{b}(x) = [t_b \le x < t_{b+1}], \qquad
+        B^{d}_{b}(x) = \frac{x - t_b}{t_{b+d} - t_b} B^{d-1}_{b}(x)
+                     + \frac{t_{b+d+1} - x}{t_{b+d+1} - t_{b+1}} B^{d-1}_{b+1}(x).
+
+    Shapes:
+        - ``x``: ``(*, n)`` values of the ``n`` input neurons;
+        - ``grid``: ``(*g, n, K)`` knots, broadcastable against ``x`` once ``x`` gets
+          a trailing knot axis (e.g. ``x: (models, samples, n)`` with
+          ``grid: (models, 1, n, K)``, or ``x: (samples, n)`` with ``grid: (n, K)``);
+        - returns ``(*, n, K - k - 1)``.
+
+    Degenerate knot spans (zero width, only possible in hand-made grids) contribute
+    zero, as in pykan.
+    """
+    if k < 0:
+        raise ValueError(f"spline order k must be >= 0, got {k}")
+    xe = x.unsqueeze(-1)
+    value = ((xe >= grid[..., :-1]) & (xe < grid[..., 1:])).to(x.dtype)
+    for d in range(1, k + 1):
+        left_den = grid[..., d:-1] - grid[..., : -(d + 1)]
+        right_den = grid[..., d + 1 :] - grid[..., 1:-d]
+        value = (xe - grid[..., : -(d + 1)]) / left_den * value[..., :-1] + (
+            grid[..., d + 1 :] - xe
+        ) / right_den * value[..., 1:]
+        value = torch.nan_to_num(value)
+    return value
+
+
+def spline_eval(x: torch.Tensor, grid: torch.Tensor, coef: torch.Tensor, k: int) -> torch.Tensor:
+    """Evaluate every edge spline ``sum_b coef[i, j, b] B_{i,b}(x_i)``.
+
+    Shapes:
+        - ``x``: ``(*, s, n)``; ``grid``: ``(*, n, K)``; ``coef``: ``(*, n, m, K-k-1)``
+          (the leading ``*`` is an optional model axis, shared by all three);
+        - returns ``(*, s, n, m)``.
+    """
+    basis = bspline_basis(x, grid.unsqueeze(-3), k)  # (*, s, n, nb)
+    return torch.einsum("...sib,...iob->...sio", basis, coef)
+
+
+def truncated_power_coefficients(grid: torch.Tensor, k: int) -> torch.Tensor:
+    r"""Coefficients writing each B-spline as a sum of truncated powers.
+
+    For knots :math:`t_0 < \dots < t_{K-1}` and every basis index ``b``,
+
+    .. math::
+        B_b(x) = \sum_{r=0}^{k+1} \alpha_{b,r}\,(x - t_{b+r})_+^k, \qquad
+        \alpha_{b,r} = (-1)^{k+1} (t_{b+k+1} - t_b)
+                       \Big/ \prod_{s \ne r} (t_{b+r} - t_{b+s}),
+
+    valid for *all* real ``x`` (both sides of the grid included). This returns the
+    matrix ``A`` with ``B_b(x) = sum_q A[b, q] (x - t_q)_+^k`` over all ``K`` knots.
+
+    Shapes:
+        - ``grid``: ``(*, K)``; returns ``(*, K - k - 1, K)``.
+    """
+    K = grid.shape[-1]
+    nb = K - k - 1
+    out = grid.new_zeros(*grid.shape[:-1], nb, K)
+    r = torch.arange(k + 2, device=grid.device)
+    b = torch.arange(nb, device=grid.device)
+    idx = b[:, None] + r[None, :]  # (nb, k+2): knots t_{b+r}
+    t = grid[..., idx]  # (*, nb, k+2)
+    diff = t.unsqueeze(-1) - t.unsqueeze(-2)  # (*, nb, k+2, k+2): t_{b+r} - t_{b+s}
+    eye = torch.eye(k + 2, dtype=torch.bool, device=grid.device)
+    diff = torch.where(eye, torch.ones_like(diff), diff)
+    denom = diff.prod(dim=-1)  # (*, nb, k+2)
+    span = t[..., -1] - t[..., 0]  # (*, nb)
+    alpha = ((-1.0) ** (k + 1)) * span.unsqueeze(-1) / denom
+    out.scatter_(-1, idx.expand(*grid.shape[:-1], nb, k + 2), alpha)
+    return out
+
+
+def _zero(x: torch.Tensor) -> torch.Tensor:
+    return x * 0.0
+
+
+def _relu_power(p: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x) ** p
+
+    return f
+
+
+#: Base functions an edge may use, by name. ``silu``, ``identity`` and ``zero`` are
+#: pykan's; the others let exact MLP -> KAN conversion carry an MLP's activation.
+BASE_FUNCTIONS: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "silu": F.silu,
+    "identity": lambda x: x,
+    "zero": _zero,
+    "relu": torch.relu,
+    "relu2": _relu_power(2),
+    "relu3": _relu_power(3),
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "gelu": F.gelu,
+    "elu": F.elu,
+    "leaky_relu": F.leaky_relu,
+    "softplus": F.softplus,
+}
+
+
+def base_function(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Return the base function called ``name`` (see :data:`BASE_FUNCTIONS`)."""
+    try:
+        return BASE_FUNCTIONS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown base function {name!r}; expected one of {sorted(BASE_FUNCTIONS)}"
+        ) from None
+
+
+def uniform_grid(
+    n: int,
+    num: int,
+    k: int,
+    grid_range=(-1.0, 1.0),
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """pykan's extended uniform grid: ``num`` intervals on ``grid_range`` plus ``k``
+    knots each side, repeated for ``n`` input neurons.
+
+    Shapes: returns ``(n, num + 2k + 1)``.
+    """
+    lo, hi = float(grid_range[0]), float(grid_range[1])
+    g = torch.linspace(lo, hi, steps=num + 1, dtype=dtype, device=device)[None, :].expand(n, num + 1)
+    h = (g[:, [-1]] - g[:, [0]]) / num
+    for _ in range(k):
+        g = torch.cat([g[:, [0]] - h, g, g[:, [-1]] + h], dim=1)
+    return g.contiguous()
