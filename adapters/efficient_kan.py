@@ -4,14 +4,14 @@ efficient-kan (github.com/Blealtan/efficient-kan) is not on PyPI, so we read and
 its ``state_dict`` rather than its classes. A ``KAN`` of ``KANLinear`` layers stores,
 per layer ``l`` under the prefix ``layers.{l}.``:
 
-================  ==================  ====================================
-key               shape               meaning
-================  ==================  ====================================
-``grid``          ``(in, G+2k+1)``    knots (buffer), pykan's convention
-``base_weight``   ``(out, in)``       weight of ``base_activation(x)``
-``spline_weight`` ``(out, in, G+k)``  B-spline coefficients
-``spline_scaler`` ``(out, in)``       optional (``enable_standalone_scale_spline``)
-================  ==================  ====================================
+=================  ==================  ==================================================
+key                shape               meaning
+=================  ==================  ==================================================
+``grid``           ``(in, G+2k+1)``    knots (buffer), pykan's convention
+``base_weight``    ``(out, in)``       weight of ``base_activation(x)``
+``spline_weight``  ``(out, in, G+k)``  B-spline coefficients
+``spline_scaler``  ``(out, in)``       optional (``enable_standalone_scale_spline``)
+=================  ==================  ==================================================
 
 and evaluates ``y_j = sum_i base_weight[j,i] b(x_i) + spline_scaler[j,i] * sum_b
 spline_weight[j,i,b] B_{i,b}(x_i)``. The spline order follows from the shapes:

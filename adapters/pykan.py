@@ -21,7 +21,7 @@ import torch
 
 from wskan_ext.kan.weights import FIELDS, KANWeights
 
-__all__ = ["from_pykan", "to_pykan", "is_pykan_model", "PYKAN_BASE_FUNCTIONS"]
+__all__ = ["from_pykan", "to_pykan", "is_pykan_model", "preserve_global_rng", "PYKAN_BASE_FUNCTIONS"]
 
 #: pykan's base-function names, the only ones ``to_pykan`` can express.
 PYKAN_BASE_FUNCTIONS = ("silu", "identity", "zero")
@@ -100,7 +100,7 @@ def from_pykan(model, dtype: torch.dtype | None = None) -> KANWeights:
 
 
 @contextlib.contextmanager
-def _preserve_global_rng():
+def preserve_global_rng():
     """pykan seeds torch, NumPy and ``random`` globally in its constructor; keep the
     user's random state untouched."""
     np_state = np.random.get_state()
@@ -132,7 +132,7 @@ def to_pykan(weights: KANWeights, **kwargs) -> Union["object", List["object"]]:
             f"got {weights.base_fun}"
         )
     kwargs.setdefault("auto_save", False)
-    with _preserve_global_rng():
+    with preserve_global_rng():
         model = MultKAN(
             width=list(weights.widths),
             grid=list(weights.grid_sizes),

@@ -7,6 +7,9 @@ Public API (see ``DESIGN.md`` section 6)::
 
 from .kan import KAN, KANWeights, permute_hidden
 from .registry import as_kan_weights, families, register_family
+from .graph import graph_to_kan, kan_to_graph
+from .nn import WSKAN, WSKANLayer
+from .convert import kan_to_mlp, mlp_to_kan
 
 __version__ = "0.1.0"
 
@@ -17,5 +20,11 @@ __all__ = [
     "register_family",
     "families",
     "permute_hidden",
+    "kan_to_graph",
+    "graph_to_kan",
+    "WSKANLayer",
+    "WSKAN",
+    "kan_to_mlp",
+    "mlp_to_kan",
     "__version__",
 ]

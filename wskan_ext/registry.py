@@ -1,17 +1,32 @@
-"""Architecture families: turn any supported model object into :class:`KANWeights`.
+"""Architecture families: turn any supported model object into :class:`~wskan_ext.KANWeights`.
 
 A *family* is a name, a detector (``obj -> bool``) and a converter
 (``obj -> KANWeights``). :func:`as_kan_weights` tries the registered families in
 registration order. Families registered out of the box:
 
-* ``kan_weights`` -- :class:`KANWeights` itself (returned as is);
+* ``kan_weights`` -- :class:`~wskan_ext.KANWeights` itself (returned as is);
 * ``native`` -- our :class:`~wskan_ext.KAN` module;
 * ``pykan`` -- pykan ``KAN``/``MultKAN``;
-* ``efficient_kan`` -- an efficient-kan ``state_dict``.
+* ``efficient_kan`` -- an efficient-kan ``state_dict``;
+* ``mlp`` -- a plain MLP, an ``nn.Sequential`` of ``nn.Linear`` and activation modules,
+  converted by the exact MLP -> KAN construction
+  (:func:`wskan_ext.convert.mlp_to_kan` with ``route="exact"``: the base-function branch
+  carries the activation, the node affine the bias), so MLP and KAN zoos share one
+  pipeline. An ``nn.Sequential`` with an unsupported module is still detected, and the
+  conversion raises an error naming that module.
 
 Third-party packages register families through the entry-point group
 ``wskan_ext.families``: each entry point resolves to a callable taking no argument that
 calls :func:`register_family` (or returns a ``(name, detector, converter)`` tuple).
+For example, in the third-party package's ``pyproject.toml``:
+
+.. code-block:: toml
+
+    [project.entry-points."wskan_ext.families"]
+    my_kan = "my_package.wskan_family:register"
+
+The group is scanned once, on the first call to :func:`families` or
+:func:`as_kan_weights`.
 """
 
 from __future__ import annotations
@@ -88,7 +103,7 @@ def families() -> List[str]:
 
 
 def as_kan_weights(obj, **kwargs) -> KANWeights:
-    """Convert ``obj`` to :class:`KANWeights` using the first family that detects it.
+    """Convert ``obj`` to :class:`~wskan_ext.KANWeights` using the first family that detects it.
 
     Raises:
         TypeError: no registered family recognises ``obj`` (the message lists them).
@@ -138,3 +153,19 @@ register_family("kan_weights", lambda o: isinstance(o, KANWeights), lambda o, **
 register_family("native", lambda o: isinstance(o, KAN), _native)
 register_family("pykan", _pykan_detect, _pykan_convert)
 register_family("efficient_kan", _ekan_detect, _ekan_convert)
+
+
+def _mlp_detect(obj) -> bool:
+    from torch import nn
+
+    return isinstance(obj, nn.Sequential) and any(isinstance(m, nn.Linear) for m in obj.children())
+
+
+def _mlp_convert(obj, **kwargs) -> KANWeights:
+    from .convert import mlp_to_kan
+
+    kwargs.setdefault("route", "exact")
+    return mlp_to_kan(obj, **kwargs)
+
+
+register_family("mlp", _mlp_detect, _mlp_convert)

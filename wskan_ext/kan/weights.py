@@ -12,7 +12,7 @@ Per layer (``*`` is an optional leading model axis, the same for every tensor):
 ==============  ====================  =========================================
 tensor          shape                 meaning
 ==============  ====================  =========================================
-``grid``        ``(*, n, G+2k+1)``    increasing knots of each input neuron
+``grid``        ``(*, n, G+2k+1)``    non-decreasing knots of each input neuron
 ``coef``        ``(*, n, m, G+k)``    B-spline coefficients of each edge
 ``scale_base``  ``(*, n, m)``         weight of the base function ``b_l``
 ``scale_sp``    ``(*, n, m)``         weight of the spline
@@ -180,7 +180,7 @@ class KANWeights:
 
     @property
     def architecture(self) -> dict:
-        """A hashable-friendly summary: widths, grid sizes, spline orders, base functions."""
+        """The architecture as a dict of widths, grid sizes, spline orders and base functions."""
         return {
             "widths": self.widths,
             "grid_sizes": self.grid_sizes,
@@ -257,8 +257,10 @@ class KANWeights:
         """Check shapes, chaining, dtypes, finiteness and knot order.
 
         Raises:
-            TypeError / ValueError naming the layer, the tensor, what was expected and
-            what was found.
+            TypeError: a tensor of the wrong type or dtype (the message names the layer
+                and the tensor).
+            ValueError: a wrong shape, layers that do not chain, NaN/Inf, decreasing knots
+                (the message names the layer, the tensor, the expected and the actual value).
         """
         depth = self.depth
         c0 = self.coef[0]
@@ -324,11 +326,12 @@ class KANWeights:
                     raise ValueError(f"layer {l}: {f} contains NaN or Inf (first at index {bad})")
             grid = tensors["grid"]
             steps = grid[..., 1:] - grid[..., :-1]
-            if not (steps > 0).all():
-                bad = (steps <= 0).nonzero()[0].tolist()
+            if not (steps >= 0).all():
+                bad = (steps < 0).nonzero()[0].tolist()
                 raise ValueError(
-                    f"layer {l}: grid knots must be strictly increasing; knot {bad[-1] + 1} of row {bad[:-1]} "
-                    f"is not greater than knot {bad[-1]}"
+                    f"layer {l}: grid knots must be non-decreasing; knot {bad[-1] + 1} of row {bad[:-1]} "
+                    f"({grid[tuple(bad[:-1])][bad[-1] + 1].item():.6g}) is smaller than knot {bad[-1]} "
+                    f"({grid[tuple(bad[:-1])][bad[-1]].item():.6g})"
                 )
         return self
 

@@ -1,0 +1,37 @@
+"""Sphinx configuration for wskan_ext (built with -W in CI)."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.abspath(".."))
+
+project = "wskan_ext"
+author = "wskan_ext developers"
+copyright = "2026, wskan_ext developers"
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+]
+
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_default_options = {"members": True, "show-inheritance": False}
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+
+# Nitpicky: every reference to *our* API must resolve. Third-party types (torch, PyG,
+# nfn, pykan, numpy) are not cross-linked (no intersphinx offline), so they are ignored.
+nitpicky = True
+nitpick_ignore_regex = [
+    (r"py:.*", r"(torch|torch_geometric|nfn|kan|numpy|np|scipy|sklearn|pathlib|typing|collections|matplotlib|os|hypothesis|einops)(\..*)?"),
+    (r"py:.*", r"(Tensor|Tensors|Module|nn\.Module|Batch|Data|Generator|Path|PathLike|optional|callable|Callable|Sequence|Mapping|Iterable|Union|Optional|Any|dict|list|tuple|int|float|str|bool|object|None|array|ndarray|DataFrame|Figure|WeightSpaceFeatures|NetworkSpec)"),
+    (r"py:class", r".*\.(T|Family)$"),
+    (r"py:obj", r".*\.T$"),
+]
+
+html_theme = "furo"
+html_title = "wskan_ext"
+exclude_patterns = ["_build"]

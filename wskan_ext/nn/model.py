@@ -1,0 +1,189 @@
+r"""``WSKAN``: encoders, a stack of :class:`WSKANLayer`, and invariant / equivariant readouts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+from torch_geometric.nn import global_add_pool, global_mean_pool
+
+from ..graph import ROLE_INPUT, ROLE_OUTPUT, edge_output_to_kan, node_output_to_kan
+from .layer import WSKANLayer, mlp
+
+__all__ = ["WSKAN", "WSKANOutput"]
+
+
+@dataclass
+class WSKANOutput:
+    """What :meth:`WSKAN.forward` returns (heads that were not configured are ``None``).
+
+    Attributes:
+        graph: ``(B, graph_out_channels)`` invariant graph-level output.
+        node: ``(N, node_out_channels)`` equivariant node-level output (node order).
+        edge: ``(E, edge_out_channels)`` equivariant edge-level output (edge order).
+        node_embedding: ``(N, hidden_channels)`` final node features.
+        edge_embedding: ``(E, edge_hidden_channels)`` final edge features.
+    """
+
+    graph: Optional[torch.Tensor]
+    node: Optional[torch.Tensor]
+    edge: Optional[torch.Tensor]
+    node_embedding: torch.Tensor
+    edge_embedding: torch.Tensor
+
+
+class WSKAN(nn.Module):
+    r"""WS-KAN: a graph meta-network on KAN-graphs (:func:`~wskan_ext.kan_to_graph`).
+
+    .. math::
+        h^{(0)}_v &= \mathrm{enc}_h([x_v, \xi_v]) + \rho_{r(v)} + [r(v)=\text{in}]\,
+                     \pi^{\text{in}}_{p(v)} + [r(v)=\text{out}]\,\pi^{\text{out}}_{p(v)}, \qquad
+        e^{(0)}_{uv} = \mathrm{enc}_e(a_{uv})
+
+        (h^{(t+1)}, e^{(t+1)}) &= \mathrm{WSKANLayer}_t(h^{(t)}, e^{(t)}), \quad t < T
+
+        y_{\text{graph}} &= \phi_g\big([\mathrm{pool}_v h^{(T)}_v, \mathrm{pool}_{uv} e^{(T)}_{uv}]\big),\quad
+        y_v = \phi_n(h^{(T)}_v), \quad y_{uv} = \phi_e([e^{(T)}_{uv}, h^{(T)}_u, h^{(T)}_v])
+
+    where :math:`x_v` are the node features of the graph, :math:`\xi_v` optional extra
+    node inputs (e.g. the input values of a simulated forward pass), :math:`r(v)` the role
+    (input / hidden / output neuron) with a learned embedding :math:`\rho`, and
+    :math:`\pi^{\text{in}}, \pi^{\text{out}}` learned positional embeddings of the
+    position :math:`p(v)` of input and output neurons. Hidden neurons get no positional
+    information, so the graph output is invariant and node / edge outputs equivariant to
+    hidden-neuron permutations; input and output neurons are identified.
+
+    Args:
+        node_in_channels, edge_in_channels: feature sizes of the graph (``x``, ``edge_attr``).
+        hidden_channels: node feature size; ``edge_hidden_channels`` (default the same)
+            the edge feature size.
+        num_layers: number of :class:`WSKANLayer` (at least the KAN depth for
+            information to cross the network).
+        graph_out_channels, node_out_channels, edge_out_channels: head sizes (``None``
+            disables a head).
+        max_inputs, max_outputs: size of the positional embedding tables.
+        extra_node_channels: size of :math:`\xi_v` passed to :meth:`forward`.
+        aggr, backward, residual, norm, act: passed to every :class:`WSKANLayer`.
+        pool: ``"mean"`` or ``"sum"`` graph pooling.
+
+    Shapes:
+        - input: a KAN-graph batch with ``x: (N, node_in_channels)``,
+          ``edge_attr: (E, edge_in_channels)``; ``node_extra: (N, extra_node_channels)``;
+        - output: :class:`WSKANOutput` with ``graph: (B, graph_out)``, ``node: (N, node_out)``,
+          ``edge: (E, edge_out)``.
+    """
+
+    def __init__(
+        self,
+        node_in_channels: int,
+        edge_in_channels: int,
+        hidden_channels: int = 64,
+        num_layers: int = 4,
+        *,
+        edge_hidden_channels: Optional[int] = None,
+        graph_out_channels: Optional[int] = None,
+        node_out_channels: Optional[int] = None,
+        edge_out_channels: Optional[int] = None,
+        max_inputs: int = 1024,
+        max_outputs: int = 1024,
+        extra_node_channels: int = 0,
+        aggr: str = "sum",
+        backward: bool = True,
+        residual: bool = True,
+        norm: Optional[str] = "layer",
+        act: str = "silu",
+        pool: str = "mean",
+    ):
+        super().__init__()
+        if pool not in ("mean", "sum"):
+            raise ValueError(f"pool must be 'mean' or 'sum', got {pool!r}")
+        H, He = hidden_channels, edge_hidden_channels or hidden_channels
+        self.node_in_channels, self.edge_in_channels = node_in_channels, edge_in_channels
+        self.extra_node_channels, self.pool = extra_node_channels, pool
+        self.hidden_channels, self.edge_hidden_channels = H, He
+        self.node_encoder = mlp(node_in_channels + extra_node_channels, H, H, act)
+        self.edge_encoder = mlp(edge_in_channels, He, He, act)
+        self.role_embedding = nn.Embedding(3, H)
+        self.input_embedding = nn.Embedding(max_inputs, H)
+        self.output_embedding = nn.Embedding(max_outputs, H)
+        self.layers = nn.ModuleList(
+            WSKANLayer(H, He, max(H, He), aggr=aggr, backward=backward, residual=residual, norm=norm, act=act)
+            for _ in range(num_layers)
+        )
+        self.graph_head = mlp(H + He, H, graph_out_channels, act) if graph_out_channels else None
+        self.node_head = mlp(H, H, node_out_channels, act) if node_out_channels else None
+        self.edge_head = mlp(He + 2 * H, H, edge_out_channels, act) if edge_out_channels else None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        for mod in self.modules():
+            if mod is not self and hasattr(mod, "reset_parameters"):
+                mod.reset_parameters()
+
+    def encode(self, data, node_extra: Optional[torch.Tensor] = None):
+        """Initial node and edge features ``(N, H)``, ``(E, He)``."""
+        for f in ("x", "edge_index", "edge_attr", "node_role", "node_pos"):
+            if getattr(data, f, None) is None:
+                raise ValueError(f"WSKAN: the graph is missing the field {f!r} (build it with kan_to_graph)")
+        x, ea = data.x, data.edge_attr
+        if x.dim() != 2 or x.shape[1] != self.node_in_channels:
+            raise ValueError(f"WSKAN: x must have shape (N, {self.node_in_channels}), got {tuple(x.shape)}")
+        if ea.dim() != 2 or ea.shape[1] != self.edge_in_channels:
+            raise ValueError(f"WSKAN: edge_attr must have shape (E, {self.edge_in_channels}), got {tuple(ea.shape)}")
+        if self.extra_node_channels:
+            if node_extra is None or tuple(node_extra.shape) != (x.shape[0], self.extra_node_channels):
+                got = None if node_extra is None else tuple(node_extra.shape)
+                raise ValueError(f"WSKAN: node_extra must have shape ({x.shape[0]}, {self.extra_node_channels}), got {got}")
+            x = torch.cat([x, node_extra.to(x.dtype)], dim=-1)
+        elif node_extra is not None:
+            raise ValueError("WSKAN: node_extra given but the model was built with extra_node_channels=0")
+        role, pos = data.node_role.long(), data.node_pos.long()
+        h = self.node_encoder(x) + self.role_embedding(role)
+        for r, table, name in ((ROLE_INPUT, self.input_embedding, "max_inputs"), (ROLE_OUTPUT, self.output_embedding, "max_outputs")):
+            sel = role == r
+            p = pos[sel]
+            if p.numel() and int(p.max()) >= table.num_embeddings:
+                raise ValueError(f"WSKAN: a KAN has {int(p.max()) + 1} {name[4:]}, more than {name}={table.num_embeddings}")
+            h = h.index_add(0, sel.nonzero().squeeze(1), table(p))
+        return h, self.edge_encoder(ea)
+
+    def forward(self, data, node_extra: Optional[torch.Tensor] = None) -> WSKANOutput:
+        h, e = self.encode(data, node_extra)
+        edge_index = data.edge_index
+        for layer in self.layers:
+            h, e = layer(h, edge_index, e)
+        graph = None
+        if self.graph_head is not None:
+            bvec = getattr(data, "batch", None)
+            if bvec is None:
+                bvec = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
+            size = int(data.num_graphs) if hasattr(data, "num_graphs") else int(bvec.max()) + 1
+            pool = global_mean_pool if self.pool == "mean" else global_add_pool
+            pooled = torch.cat([pool(h, bvec, size), pool(e, bvec[edge_index[0]], size)], dim=-1)
+            graph = self.graph_head(pooled)
+        node = self.node_head(h) if self.node_head is not None else None
+        edge = None
+        if self.edge_head is not None:
+            edge = self.edge_head(torch.cat([e, h[edge_index[0]], h[edge_index[1]]], dim=-1))
+        return WSKANOutput(graph, node, edge, h, e)
+
+    @staticmethod
+    def edge_output_to_kan(data, edge_out: torch.Tensor):
+        """Edge output ``(E, C)`` in the KANs' ``[n_in, n_out, C]`` layout per layer
+        (see :func:`wskan_ext.graph.edge_output_to_kan`)."""
+        return edge_output_to_kan(data, edge_out)
+
+    @staticmethod
+    def node_output_to_kan(data, node_out: torch.Tensor):
+        """Node output ``(N, C)`` as ``(n_l, C)`` blocks per layer (see
+        :func:`wskan_ext.graph.node_output_to_kan`)."""
+        return node_output_to_kan(data, node_out)
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.__class__.__name__}(node_in={self.node_in_channels}, edge_in={self.edge_in_channels}, "
+            f"hidden={self.hidden_channels}, edge_hidden={self.edge_hidden_channels}, layers={len(self.layers)}, "
+            f"pool={self.pool!r})"
+        )

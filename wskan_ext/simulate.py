@@ -1,0 +1,234 @@
+r"""Forward-pass simulation on the KAN-graph: exact (analytic messages) and learned (WS-KAN).
+
+**Exact.** With node states :math:`s_v \in \mathbb{R}^{S}` (one value per input sample),
+input nodes set to the inputs, and layer by layer :math:`l = 0..L-1`:
+
+.. math::
+    s_j \leftarrow \alpha_j \sum_{i \to j} \Big(\beta_{ij}\, b_l(s_i)
+        + \sum_b c_{ijb}\, B_b(s_i; t_i)\Big) + \gamma_j
+
+with :math:`(c_{ij}, \beta_{ij})` the canonical edge features (``edge_attr``),
+:math:`t_i` the knots of the source node, :math:`(\alpha_j, \gamma_j)` the target's node
+affine. The message is evaluated with :func:`~wskan_ext.kan.spline.bspline_basis`
+and :func:`~wskan_ext.kan.spline.base_function`; the aggregation is a sum. The result
+equals :meth:`KANWeights.forward` to floating-point summation order.
+
+**Learned.** :class:`LearnedSimulator` is a :class:`~wskan_ext.WSKAN` whose input nodes
+receive the input value as an extra feature and whose node head predicts the value of
+every neuron; :func:`train_learned_simulator` fits it on random KANs.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Union
+
+import torch
+from torch import nn
+from torch_geometric.nn import MessagePassing
+
+from .graph import BASE_FUNCTION_NAMES, NODE_EXTRA_FEATURES, ROLE_INPUT, ROLE_OUTPUT, kan_to_graph
+from .kan.module import KAN
+from .kan.spline import base_function, bspline_basis
+from .kan.weights import KANWeights
+from .nn.model import WSKAN
+
+__all__ = [
+    "KANSimulationConv",
+    "simulate_forward",
+    "LearnedSimulator",
+    "random_kans",
+    "train_learned_simulator",
+    "evaluate_learned_simulator",
+]
+
+
+class KANSimulationConv(MessagePassing):
+    r"""One exact layer of the KAN forward pass as message passing (sum aggregation).
+
+    Message of edge :math:`i \to j`: :math:`\beta_{ij} b(s_i) + \sum_b c_{ijb} B_b(s_i; t_i)`;
+    update: :math:`\alpha_j m_j + \gamma_j`.
+
+    Shapes:
+        - ``s: (N, S)`` node states; ``grid: (N, K)`` knots; ``edge_index: (2, E)``;
+          ``coef: (E, G+k)``, ``base_weight: (E,)``, ``base_id: (E,)``; ``scale, bias: (N,)``;
+        - returns ``(N, S)`` (meaningful on the targets of the given edges).
+    """
+
+    def __init__(self):
+        super().__init__(aggr="sum", flow="source_to_target")
+
+    def forward(self, s, edge_index, grid, coef, base_weight, base_id, k: int, scale, bias):
+        agg = self.propagate(edge_index, s=s, grid=grid, coef=coef, base_weight=base_weight, base_id=base_id, k=k)
+        return scale.unsqueeze(-1) * agg + bias.unsqueeze(-1)
+
+    def message(self, s_j, grid_j, coef, base_weight, base_id, k: int):
+        basis = bspline_basis(s_j, grid_j.unsqueeze(-2), k)  # (E, S, G+k)
+        out = torch.einsum("esb,eb->es", basis, coef)
+        base = torch.zeros_like(s_j)
+        for b in torch.unique(base_id).tolist():
+            sel = base_id == b
+            base[sel] = base_function(BASE_FUNCTION_NAMES[b])(s_j[sel])
+        return out + base_weight.unsqueeze(-1) * base
+
+
+def _inputs_to_nodes(data, inputs, n_in: torch.Tensor) -> torch.Tensor:
+    B = n_in.numel()
+    if isinstance(inputs, (list, tuple)):
+        if len(inputs) != B:
+            raise ValueError(f"simulate_forward: got {len(inputs)} input tensors for {B} graphs")
+        for b, (t, n) in enumerate(zip(inputs, n_in.tolist())):
+            if t.dim() != 2 or t.shape[1] != n:
+                raise ValueError(f"simulate_forward: inputs[{b}] must have shape (S, {n}), got {tuple(t.shape)}")
+        return torch.cat([t.t() for t in inputs], 0)
+    if not bool((n_in == n_in[0]).all()):
+        raise ValueError("simulate_forward: graphs have different input widths; pass a list of (S, n_0) tensors")
+    n0 = int(n_in[0])
+    if inputs.dim() == 2:
+        inputs = inputs.unsqueeze(0).expand(B, *inputs.shape)
+    if inputs.dim() != 3 or inputs.shape[0] != B or inputs.shape[2] != n0:
+        raise ValueError(f"simulate_forward: inputs must have shape ({B}, S, {n0}) or (S, {n0}), got {tuple(inputs.shape)}")
+    return inputs.transpose(1, 2).reshape(B * n0, inputs.shape[1])
+
+
+def simulate_forward(data, inputs, *, return_states: bool = False):
+    r"""Run the KANs of a KAN-graph batch (``encoding="coef"``) by exact message passing.
+
+    Args:
+        data: a :func:`~wskan_ext.kan_to_graph` batch (or single graph).
+        inputs: ``(B, S, n_0)``, ``(S, n_0)`` (shared) or a list of ``(S, n_0^{(b)})``.
+        return_states: also return the ``(N, S)`` state of every neuron.
+
+    Returns:
+        ``(B, S, n_L)`` when all graphs have the same output width, else a list of
+        ``(S, n_L^{(b)})``; plus the node states if requested.
+    """
+    for f in ("x", "edge_index", "edge_attr", "node_layer", "node_role", "node_k", "node_base_fun", "edge_layer"):
+        if getattr(data, f, None) is None:
+            raise ValueError(f"simulate_forward: the graph is missing the field {f!r} (build it with kan_to_graph)")
+    enc = getattr(data, "kan_encoding", None)
+    if enc is not None and bool((enc != 0).any()):
+        raise ValueError("simulate_forward: needs encoding='coef' (the 'values' encoding drops the knots)")
+    bvec = getattr(data, "batch", None)
+    if bvec is None:
+        bvec = torch.zeros(data.num_nodes, dtype=torch.long, device=data.x.device)
+    B = int(data.num_graphs) if hasattr(data, "num_graphs") else 1
+    role, layer = data.node_role, data.node_layer
+    nb = data.edge_attr.shape[1] - 1
+    K = data.x.shape[1] - NODE_EXTRA_FEATURES
+    grid, scale, bias = data.x[:, :K], data.x[:, K], data.x[:, K + 1]
+    n_in = torch.bincount(bvec[role == ROLE_INPUT], minlength=B)
+    n_out = torch.bincount(bvec[role == ROLE_OUTPUT], minlength=B)
+    x0 = _inputs_to_nodes(data, inputs, n_in)
+    s = x0.new_zeros(data.num_nodes, x0.shape[1]).index_copy(0, (role == ROLE_INPUT).nonzero().squeeze(1), x0)
+    conv = KANSimulationConv()
+    src = data.edge_index[0]
+    for l in range(int(layer.max())):
+        sel = data.edge_layer == l
+        ks = torch.unique(data.node_k[src[sel]]).tolist()
+        if len(ks) != 1 or K != nb + ks[0] + 1:
+            raise ValueError(f"simulate_forward: layer {l}: node_k {ks} does not fit {K} knots and {nb} basis functions")
+        ei = data.edge_index[:, sel]
+        out = conv(s, ei, grid, data.edge_attr[sel, :nb], data.edge_attr[sel, nb], data.node_base_fun[ei[0]], ks[0], scale, bias)
+        tgt = layer == l + 1
+        s = torch.where(tgt.unsqueeze(-1), out, s)
+    outs = s[role == ROLE_OUTPUT]
+    if bool((n_out == n_out[0]).all()):
+        res = outs.reshape(B, int(n_out[0]), -1).transpose(1, 2)
+    else:
+        res = [t.t() for t in torch.split(outs, n_out.tolist())]
+    return (res, s) if return_states else res
+
+
+def random_kans(
+    widths: Sequence[int],
+    num_models: int,
+    *,
+    grid: int = 5,
+    k: int = 3,
+    coef_std: float = 0.5,
+    generator: Optional[torch.Generator] = None,
+    dtype=torch.float32,
+) -> KANWeights:
+    """``num_models`` random KANs (pykan-style init, spline coefficients ``N(0, coef_std^2)``)."""
+    w = KAN(widths, grid, k, num_models=num_models, generator=generator, dtype=dtype).weights(detach=True)
+    coef = [torch.randn(c.shape, generator=generator, dtype=dtype) * coef_std for c in w.coef]
+    return w._replace(coef=coef)
+
+
+class LearnedSimulator(nn.Module):
+    r"""A :class:`~wskan_ext.WSKAN` trained to map (KAN, x) to the activations of every neuron.
+
+    The input value :math:`x_i` enters as an extra feature of input node ``i`` (zero
+    elsewhere); the node head predicts each neuron's activation, read at the output nodes.
+
+    Shapes:
+        - ``forward(data, inputs)``: ``inputs: (B, n_0)`` (one sample per graph, same input
+          width) -> node predictions ``(N,)``; :meth:`predict` returns ``(B, n_L)``.
+    """
+
+    def __init__(self, node_in_channels: int, edge_in_channels: int, hidden_channels: int = 32, num_layers: int = 3, **kw):
+        super().__init__()
+        kw.setdefault("backward", False)
+        self.net = WSKAN(node_in_channels, edge_in_channels, hidden_channels, num_layers,
+                         node_out_channels=1, extra_node_channels=1, **kw)
+
+    def forward(self, data, inputs: torch.Tensor) -> torch.Tensor:
+        role = data.node_role
+        n_in = torch.bincount(data.batch[role == ROLE_INPUT], minlength=inputs.shape[0])
+        x0 = _inputs_to_nodes(data, inputs.unsqueeze(1), n_in)
+        extra = x0.new_zeros(data.num_nodes, 1).index_copy(0, (role == ROLE_INPUT).nonzero().squeeze(1), x0)
+        return self.net(data, extra).node.squeeze(-1)
+
+    def predict(self, data, inputs: torch.Tensor) -> torch.Tensor:
+        pred = self.forward(data, inputs)[data.node_role == ROLE_OUTPUT]
+        return pred.reshape(inputs.shape[0], -1)
+
+
+def _sample(widths, batch_size, grid, k, coef_std, generator, dtype):
+    w = random_kans(widths, batch_size, grid=grid, k=k, coef_std=coef_std, generator=generator, dtype=dtype)
+    x = torch.rand(batch_size, 1, widths[0], generator=generator, dtype=dtype) * 2 - 1
+    return kan_to_graph(w), x.squeeze(1), w(x).squeeze(1)
+
+
+def train_learned_simulator(
+    model: LearnedSimulator,
+    widths: Sequence[int],
+    *,
+    steps: int = 500,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    grid: int = 5,
+    k: int = 3,
+    coef_std: float = 0.5,
+    generator: Optional[torch.Generator] = None,
+    progress: bool = False,
+) -> List[float]:
+    """Train ``model`` on fresh random KANs of ``widths`` each step (MSE on the outputs);
+    returns the loss history. Inputs are uniform in ``[-1, 1]``."""
+    from tqdm.auto import tqdm
+
+    dtype = next(model.parameters()).dtype
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    losses = []
+    for _ in tqdm(range(steps), disable=not progress, desc="learned simulator"):
+        g, x, y = _sample(widths, batch_size, grid, k, coef_std, generator, dtype)
+        loss = torch.nn.functional.mse_loss(model.predict(g, x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+@torch.no_grad()
+def evaluate_learned_simulator(
+    model: LearnedSimulator, widths: Sequence[int], *, num_models: int = 512, grid: int = 5, k: int = 3,
+    coef_std: float = 0.5, generator: Optional[torch.Generator] = None,
+) -> dict:
+    """Relative MSE ``mean((pred - y)^2) / mean(y^2)`` and MSE on fresh random KANs."""
+    dtype = next(model.parameters()).dtype
+    g, x, y = _sample(widths, num_models, grid, k, coef_std, generator, dtype)
+    err = ((model.predict(g, x) - y) ** 2).mean()
+    return {"mse": float(err), "relative_mse": float(err / (y**2).mean())}

@@ -1,0 +1,285 @@
+r"""Train many KANs of one architecture at once (a model axis in every tensor).
+
+Every model ``b`` has its own learning rate, weight decay, initialisation scale, seed,
+training subset and label noise; the architecture (widths, ``G``, ``k``) is shared. The
+models are held by one :class:`wskan_ext.KAN` with ``num_models=B``; the objective is
+:math:`\sum_b \mathcal L_b`, so model ``b``'s gradient is exactly the gradient of its own
+loss and models never interact. The optimiser is a vectorised Adam(W):
+
+.. math::
+    m_b \leftarrow \beta_1 m_b + (1-\beta_1) g_b,\quad
+    v_b \leftarrow \beta_2 v_b + (1-\beta_2) g_b^2,\quad
+    \theta_b \leftarrow \theta_b - \eta_b \Big(\frac{\hat m_b}{\sqrt{\hat v_b}+\epsilon}
+    + \lambda_b \theta_b\Big)
+
+with per-model :math:`\eta_b, \lambda_b` tensors (``torch.optim`` param groups cannot give
+one learning rate per *slice* of a tensor). With :math:`\lambda_b = 0` this is exactly
+``torch.optim.Adam``.
+
+Speed: the first layer's inputs are data and its grid is fixed (no grid updates), so its
+B-spline basis is computed once per dataset by :func:`~wskan_ext.kan.spline.bspline_basis`
+and shared by all models; the first layer becomes one matmul.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from tqdm.auto import tqdm
+
+from ..kan.module import KAN
+from ..kan.spline import base_function, bspline_basis
+from ..kan.weights import KANWeights, layer_forward
+
+__all__ = ["RunHParams", "TrainResult", "train_batched", "init_models", "batched_loss", "diverged_at"]
+
+
+@dataclass
+class RunHParams:
+    """Per-model hyperparameters; every field is a ``(B,)`` tensor (or list).
+
+    ``init_scale`` multiplies pykan's ``noise_scale`` (spline coefficients) and
+    ``scale_base_sigma``; ``subset_fraction`` is the fraction of the training set model ``b``
+    sees; ``label_noise`` is the fraction of its (classification) labels replaced by a
+    uniformly random class. ``seed`` drives the initialisation, subset and noise of model ``b``.
+    """
+
+    lr: torch.Tensor
+    seed: torch.Tensor
+    weight_decay: Optional[torch.Tensor] = None
+    init_scale: Optional[torch.Tensor] = None
+    subset_fraction: Optional[torch.Tensor] = None
+    label_noise: Optional[torch.Tensor] = None
+
+    def __post_init__(self):
+        self.lr = torch.as_tensor(self.lr, dtype=torch.float64).reshape(-1)
+        B = self.lr.shape[0]
+        self.seed = torch.as_tensor(self.seed, dtype=torch.long).reshape(-1)
+        defaults = {"weight_decay": 0.0, "init_scale": 1.0, "subset_fraction": 1.0, "label_noise": 0.0}
+        for name, d in defaults.items():
+            v = getattr(self, name)
+            v = torch.full((B,), d, dtype=torch.float64) if v is None else torch.as_tensor(v, dtype=torch.float64).reshape(-1)
+            setattr(self, name, v)
+        for name in ("seed",) + tuple(defaults):
+            if getattr(self, name).shape[0] != B:
+                raise ValueError(f"RunHParams.{name}: expected {B} values (one per model), got {getattr(self, name).shape[0]}")
+        if ((self.subset_fraction <= 0) | (self.subset_fraction > 1)).any():
+            raise ValueError(f"subset_fraction must be in (0, 1], got {self.subset_fraction.tolist()}")
+        if ((self.label_noise < 0) | (self.label_noise > 1)).any():
+            raise ValueError(f"label_noise must be in [0, 1], got {self.label_noise.tolist()}")
+
+    def __len__(self) -> int:
+        return self.lr.shape[0]
+
+
+@dataclass
+class TrainResult:
+    """Output of :func:`train_batched`.
+
+    Shapes:
+        - ``checkpoints``: one batched :class:`KANWeights` (``B`` models) per step in ``steps``;
+        - ``train_loss``: ``(B, len(steps))`` training objective at each checkpoint (the loss
+          of the step just taken, on the model's own subset / noisy labels);
+        - ``diverged_step``: ``(B,)`` first step with a non-finite loss, ``-1`` if none;
+        - ``subset``: ``(B, s)`` bool training subset; ``labels``: ``(B, s)`` noisy labels
+          (classification) or ``None``.
+    """
+
+    steps: List[int]
+    checkpoints: List[KANWeights]
+    train_loss: torch.Tensor
+    diverged_step: torch.Tensor
+    subset: torch.Tensor
+    labels: Optional[torch.Tensor] = None
+    extra: Dict = field(default_factory=dict)
+
+
+def init_models(width, grid, k, hp: RunHParams, *, grid_range=(-1.0, 1.0), base_fun="silu",
+                dtype=torch.float32, device=None) -> KAN:
+    """A :class:`~wskan_ext.KAN` with ``num_models=len(hp)``; model ``b`` is initialised
+    exactly as ``KAN(width, ..., generator=torch.Generator().manual_seed(seed_b))`` with
+    ``noise_scale = 0.3 * init_scale_b`` and ``scale_base_sigma = init_scale_b``."""
+    singles = []
+    for b in range(len(hp)):
+        g = torch.Generator().manual_seed(int(hp.seed[b]))
+        s = float(hp.init_scale[b])
+        m = KAN(width, grid=grid, k=k, base_fun=base_fun, grid_range=grid_range, noise_scale=0.3 * s,
+                scale_base_sigma=s, generator=g, dtype=dtype)
+        singles.append(m.weights(detach=True))
+    return KAN.from_weights(KANWeights.stack(singles).to(device))
+
+
+def _subset_and_labels(hp: RunHParams, s: int, y: Optional[torch.Tensor], num_classes: Optional[int]):
+    B = len(hp)
+    subset = torch.zeros(B, s, dtype=torch.bool)
+    labels = None if y is None else y.cpu().expand(B, s).clone()
+    for b in range(B):
+        g = torch.Generator().manual_seed(int(hp.seed[b]) ^ 0x5EED)
+        n_keep = max(1, int(round(float(hp.subset_fraction[b]) * s)))
+        subset[b, torch.randperm(s, generator=g)[:n_keep]] = True
+        if labels is not None and float(hp.label_noise[b]) > 0:
+            flip = torch.rand(s, generator=g) < float(hp.label_noise[b])
+            labels[b, flip] = torch.randint(num_classes, (int(flip.sum()),), generator=g)
+    return subset, labels
+
+
+class _FirstLayerCache:
+    """Shared basis ``(s, n0 * nb)`` and base values ``(s, n0)`` of the first layer."""
+
+    def __init__(self, model: KAN, x: torch.Tensor):
+        layer = model.layers[0]
+        grid = layer.grid
+        self.ok = bool((grid == grid[:1]).all())
+        if self.ok:
+            basis = bspline_basis(x, grid[0], model.k[0])  # (s, n0, nb)
+            self.basis = rearrange(basis, "s i b -> s (i b)")
+            self.base = base_function(model.base_fun[0])(x)
+
+    def forward(self, model: KAN, idx: Optional[torch.Tensor]) -> torch.Tensor:
+        """First-layer output ``(B, s', n1)`` for all samples (``idx=None``) or ``idx: (B, s')``."""
+        layer = model.layers[0]
+        eff = rearrange((layer.mask * layer.scale_sp).unsqueeze(-1) * layer.coef, "B i o b -> B (i b) o")
+        effb = layer.mask * layer.scale_base
+        if idx is None:
+            y = torch.matmul(self.basis, eff) + torch.matmul(self.base, effb)
+        else:
+            y = torch.bmm(self.basis[idx], eff) + torch.bmm(self.base[idx], effb)
+        return layer.node_scale.unsqueeze(-2) * y + layer.node_bias.unsqueeze(-2)
+
+
+def batched_loss(pred: torch.Tensor, target: torch.Tensor, task: str) -> torch.Tensor:
+    """Per-sample loss ``(B, s)``: cross-entropy (``target (B, s)`` class ids) or squared
+    error averaged over output channels (``target (B, s, c)``)."""
+    if task == "classification":
+        return F.cross_entropy(rearrange(pred, "B s c -> B c s"), target, reduction="none")
+    return ((pred - target) ** 2).mean(-1)
+
+
+def train_batched(
+    width: Sequence[int],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    hp: RunHParams,
+    *,
+    steps: int,
+    grid: int = 5,
+    k: int = 3,
+    task: str = "classification",
+    num_classes: Optional[int] = None,
+    batch_size: Optional[int] = None,
+    checkpoints: Optional[Sequence[int]] = None,
+    grid_range=(-1.0, 1.0),
+    base_fun: str = "silu",
+    betas=(0.9, 0.999),
+    eps: float = 1e-8,
+    seed: int = 0,
+    cache_first_layer: bool = True,
+    progress: bool = False,
+    desc: str = "train",
+) -> TrainResult:
+    """Train ``len(hp)`` KANs of architecture ``width`` simultaneously.
+
+    Args:
+        x: shared training inputs ``(s, n_0)`` (dtype/device of every model).
+        y: class ids ``(s,)`` for ``task="classification"``; per-model targets ``(B, s, c)``
+            for ``task="regression"`` (INRs).
+        hp: per-model hyperparameters (:class:`RunHParams`).
+        steps: optimisation steps; ``checkpoints``: steps (``1..steps``) at which the weights
+            are kept (default: ``[steps]``).
+        batch_size: samples per step per model (``None`` = full batch over the model's subset).
+        seed: seeds the minibatch sampler (use one seed per shard for reproducibility).
+        cache_first_layer: share the first layer's B-spline basis across models (exactly the
+            same function; set ``False`` to run the plain module forward).
+
+    Returns: :class:`TrainResult`.
+
+    Shapes: ``x (s, n_0)``; ``y (s,)`` or ``(B, s, c)``; checkpoints ``B`` stacked models.
+    """
+    if task not in ("classification", "regression"):
+        raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+    B, s = len(hp), x.shape[0]
+    checkpoints = sorted(set(int(c) for c in (checkpoints or [steps])))
+    if checkpoints[0] < 1 or checkpoints[-1] > steps:
+        raise ValueError(f"checkpoints must lie in [1, steps={steps}], got {checkpoints}")
+    dtype, device = x.dtype, x.device
+    if task == "classification":
+        if y.shape != (s,):
+            raise ValueError(f"classification targets must have shape ({s},), got {tuple(y.shape)}")
+        num_classes = int(num_classes or width[-1])
+    elif y.dim() != 3 or y.shape[:2] != (B, s):
+        raise ValueError(f"regression targets must have shape ({B}, {s}, c), got {tuple(y.shape)}")
+    model = init_models(width, grid, k, hp, grid_range=grid_range, base_fun=base_fun, dtype=dtype, device=device)
+    subset, labels = _subset_and_labels(hp, s, y if task == "classification" else None, num_classes)
+    subset, target = subset.to(device), (labels.to(device) if labels is not None else y)
+    cache = _FirstLayerCache(model, x) if cache_first_layer else None
+    use_cache = cache is not None and cache.ok
+    params = [p for p in model.parameters()]
+    shape1 = lambda p: (B,) + (1,) * (p.dim() - 1)  # noqa: E731
+    lr = [hp.lr.to(dtype=dtype, device=device).view(shape1(p)) for p in params]
+    wd = [hp.weight_decay.to(dtype=dtype, device=device).view(shape1(p)) for p in params]
+    m1 = [torch.zeros_like(p) for p in params]
+    m2 = [torch.zeros_like(p) for p in params]
+    gen = torch.Generator().manual_seed(seed)
+    full = batch_size is None or batch_size >= s
+    weight_full = subset.to(dtype)
+    diverged = torch.full((B,), -1, dtype=torch.long)
+    kept, losses = [], []
+    for t in tqdm(range(1, steps + 1), desc=desc, disable=not progress, leave=False):
+        if full:
+            idx, w = None, weight_full
+        else:
+            keys = torch.rand(B, s, generator=gen).to(device) + (~subset).to(dtype)
+            idx = keys.topk(batch_size, dim=1, largest=False).indices
+            w = torch.gather(weight_full, 1, idx)
+        if use_cache:
+            h = cache.forward(model, idx)
+            wts = model.weights()
+            for l in range(1, model.depth):
+                h = layer_forward(wts, l, h)
+            pred = h
+        else:
+            xin = x.expand(B, s, x.shape[1]) if idx is None else x[idx]
+            pred = model(xin)
+        tgt = target if idx is None else (torch.gather(target, 1, idx) if task == "classification"
+                                          else target[torch.arange(B, device=device)[:, None], idx])
+        per = batched_loss(pred, tgt, task)
+        loss_b = (per * w).sum(1) / w.sum(1).clamp_min(1)
+        bad = ~torch.isfinite(loss_b.detach()).cpu()
+        diverged[(diverged < 0) & bad] = t
+        for p in params:
+            p.grad = None
+        loss_b.sum().backward()
+        with torch.no_grad():
+            c1, c2 = 1 - betas[0] ** t, 1 - betas[1] ** t
+            for p, a, b2, lr_p, wd_p in zip(params, m1, m2, lr, wd):
+                g = p.grad
+                a.mul_(betas[0]).add_(g, alpha=1 - betas[0])
+                b2.mul_(betas[1]).addcmul_(g, g, value=1 - betas[1])
+                denom = (b2.sqrt() / math.sqrt(c2)).add_(eps)
+                p.sub_(lr_p * wd_p * p)
+                p.sub_((lr_p / c1) * a / denom)
+        if t in checkpoints:
+            kept.append(model.weights(detach=True).clone())
+            losses.append(loss_b.detach().clone())
+    return TrainResult(checkpoints, kept, torch.stack(losses, 1).cpu(), diverged, subset.cpu(), labels,
+                       {"first_layer_cache": use_cache})
+
+
+def diverged_at(result: TrainResult) -> torch.Tensor:
+    """``(B, len(steps))`` bool: model diverged at or before each checkpoint, or its
+    checkpoint weights contain NaN/Inf."""
+    steps = torch.tensor(result.steps)
+    d = result.diverged_step
+    flag = (d[:, None] >= 0) & (d[:, None] <= steps[None, :])
+    for c, w in enumerate(result.checkpoints):
+        finite = torch.ones(d.shape[0], dtype=torch.bool)
+        for t in w.tensors().values():
+            finite &= torch.isfinite(t.reshape(t.shape[0], -1)).all(1).cpu()
+        flag[:, c] |= ~finite
+    return flag
+
