@@ -5,6 +5,14 @@ import sys
 
 sys.path.insert(0, os.path.abspath(".."))
 
+# Figures are generated from code at every build (never hand-drawn, never stale).
+_here = os.path.dirname(os.path.abspath(__file__))
+os.makedirs(os.path.join(_here, "_static"), exist_ok=True)
+sys.path.insert(0, os.path.join(_here, "scripts"))
+import kan_graph_figure  # noqa: E402
+
+kan_graph_figure.main(os.path.join(_here, "_static", "kan_graph.png"))
+
 project = "wskan_ext"
 author = "wskan_ext developers"
 copyright = "2026, wskan_ext developers"
@@ -34,4 +42,5 @@ nitpick_ignore_regex = [
 
 html_theme = "furo"
 html_title = "wskan_ext"
+html_static_path = ["_static"]
 exclude_patterns = ["_build"]
