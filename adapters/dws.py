@@ -16,13 +16,13 @@ belongs to input neuron ``i`` of layer ``l``, is broadcast over that neuron's ou
 edges (``b i K -> b i m K``) so that it moves with the neuron under every
 permutation. Edge channels of layer ``l`` (``K = G_l + 2k_l + 1`` knots):
 
-=============  ==========================================================  ============
-features       edge channels                                               invertible
-=============  ==========================================================  ============
-``raw``        ``coef (G+k) | scale_base | scale_sp | mask | grid (K)``     bitwise
-``canonical``  ``mask*scale_sp*coef (G+k) | mask*scale_base | grid (K)``   same function
-``values``     ``phi_ij`` at ``P`` points of ``[t_k, t_{G+k}]`` ``| lo | hi``  no
-=============  ==========================================================  ============
+=============  ==================================================================  =============
+features       edge channels                                                       invertible
+=============  ==================================================================  =============
+``raw``        ``coef (G+k) | scale_base | scale_sp | mask | grid (K)``            bitwise
+``canonical``  ``mask*scale_sp*coef (G+k) | mask*scale_base | grid (K)``           same function
+``values``     ``phi_ij`` at ``P`` points of ``[t_k, t_{G+k}]``, then ``lo | hi``  no
+=============  ==================================================================  =============
 
 Node channels are ``node_scale | node_bias``. Layers (and weights vs. biases) are
 zero-padded to one common ``C`` (the most any layer needs), as DWSNets-style models
@@ -168,7 +168,7 @@ def decode_channels(edges: Sequence[torch.Tensor], nodes: Sequence[torch.Tensor]
     function with ``scale_sp = mask = 1``; ``values``: not invertible).
 
     Shapes: ``edges[l]: (B, n_l, n_{l+1}, C)``, ``nodes[l]: (B, n_{l+1}, C)`` -> a
-    batched :class:`KANWeights` of ``B`` models.
+    batched :class:`~wskan_ext.KANWeights` of ``B`` models.
     """
     if layout.features == "values":
         raise ValueError(
@@ -219,7 +219,7 @@ def to_dws(kans, features: str = "canonical", include_grid: bool = True, num_poi
     """KANs -> DWSNets/Neural Graphs/ScaleGMN tuples (channels last).
 
     Args:
-        kans: :class:`KANWeights` (one or a batch) or any object a registered family
+        kans: :class:`~wskan_ext.KANWeights` (one or a batch) or any object a registered family
             converts (see :func:`wskan_ext.as_kan_weights`).
         features: ``"raw"`` (bitwise invertible), ``"canonical"`` (rescaling symmetry
             removed) or ``"values"`` (edge function values, grid-agnostic).
@@ -238,7 +238,7 @@ def to_dws(kans, features: str = "canonical", include_grid: bool = True, num_poi
 
 
 def from_dws(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], layout: ChannelLayout) -> KANWeights:
-    """DWS tuples -> batched :class:`KANWeights` (inverse of :func:`to_dws`).
+    """DWS tuples -> batched :class:`~wskan_ext.KANWeights` (inverse of :func:`to_dws`).
 
     Shapes: ``weights[l]: (B, n_l, n_{l+1}, C)``, ``biases[l]: (B, n_{l+1}, C)``.
     """
@@ -316,7 +316,7 @@ def mlps_to_dws(mlps: Sequence[nn.Module]) -> Tuple[Tuple[torch.Tensor, ...], Tu
 
 def kans_from_dws_mlps(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], activation: str = "relu") -> KANWeights:
     """An MLP zoo in DWS format -> a batch of KANs computing the same functions, via
-    the exact conversion :func:`wskan_ext.convert.mlp_to_kan` (``route="exact"``)."""
+    the exact conversion ``wskan_ext.mlp_to_kan`` (``route="exact"``)."""
     from wskan_ext.convert import mlp_to_kan
 
-    return KANWeights.stack([mlp_to_kan(m, route="exact") for m in mlps_from_dws(weights, biases, activation)])
+    return mlp_to_kan(mlps_from_dws(weights, biases, activation), route="exact")

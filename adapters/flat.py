@@ -2,7 +2,7 @@ r"""A documented, stable flattening of KANs into vectors (and its exact inverse)
 
 For structure-agnostic baselines (an MLP on the weight vector, PCA, ...). The vector of
 one KAN concatenates, **layer by layer, and within a layer field by field in the order**
-:data:`wskan_ext.kan.weights.FIELDS` = ``grid, coef, scale_base, scale_sp, mask,
+``wskan_ext.kan.weights.FIELDS`` = ``grid, coef, scale_base, scale_sp, mask,
 node_scale, node_bias``, each tensor flattened row-major (C order), i.e. the order of
 :meth:`KANWeights.tensors() <wskan_ext.KANWeights.tensors>`:
 

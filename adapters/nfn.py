@@ -28,8 +28,6 @@ built the way ``nfn``'s examples build one for MLPs.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 import torch
 from einops import rearrange
 from torch import nn
@@ -111,7 +109,12 @@ def network_spec(kans) -> NetworkSpec:
         kans: :class:`~wskan_ext.KANWeights`, a model a family converts, or a list of
             widths ``[n_0, ..., n_L]``.
     """
-    widths = list(kans) if isinstance(kans, (list, tuple)) else _as_kans(kans).widths
+    if isinstance(kans, (list, tuple)):
+        widths = list(kans)
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in widths):
+            raise TypeError(f"network_spec: a list argument must hold positive int widths, got {widths!r}")
+    else:
+        widths = _as_kans(kans).widths
     L = len(widths) - 1
     if L < 1:
         raise ValueError(f"a KAN needs at least two widths, got {widths}")

@@ -8,7 +8,6 @@ from torch import nn
 
 from wskan_ext import KAN, KANWeights, permute_hidden
 from wskan_ext.adapters.dws import (
-    channel_layout,
     from_dws,
     kans_from_dws_mlps,
     mlps_from_dws,
@@ -211,3 +210,37 @@ def test_mlp_zoo_from_dws_to_kans(act):
     x = 3 * torch.randn(25, 3, dtype=F64)
     ref = torch.stack([m(x) for m in mlps])
     assert torch.allclose(kans_(x), ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif(not _convert_ready(), reason="wskan_ext.convert.mlp_to_kan not available yet")
+def test_mlp_zoo_in_dws_format_through_wskan():
+    """An MLP zoo stored as DWS tuples -> KANs -> WS-KAN gives the same output as
+    converting the nn.Sequential models directly (and through the registry)."""
+    from wskan_ext import WSKAN, as_kan_weights, kan_to_graph, mlp_to_kan
+
+    mlps = _mlps([4, 6, 3], 5, 2)
+    weights, biases, _ = mlps_to_dws(mlps)
+    from_zoo = kans_from_dws_mlps(weights, biases, activation="relu")
+    direct = KANWeights.stack([as_kan_weights(m) for m in mlps])
+    assert from_zoo.equal(direct) and from_zoo.equal(mlp_to_kan(mlps, route="exact"))
+    g_zoo, g_direct = kan_to_graph(from_zoo), kan_to_graph(direct)
+    torch.manual_seed(0)  # test-only: WS-KAN initialisation
+    model = WSKAN(g_zoo.x.shape[1], g_zoo.edge_attr.shape[1], hidden_channels=16, num_layers=2,
+                  graph_out_channels=3).double()
+    y_zoo, y_direct = model(g_zoo).graph, model(g_direct).graph
+    assert y_zoo.shape == (5, 3)
+    assert torch.equal(y_zoo, y_direct)
+    # negative twin: a different zoo (one weight changed) gives a different output
+    weights2 = (weights[0].clone(),) + weights[1:]
+    weights2[0][0, 0, 0, 0] += 1.0
+    y2 = model(kan_to_graph(kans_from_dws_mlps(weights2, biases, activation="relu"))).graph
+    assert not torch.allclose(y2[0], y_zoo[0]) and torch.equal(y2[1:], y_zoo[1:])
+
+
+def test_round_trip_on_device(device):
+    w = random_kans([3, 5, 2], [4, 3], [3, 2], 2, 0).to(device)
+    for features in ("raw", "canonical", "values"):
+        d = to_dws(w, features=features)
+        assert all(t.device == w.device for t in d.weights + d.biases)
+    d = to_dws(w, features="raw")
+    assert from_dws(d.weights, d.biases, d.layout).equal(w)

@@ -107,3 +107,10 @@ def test_bad_input():
     with pytest.raises(ValueError, match="subset"):
         to_flat(w, fields=("coefs",))
     assert isinstance(spec, FlatSpec) and spec.fields == FIELDS
+
+
+def test_round_trip_on_device(device):
+    w = random_kans([3, 5, 2], [4, 3], [3, 2], 2, 0).to(device)
+    vec, spec = to_flat(w)
+    assert vec.device == w.device
+    assert from_flat(vec, spec).equal(w)

@@ -182,3 +182,36 @@ def test_values_not_invertible_and_bad_input():
         from_wsfeat(ws, lay)
     with pytest.raises(TypeError, match="WeightSpaceFeatures"):
         from_wsfeat((ws.weights, ws.biases), lay)
+
+
+@settings(max_examples=6)
+@given(kans())
+def test_nfn_layers_pass_the_equivariance_suite(w):
+    """The project's equivariance suite on nfn layers fed with adapted KANs: HNP and NP
+    layers are equivariant, the invariant models invariant; the HNP model sees input
+    neurons, the NP model (negative twin) does not."""
+    suite = pytest.importorskip("wskan_ext.equivariance_tests")
+    if all(n == 1 for n in w.widths[1:-1]):
+        return
+    torch.manual_seed(0)
+    spec, C = network_spec(w), wsfeat_layout(w).channels
+    for Layer in (HNPLinear, NPLinear):
+        suite.assert_equivariant(Layer(spec, C, 4).double(), w, input_format="nfn", output="wsfeat", ntrials=2)
+    hnp = KANInvariantNFN(spec, C).double()
+    np_ = KANInvariantNFN(spec, C, mode="NP").double()
+    suite.assert_invariant(hnp, w, input_format="nfn", ntrials=2)
+    suite.assert_invariant(np_, w, input_format="nfn", ntrials=2)
+    if w.widths[0] > 1:
+        suite.assert_sensitive(hnp, w, input_format="nfn")
+        with pytest.raises(AssertionError, match="input"):
+            suite.assert_sensitive(np_, w, input_format="nfn")
+
+
+def test_nfn_on_device(device):
+    w = random_kans([3, 5, 4, 2], [4, 3, 5], [3, 2, 1], 2, 0).to(device)
+    ws, lay = to_wsfeat(w, features="raw", return_layout=True)
+    assert from_wsfeat(ws, lay).equal(w)
+    torch.manual_seed(0)
+    model = KANInvariantNFN(network_spec(w), lay.channels, features="raw").double().to(device)
+    p = [q.to(device) for q in random_hidden_permutations(w, torch.Generator().manual_seed(1))]
+    assert torch.allclose(model(permute_hidden(w, p)), model(w), rtol=1e-10, atol=1e-10)

@@ -149,3 +149,12 @@ def test_align_errors():
         align_to(a, a.unsqueeze())
     with pytest.raises(TypeError):
         align_to(a, "ref")
+
+
+def test_align_on_device(device):
+    ref = random_kans([3, 5, 4, 2], [4, 3, 5], [3, 2, 1], None, 1).to(device)
+    copies = KANWeights.stack([ref] * 2)
+    perms = [p.to(device) for p in random_hidden_permutations(copies, torch.Generator().manual_seed(0), per_model=True)]
+    aligned, found = align_to(permute_hidden(copies, perms), ref)
+    assert aligned.device == ref.device and found[0].device == ref.device
+    assert aligned[0].equal(ref) and aligned[1].equal(ref)

@@ -10,6 +10,7 @@ from .registry import as_kan_weights, families, register_family
 from .graph import graph_to_kan, kan_to_graph
 from .nn import WSKAN, WSKANLayer
 from .convert import kan_to_mlp, mlp_to_kan
+from .align import align_to
 
 __version__ = "0.1.0"
 
@@ -26,5 +27,6 @@ __all__ = [
     "WSKAN",
     "kan_to_mlp",
     "mlp_to_kan",
+    "align_to",
     "__version__",
 ]

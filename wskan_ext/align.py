@@ -31,7 +31,7 @@ permuted copy of the reference is therefore matched back exactly.
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import numpy as np
 import torch

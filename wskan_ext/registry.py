@@ -1,7 +1,7 @@
 """Architecture families: turn any supported model object into :class:`~wskan_ext.KANWeights`.
 
 A *family* is a name, a detector (``obj -> bool``) and a converter
-(``obj -> KANWeights``). :func:`as_kan_weights` tries the registered families in
+(``obj -> KANWeights``). :func:`~wskan_ext.as_kan_weights` tries the registered families in
 registration order. Families registered out of the box:
 
 * ``kan_weights`` -- :class:`~wskan_ext.KANWeights` itself (returned as is);
@@ -10,14 +10,14 @@ registration order. Families registered out of the box:
 * ``efficient_kan`` -- an efficient-kan ``state_dict``;
 * ``mlp`` -- a plain MLP, an ``nn.Sequential`` of ``nn.Linear`` and activation modules,
   converted by the exact MLP -> KAN construction
-  (:func:`wskan_ext.convert.mlp_to_kan` with ``route="exact"``: the base-function branch
+  (``wskan_ext.mlp_to_kan`` with ``route="exact"``: the base-function branch
   carries the activation, the node affine the bias), so MLP and KAN zoos share one
   pipeline. An ``nn.Sequential`` with an unsupported module is still detected, and the
   conversion raises an error naming that module.
 
 Third-party packages register families through the entry-point group
 ``wskan_ext.families``: each entry point resolves to a callable taking no argument that
-calls :func:`register_family` (or returns a ``(name, detector, converter)`` tuple).
+calls :func:`~wskan_ext.register_family` (or returns a ``(name, detector, converter)`` tuple).
 For example, in the third-party package's ``pyproject.toml``:
 
 .. code-block:: toml
@@ -25,8 +25,8 @@ For example, in the third-party package's ``pyproject.toml``:
     [project.entry-points."wskan_ext.families"]
     my_kan = "my_package.wskan_family:register"
 
-The group is scanned once, on the first call to :func:`families` or
-:func:`as_kan_weights`.
+The group is scanned once, on the first call to :func:`~wskan_ext.families` or
+:func:`~wskan_ext.as_kan_weights`.
 """
 
 from __future__ import annotations
@@ -158,7 +158,9 @@ register_family("efficient_kan", _ekan_detect, _ekan_convert)
 def _mlp_detect(obj) -> bool:
     from torch import nn
 
-    return isinstance(obj, nn.Sequential) and any(isinstance(m, nn.Linear) for m in obj.children())
+    from .convert import BatchedLinear
+
+    return isinstance(obj, nn.Sequential) and any(isinstance(m, (nn.Linear, BatchedLinear)) for m in obj.modules())
 
 
 def _mlp_convert(obj, **kwargs) -> KANWeights:
