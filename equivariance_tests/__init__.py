@@ -29,6 +29,8 @@ _EXPORTS = {
     "EquivarianceResult": "checks",
     "FLOAT_TOLERANCE": "checks",
     "default_tolerance": "checks",
+    "SENSITIVITY_THRESHOLD": "checks",
+    "default_min_change": "checks",
     "InputFormat": "actions",
     "OutputAction": "actions",
     "register_format": "actions",

@@ -6,11 +6,11 @@ An **input format** is a pluggable pair ``(convert, act)``:
 * ``act(obj, kans, perms)`` applies hidden permutations to an already converted object,
   *in that format* (default: convert the permuted :class:`~wskan_ext.KANWeights`).
 
-``per_item`` formats call the model once per :class:`KANWeights` of a batch (a batched
+``per_item`` formats call the model once per :class:`~wskan_ext.KANWeights` of a batch (a batched
 ``KANWeights`` is one call); batch formats (PyG graphs) convert the whole list at once.
 
-Built-in formats: ``weights`` (:class:`KANWeights` as is), ``graph`` and ``graph-values``
-(:func:`wskan_ext.graph.kan_to_graph` with ``encoding="coef"`` / ``"values"``; the action
+Built-in formats: ``weights`` (:class:`~wskan_ext.KANWeights` as is), ``graph`` and ``graph-values``
+(:func:`~wskan_ext.kan_to_graph` with ``encoding="coef"`` / ``"values"``; the action
 permutes node and edge rows, keeping ``node_pos``, ``edge_index`` and ``batch`` fixed),
 ``nfn`` (:func:`wskan_ext.adapters.nfn.to_wsfeat`, channels first), ``dws``
 (:func:`wskan_ext.adapters.dws.to_dws`, passed as the tuple ``(weights, biases)``) and
@@ -18,7 +18,7 @@ permutes node and edge rows, keeping ``node_pos``, ``edge_index`` and ``batch`` 
 
 An **output action** maps a model output ``y`` to ``g . y``. Built-in: ``invariant``
 (``g . y = y``), ``node`` (rows in node order, see :mod:`.layout`), ``edge`` (rows in edge
-order), ``weights`` (a :class:`KANWeights` permuted with :func:`~wskan_ext.permute_hidden`),
+order), ``weights`` (a :class:`~wskan_ext.KANWeights` permuted with :func:`~wskan_ext.permute_hidden`),
 ``wsfeat`` (nfn ``WeightSpaceFeatures``) and ``dws`` (a ``(weights, biases)`` tuple).
 Register more with :func:`register_output`.
 """
@@ -26,7 +26,7 @@ Register more with :func:`register_output`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -57,7 +57,7 @@ class ActionContext:
     """What an output action needs: the KANs of one model call and their permutations.
 
     Attributes:
-        kans: the :class:`KANWeights` items of the call (one for ``per_item`` formats).
+        kans: the :class:`~wskan_ext.KANWeights` items of the call (one for ``per_item`` formats).
         perms: per item, one permutation per hidden layer (``(n_h,)`` or ``(B, n_h)``).
         units: the single-KAN units in row order (see :func:`.layout.units_of`).
     """

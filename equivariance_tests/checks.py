@@ -10,24 +10,28 @@ conversion ``c`` (see :mod:`.actions`), the **equivariance error** is
 (absolute below magnitude 1, relative above), maximised over the items, trials and
 output tensors. Default tolerances (:data:`FLOAT_TOLERANCE`) depend on the lowest
 precision among the KANs and the outputs: ``float64`` 1e-9, ``float32`` 1e-4,
-``float16`` 1e-2, ``bfloat16`` 5e-2.
+``float16`` 1e-2, ``bfloat16`` 5e-2. Sensitivity checks require a change above
+:data:`SENSITIVITY_THRESHOLD`: ``float64`` 1e-8, ``float32`` 1e-5, ``float16`` 1e-2,
+``bfloat16`` 5e-2.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 
-from wskan_ext.kan.weights import KANWeights, permute_hidden
+from wskan_ext.kan.weights import KANWeights
 
 from .actions import ActionContext, get_format, get_output, permute_inputs, permute_outputs
 
 __all__ = [
     "FLOAT_TOLERANCE",
     "default_tolerance",
+    "SENSITIVITY_THRESHOLD",
+    "default_min_change",
     "EquivarianceResult",
     "equivariance_check",
     "equivariance_error",
@@ -40,6 +44,16 @@ __all__ = [
 
 #: Default tolerance per dtype (see the module docstring for the error measure).
 FLOAT_TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+
+
+#: Default smallest change that :func:`assert_sensitive` accepts, per dtype (far above the
+#: round-off a genuinely insensitive model shows, far below a real change).
+SENSITIVITY_THRESHOLD = {torch.float64: 1e-8, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+
+
+def default_min_change(dtype: torch.dtype) -> float:
+    """Sensitivity threshold for ``dtype`` (:data:`SENSITIVITY_THRESHOLD`; 1e-5 if unknown)."""
+    return SENSITIVITY_THRESHOLD.get(dtype, 1e-5)
 
 
 def default_tolerance(dtype: torch.dtype) -> float:
@@ -361,7 +375,7 @@ def sensitivity_check(f: Callable, kans, perm=None, *, input_format="weights", w
                     best = change
                     archs = [dict(w.architecture, num_models=w.num_models)]
                     details = [f"{which} neurons permuted by {p.tolist()}"]
-    tol = 10 * default_tolerance(dt) if min_change is None else float(min_change)
+    tol = default_min_change(dt) if min_change is None else float(min_change)
     return EquivarianceResult(
         kind="sensitivity", error=best, tolerance=tol, passed=bool(best > tol), dtype=dt, input_format=fmt.name,
         output=which, function=_name(f), where="", architectures=archs, perms=details,
@@ -371,7 +385,7 @@ def sensitivity_check(f: Callable, kans, perm=None, *, input_format="weights", w
 def assert_sensitive(f: Callable, kans, perm=None, *, input_format="weights", which: str = "input",
                      min_change: Optional[float] = None, args=(), seed: int = 0) -> EquivarianceResult:
     """Raise ``AssertionError`` if ``f`` does *not* change (by more than ``min_change``,
-    default 10 x the dtype tolerance) when the KAN's input neurons (``which="input"``) or
+    default by dtype: :data:`SENSITIVITY_THRESHOLD`) when the KAN's input neurons (``which="input"``) or
     output neurons (``"output"``) are permuted. These are not symmetries of a KAN, so a
     metanetwork that ignores them -- e.g. one with constant outputs, or one treating input
     neurons as an unordered set -- loses information. Outputs are compared position by

@@ -5,7 +5,7 @@ the checks can fail):
 
 * :class:`DeepSetsOverEdges` -- a sum over all edges: invariant, but also invariant to
   permuting *input* neurons (it fails :func:`~.checks.assert_sensitive`).
-* :class:`TinyKANNet` -- one round of edge/node message passing on :class:`KANWeights`
+* :class:`TinyKANNet` -- one round of edge/node message passing on :class:`~wskan_ext.KANWeights`
   with positional identity for input/output neurons; graph, node and edge readouts.
   ``positional_hidden=True`` is the classic bug: positional embeddings on *hidden* neurons.
 * :class:`TinyGraphNet` -- the same idea on a KAN-graph PyG ``Batch``.
@@ -24,7 +24,7 @@ from wskan_ext.kan.weights import KANWeights
 __all__ = ["DeepSetsOverEdges", "TinyKANNet", "TinyGraphNet", "FlatMLP", "init_from_seed"]
 
 
-def init_from_seed(module: nn.Module, seed: int, scale: float = 0.5) -> nn.Module:
+def init_from_seed(module: nn.Module, seed: int, scale: float = 1.5) -> nn.Module:
     """Re-draw every parameter from ``N(0, scale^2 / fan_in)`` with a seeded generator
     (no global RNG use)."""
     gen = torch.Generator().manual_seed(seed)
@@ -53,7 +53,7 @@ class DeepSetsOverEdges(nn.Module):
     """``rho(sum_{l,i,j} phi(e_lij))`` over canonical edge features: invariant to every
     neuron permutation, including the non-symmetric input/output ones.
 
-    Shapes: :class:`KANWeights` with ``*`` models -> ``(*, out)``."""
+    Shapes: :class:`~wskan_ext.KANWeights` with ``*`` models -> ``(*, out)``."""
 
     def __init__(self, hidden: int = 16, out: int = 2, seed: int = 0):
         super().__init__()
@@ -66,7 +66,7 @@ class DeepSetsOverEdges(nn.Module):
 
 
 class TinyKANNet(nn.Module):
-    r"""One round of message passing on the KAN-graph of a :class:`KANWeights`.
+    r"""One round of message passing on the KAN-graph of a :class:`~wskan_ext.KANWeights`.
 
     Node ``(l, i)`` starts from its grid statistics, node affine, role and -- for input
     and output neurons only -- a positional code; edge ``(l, i, j)`` computes
@@ -180,7 +180,7 @@ class FlatMLP(nn.Module):
     """An MLP on all weights of a KAN flattened in a fixed order -- the structure-agnostic
     baseline, which is *not* invariant to hidden permutations.
 
-    Shapes: :class:`KANWeights` with ``*`` models and ``in_features`` scalars per model -> ``(*, out)``."""
+    Shapes: :class:`~wskan_ext.KANWeights` with ``*`` models and ``in_features`` scalars per model -> ``(*, out)``."""
 
     def __init__(self, in_features: int, hidden: int = 32, out: int = 2, seed: int = 0):
         super().__init__()

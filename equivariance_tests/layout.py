@@ -1,7 +1,7 @@
 """Index maths of the hidden-permutation group acting on KAN-graph layouts.
 
 For one KAN with widths ``[n_0, ..., n_L]`` (the layout contract of
-:mod:`wskan_ext.graph`): neuron ``(l, i)`` is node ``node_offset[l] + i`` and edge
+``wskan_ext.graph``): neuron ``(l, i)`` is node ``node_offset[l] + i`` and edge
 ``(l, i, j)`` is edge ``edge_offset[l] + i * n_{l+1} + j``. A permutation ``p_h`` of
 hidden layer ``h`` (new neuron ``j`` = old neuron ``p_h[j]``) acts on node-ordered
 rows as ``y'[off_h + j] = y[off_h + p_h[j]]`` and on edge-ordered rows of layer ``l`` as
@@ -119,7 +119,7 @@ def decode_node(units: Sequence[Unit], index: int) -> str:
     for l, n in enumerate(widths):
         if r < n:
             role = "input" if l == 0 else ("output" if l == len(widths) - 1 else "hidden")
-            return f"KAN {u}, node (layer {l}, neuron {r}) [{role}]"
+            return f"model {u}, node (layer {l}, neuron {r}) [{role}]"
         r -= n
     raise AssertionError("unreachable")
 
@@ -130,6 +130,6 @@ def decode_edge(units: Sequence[Unit], index: int) -> str:
     for l in range(len(widths) - 1):
         n, m = widths[l], widths[l + 1]
         if r < n * m:
-            return f"KAN {u}, edge (layer {l}, from neuron {r // m} to neuron {r % m})"
+            return f"model {u}, edge (layer {l}, from neuron {r // m} to neuron {r % m})"
         r -= n * m
     raise AssertionError("unreachable")

@@ -12,12 +12,14 @@ PROFILES = {"ci": "wskan-ci", "thorough": "wskan-thorough"}
 
 def register_profiles() -> None:
     """Register both profiles with Hypothesis (idempotent; loads neither)."""
-    from hypothesis import HealthCheck, settings
+    from hypothesis import HealthCheck, Phase, settings
 
+    phases = tuple(p for p in Phase if p.name != "explain")  # keep failure reports short
     quiet = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
     settings.register_profile("wskan-ci", derandomize=True, max_examples=15, deadline=None,
-                              suppress_health_check=quiet, print_blob=True, database=None)
-    settings.register_profile("wskan-thorough", max_examples=200, deadline=None, suppress_health_check=quiet)
+                              suppress_health_check=quiet, print_blob=True, database=None, phases=phases)
+    settings.register_profile("wskan-thorough", max_examples=200, deadline=None, suppress_health_check=quiet,
+                              phases=phases)
 
 
 def profile_settings(name: str):

@@ -15,7 +15,7 @@ architecture, the seed and the permutations, which keeps counterexamples small):
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import torch
 from hypothesis import strategies as st
@@ -31,12 +31,12 @@ __all__ = [
     "kan_batches",
     "batches_and_permutations",
     "kan_inputs",
+    "random_kan",
 ]
 
-IntOrRange = Union[int, Sequence[int]]
 
 
-def _ints(v: IntOrRange) -> st.SearchStrategy:
+def _ints(v) -> st.SearchStrategy:
     if isinstance(v, int):
         return st.just(v)
     lo, hi = v
@@ -53,8 +53,8 @@ def architectures(
     min_width: int = 1,
     max_width: int = 4,
     min_hidden_width: int = 1,
-    grid_sizes: IntOrRange = (1, 5),
-    k: IntOrRange = (1, 3),
+    grid_sizes=(1, 5),
+    k=(1, 3),
     base_funs: Sequence[str] = ("silu",),
     per_layer: bool = False,
 ):
@@ -88,7 +88,7 @@ def architectures(
 
 def random_kan(arch: dict, seed: int, *, num_models: Optional[int] = None, dtype=torch.float64, device=None,
                random_grid: bool = True, mask_prob: float = 0.0) -> KANWeights:
-    """Deterministic random :class:`KANWeights` for ``arch`` (the generator behind
+    """Deterministic random :class:`~wskan_ext.KANWeights` for ``arch`` (the generator behind
     :func:`kan_weights`): per-neuron grid ranges in ``[-2, -0.5] x [0.5, 2]`` with jittered
     knots (``random_grid``), ``coef ~ N(0, 0.5^2)``, ``scale_base ~ N(0, 1)``,
     ``scale_sp ~ U(0.5, 1.5)``, node affine ``U(0.5, 1.5)`` / ``N(0, 0.1^2)``, edges masked
@@ -181,7 +181,7 @@ def kans_and_permutations(draw, *, per_model: bool = False, **kwargs):
 @st.composite
 def kan_batches(draw, *, min_size: int = 1, max_size: int = 3, same_architecture: bool = False,
                 num_models=None, dtype=torch.float64, device=None, **arch_kwargs):
-    """Lists of :class:`KANWeights` whose architectures differ (unless ``same_architecture``),
+    """Lists of :class:`~wskan_ext.KANWeights` whose architectures differ (unless ``same_architecture``),
     e.g. for a PyG batch mixing widths and depths. ``num_models`` as in :func:`kan_weights`."""
     size = draw(st.integers(min_size, max_size))
     arch = draw(architectures(**arch_kwargs)) if same_architecture else None
