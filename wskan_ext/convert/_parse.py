@@ -20,7 +20,7 @@ from torch import nn
 
 from .modules import BatchedLinear, Clamp, SplitActivation
 
-__all__ = ["Affine", "KanForm", "parse_mlp"]
+__all__ = ["Affine", "KanForm", "compose", "parse_mlp"]
 
 
 @dataclass
@@ -35,6 +35,24 @@ class Affine:
         w = torch.matmul(other.weight, self.weight)
         b = torch.einsum("...oi,...i->...o", other.weight, self.bias) + other.bias
         return Affine(w, b, f"{self.where} + {other.where}")
+
+    def is_identity(self) -> bool:
+        w = self.weight
+        return (
+            w.shape[-1] == w.shape[-2]
+            and not bool(self.bias.any())
+            and torch.equal(w, torch.eye(w.shape[-1], dtype=w.dtype, device=w.device).expand_as(w))
+        )
+
+
+def compose(chain: List[Affine]) -> Affine:
+    """One affine map for a chain of consecutive ``Linear`` layers (identities skipped,
+    so a factored kan_to_mlp MLP never materialises its dense merged form)."""
+    parts = [a for a in chain if not a.is_identity()] or chain[:1]
+    out = parts[0]
+    for a in parts[1:]:
+        out = out.then(a)
+    return out
 
 
 @dataclass
@@ -71,18 +89,18 @@ def _identity(n: int, like: torch.Tensor, where: str) -> Affine:
     return Affine(torch.eye(n, dtype=like.dtype, device=like.device).unsqueeze(0), like.new_zeros(1, n), where)
 
 
-_NORMS = (
-    nn.modules.batchnorm._NormBase,
-    nn.LayerNorm,
-    nn.GroupNorm,
-    nn.LocalResponseNorm,
-    nn.RMSNorm,
+_NORMS = tuple(
+    getattr(nn, name)
+    for name in ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "InstanceNorm1d", "InstanceNorm2d",
+                 "InstanceNorm3d", "LayerNorm", "GroupNorm", "LocalResponseNorm", "RMSNorm")
+    if hasattr(nn, name)  # RMSNorm needs torch >= 2.4
 )
 
 
 def parse_mlp(mlp: nn.Module, wd: torch.dtype):
-    """Return ``(layers, num_models)``: ``layers`` is a list of ``(activation, Affine)``
-    (the normal form above) and ``num_models`` the batch size (``None`` if unbatched)."""
+    """Return ``(layers, num_models)``: ``layers`` is a list of ``(activation, chain)``
+    (the normal form above; ``chain`` lists the consecutive affine maps, to be
+    :func:`compose`-d) and ``num_models`` the batch size (``None`` if unbatched)."""
     if not isinstance(mlp, nn.Module):
         raise TypeError(f"mlp_to_kan expects an nn.Sequential (or nn.Linear), got {type(mlp).__name__}")
     items = _flatten(mlp)
@@ -98,15 +116,15 @@ def parse_mlp(mlp: nn.Module, wd: torch.dtype):
                     raise ValueError(f"module {name!r}: holds {mod.num_models} models, earlier modules {num_models}")
                 num_models = mod.num_models
             if tokens and tokens[-1][0] == "aff":
-                prev = tokens[-1][1]
+                prev = tokens[-1][1][-1]
                 if prev.weight.shape[-2] != aff.weight.shape[-1]:
                     raise ValueError(
                         f"{aff.where}: expects {aff.weight.shape[-1]} input features but the previous "
                         f"layer ({prev.where}) gives {prev.weight.shape[-2]} (shapes do not chain)"
                     )
-                tokens[-1] = ("aff", prev.then(aff))
+                tokens[-1][1].append(aff)
             else:
-                tokens.append(("aff", aff))
+                tokens.append(("aff", [aff]))
         elif isinstance(mod, (nn.Identity, nn.Dropout, nn.Flatten)):
             pass  # no-ops at inference (Dropout in eval mode; Flatten of (s, n) inputs)
         elif isinstance(mod, Clamp):
@@ -132,19 +150,19 @@ def parse_mlp(mlp: nn.Module, wd: torch.dtype):
         else:
             tokens.append(("act", (name, mod)))
         i += 1
-    affs = [t[1] for t in tokens if t[0] == "aff"]
+    affs = [t[1][0] for t in tokens if t[0] == "aff"]
     if not affs:
         raise ValueError("mlp_to_kan: the MLP has no nn.Linear / BatchedLinear module")
     # chain check across activations
     width = None
     for kind, t in tokens:
         if kind == "aff":
-            if width is not None and t.weight.shape[-1] != width:
+            if width is not None and t[0].weight.shape[-1] != width:
                 raise ValueError(
-                    f"{t.where}: expects {t.weight.shape[-1]} input features but the previous Linear "
+                    f"{t[0].where}: expects {t[0].weight.shape[-1]} input features but the previous Linear "
                     f"gives {width} (shapes do not chain)"
                 )
-            width = t.weight.shape[-2]
+            width = t[-1].weight.shape[-2]
     # normal form
     ref = affs[0].weight
     layers = []
@@ -154,15 +172,11 @@ def parse_mlp(mlp: nn.Module, wd: torch.dtype):
         if kind == "aff":
             layers.append((pending if pending is not None else ("<input>", nn.Identity()), t))
             pending = None
-            width = t.weight.shape[-2]
+            width = t[-1].weight.shape[-2]
         else:
             if pending is not None:
-                layers.append((pending, _identity(width, ref, "identity (between activations)")))
+                layers.append((pending, [_identity(width, ref, "identity (between activations)")]))
             pending = t
     if pending is not None:
-        layers.append((pending, _identity(width, ref, "identity (after the last activation)")))
-    if num_models is not None:
-        for act, aff in layers:
-            if aff.bias.shape[0] == 1 and num_models > 1:
-                aff.bias = aff.bias.expand(num_models, -1)
+        layers.append((pending, [_identity(width, ref, "identity (after the last activation)")]))
     return layers, num_models

@@ -11,12 +11,23 @@ from ..kan.spline import truncated_power_coefficients
 from ..kan.weights import KANWeights
 from .modules import BatchedLinear, Clamp, ReLUPower, SplitActivation, _linear, activation_module
 
-__all__ = ["kan_to_mlp", "work_dtype"]
+__all__ = ["kan_to_mlp", "work_dtype", "solve_dtype", "basis_alpha"]
 
 
 def work_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
-    """float64 for the conversion arithmetic wherever the device supports it."""
-    return dtype if device.type == "mps" else torch.float64
+    """dtype of the conversion arithmetic: at least float32 (half precisions are promoted).
+
+    Every product formed here has a few terms of one sign pattern fixed by the knots, so
+    it is accurate to a few ulps in the weights' own precision; the one ill-conditioned
+    step (the normal equations of knot units in :func:`~wskan_ext.mlp_to_kan`) promotes
+    to float64 itself.
+    """
+    return torch.promote_types(dtype, torch.float32)
+
+
+def solve_dtype(device: torch.device) -> torch.dtype:
+    """float64 wherever the device has it (not on Apple MPS)."""
+    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def _as_weights(kans) -> KANWeights:
@@ -31,10 +42,26 @@ def _as_weights(kans) -> KANWeights:
     return as_kan_weights(kans)
 
 
-def _layer_maps(w: KANWeights, l: int, wd: torch.dtype):
+def basis_alpha(A: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k+1`` truncated-power coefficients of each B-spline on its own knots
+    ``t_b .. t_{b+k}`` (the one on ``t_{b+k+1}`` is not needed once the input is clamped
+    to the support): ``alpha[..., b, r] = A[..., b, b + r]``.
+
+    Shapes: ``A``: ``(*, nb, K)``; returns ``(*, nb, k+1)``.
+    """
+    nb = A.shape[-2]
+    idx = torch.arange(nb, device=A.device)[:, None] + torch.arange(k + 1, device=A.device)
+    return torch.gather(A, -1, idx.expand(*A.shape[:-2], nb, k + 1))
+
+
+def _layer_maps(w: KANWeights, l: int, wd: torch.dtype, ec: torch.Tensor, eb: torch.Tensor, units: str):
     """Expansion, clamp bounds and contraction of layer ``l`` (batched, in dtype ``wd``).
 
-    Shapes (``B`` models, ``n`` inputs, ``m`` outputs, ``K`` knots, ``F = n K + n``):
+    ``units="knots"``: ``U = K`` units per input, unit ``q`` is ``(x - t_q)_+^k`` with ``x``
+    clamped to the grid. ``units="basis"``: ``U = (G+k)(k+1)`` units per input, unit
+    ``(b, r)`` is ``(x - t_{b+r})_+^k`` with ``x`` clamped to the support of ``B_b``.
+
+    Shapes (``B`` models, ``n`` inputs, ``m`` outputs, ``F = n U + n``):
         - ``src``: ``(F,)`` source input neuron of each expanded feature;
         - ``e_bias``, ``lower``, ``upper``: ``(B, F)``;
         - ``c_weight``: ``(B, m, F)``; ``c_bias``: ``(B, m)``.
@@ -44,25 +71,37 @@ def _layer_maps(w: KANWeights, l: int, wd: torch.dtype):
     k = w.k[l]
     dev = grid.device
     A = truncated_power_coefficients(grid, k)  # (B, n, nb, K)
-    ec = w.effective_coef()[l].to(wd)  # (B, n, m, nb)
-    eb = w.effective_base()[l].to(wd)  # (B, n, m)
+    ec, eb = ec.to(wd), eb.to(wd)  # effective coef (B, n, m, nb) and base weight (B, n, m)
     if w.base_fun[l] == "zero":
         eb = torch.zeros_like(eb)
     ns, nbias = w.node_scale[l].to(wd), w.node_bias[l].to(wd)  # (B, m)
-    tp = torch.einsum("bimc,bicq->bmiq", ec, A)  # truncated-power coefficients (B, m, n, K)
-    c_spline = (ns[:, :, None, None] * tp).reshape(B, -1, n * K)
+    if units == "knots":
+        tp = torch.einsum("bimc,bicq->bmiq", ec, A)  # truncated-power coefficients (B, m, n, K)
+        knots = grid  # knot of each unit (B, n, U)
+        lo_end, hi_end = grid[..., :1], grid[..., -1:]
+    else:
+        nb = K - k - 1
+        alpha = basis_alpha(A, k)  # (B, n, nb, k+1)
+        tp = torch.einsum("bimc,bicr->bmicr", ec, alpha).flatten(-2)  # (B, m, n, nb (k+1))
+        idx = torch.arange(nb, device=dev)[:, None] + torch.arange(k + 1, device=dev)
+        knots = grid[..., idx].flatten(-2)  # (B, n, nb (k+1))
+        lo_end = grid[..., :nb].repeat_interleave(k + 1, dim=-1)
+        hi_end = grid[..., k + 1 :].repeat_interleave(k + 1, dim=-1)
+    U = knots.shape[-1]
+    c_spline = (ns[:, :, None, None] * tp).reshape(B, -1, n * U)
     c_base = ns[:, :, None] * eb.transpose(1, 2)  # (B, m, n)
     c_weight = torch.cat([c_spline, c_base], dim=-1)
-    src = torch.cat([torch.arange(n, device=dev).repeat_interleave(K), torch.arange(n, device=dev)])
+    src = torch.cat([torch.arange(n, device=dev).repeat_interleave(U), torch.arange(n, device=dev)])
     zeros = grid.new_zeros(B, n)
-    e_bias = torch.cat([-grid.reshape(B, n * K), zeros], dim=-1)
+    e_bias = torch.cat([-knots.reshape(B, n * U), zeros], dim=-1)
     inf = torch.full_like(zeros, float("inf"))
-    lower = torch.cat([(grid[..., :1] - grid).reshape(B, n * K), -inf], dim=-1)
-    upper = torch.cat([(grid[..., -1:] - grid).reshape(B, n * K), inf], dim=-1)
+    lower = torch.cat([(lo_end - knots).reshape(B, n * U), -inf], dim=-1)
+    upper = torch.cat([(hi_end - knots).reshape(B, n * U), inf], dim=-1)
     return src, e_bias, lower, upper, c_weight, nbias
 
 
-def kan_to_mlp(kans, form: str = "factored", clamp: bool = True) -> nn.Sequential:
+@torch.no_grad()
+def kan_to_mlp(kans, form: str = "factored", clamp: bool = True, units: str = "auto") -> nn.Sequential:
     r"""Convert KAN(s) into an MLP computing exactly the same function.
 
     Each KAN layer :math:`\ell` (``n`` inputs with knots :math:`t_{i,0..K-1}`, ``m``
@@ -71,11 +110,11 @@ def kan_to_mlp(kans, form: str = "factored", clamp: bool = True) -> nn.Sequentia
     1. an **expansion** ``Linear(n, nK + n)``: feature :math:`(i, q)` is
        :math:`x_i - t_{i,q}` (weight 1, bias :math:`-t_{i,q}`), followed by the ``n``
        copies :math:`x_i` for the base function;
-    2. with ``clamp=True``, a :class:`Clamp` of feature :math:`(i,q)` to
+    2. with ``clamp=True``, a :class:`~wskan_ext.convert.Clamp` of feature :math:`(i,q)` to
        :math:`[t_{i,0} - t_{i,q},\ t_{i,K-1} - t_{i,q}]` (i.e. :math:`x_i` clamped to its
        grid; the spline is zero at both ends, so this is exact, and it removes the
        catastrophic cancellation of truncated powers far outside the grid);
-    3. a :class:`SplitActivation`: :class:`ReLUPower` ``(k)`` on the ``nK`` spline units,
+    3. a :class:`~wskan_ext.convert.SplitActivation`: :class:`~wskan_ext.convert.ReLUPower` ``(k)`` on the ``nK`` spline units,
        the base function's module on the ``n`` base units;
     4. a **contraction** ``Linear(nK + n, m)`` with weights
        :math:`s_j \sum_b \tilde c_{ijb} A_{i,bq}` (spline units) and
@@ -89,18 +128,28 @@ def kan_to_mlp(kans, form: str = "factored", clamp: bool = True) -> nn.Sequentia
     next expansion (one dense ``Linear`` between hidden layers, about ``K`` times larger).
     Base function ``zero`` is carried by ``nn.Identity`` units with zero weights.
 
+    ``units="knots"`` uses the ``K`` shared units above. Their float32 rounding
+    error grows like :math:`(G+2k)^k` (the truncated powers cancel across the whole grid):
+    about ``5e-5`` relative at ``G=5, k=3`` and ``2e-3`` at ``G=20``. ``units="basis"``
+    gives every B-spline its own ``k+1`` units, with the input clamped to that B-spline's
+    support :math:`[t_b, t_{b+k+1}]`; cancellation then stays within one support and the
+    float32 error is independent of ``G``, for ``(G+k)(k+1)`` instead of ``G+2k+1`` units
+    per input neuron. ``units="auto"`` (default) takes ``"knots"`` for float64 weights (or
+    ``clamp=False``) and ``"basis"`` otherwise.
+
     Args:
         kans: :class:`~wskan_ext.KANWeights` (single or batched), a list of them, or any
             object :func:`~wskan_ext.as_kan_weights` accepts.
         form: ``"factored"`` or ``"merged"``.
-        clamp: insert the :class:`Clamp` modules (recommended; needed for float32
-            accuracy far outside the grid).
+        clamp: insert the :class:`~wskan_ext.convert.Clamp` modules (recommended; needed for float32
+            accuracy far outside the grid; required by ``units="basis"``).
+        units: ``"auto"``, ``"knots"`` or ``"basis"`` (see above).
 
     Returns:
-        One KAN: an ``nn.Sequential`` of ``nn.Linear``, :class:`Clamp` and
-        :class:`SplitActivation`. Batched KANs (``N`` models): the same with
-        :class:`BatchedLinear` (expansion weights shared, stored once) and batched
-        :class:`Clamp`; :func:`~wskan_ext.convert.unbatch_mlp` splits it into ``N``
+        For one KAN, an ``nn.Sequential`` of ``nn.Linear``, :class:`~wskan_ext.convert.Clamp` and
+        :class:`~wskan_ext.convert.SplitActivation`; for batched KANs (``N`` models), the same with
+        :class:`~wskan_ext.convert.BatchedLinear` (expansion weights shared, stored once) and batched
+        :class:`~wskan_ext.convert.Clamp`; :func:`~wskan_ext.convert.unbatch_mlp` splits it into ``N``
         standard MLPs. Tensors stay on the KANs' device and dtype.
 
     Shapes:
@@ -109,12 +158,19 @@ def kan_to_mlp(kans, form: str = "factored", clamp: bool = True) -> nn.Sequentia
     """
     if form not in ("factored", "merged"):
         raise ValueError(f"form must be 'factored' or 'merged', got {form!r}")
+    if units not in ("auto", "knots", "basis"):
+        raise ValueError(f"units must be 'auto', 'knots' or 'basis', got {units!r}")
     w = _as_weights(kans)
+    if units == "auto":
+        units = "knots" if (w.dtype == torch.float64 or not clamp) else "basis"
+    if units == "basis" and not clamp:
+        raise ValueError("units='basis' needs clamp=True (each unit is exact only on its B-spline's support)")
     batched = w.batched
     wb = w.unsqueeze()
     dtype, dev = w.dtype, w.device
     wd = work_dtype(dev, dtype)
-    maps = [_layer_maps(wb, l, wd) for l in range(w.depth)]
+    ecs, ebs = wb.effective_coef(), wb.effective_base()
+    maps = [_layer_maps(wb, l, wd, ecs[l], ebs[l], units) for l in range(w.depth)]
 
     def lin(weight: torch.Tensor, bias: torch.Tensor) -> nn.Module:
         weight, bias = weight.to(dtype), bias.to(dtype)
@@ -124,12 +180,14 @@ def kan_to_mlp(kans, form: str = "factored", clamp: bool = True) -> nn.Sequentia
 
     def act(l: int) -> List[nn.Module]:
         src, _, lower, upper, _, _ = maps[l]
-        n, K = w.widths[l], w.grid[l].shape[-1]
+        n = w.widths[l]
+        nU = lower.shape[-1] - n
         mods: List[nn.Module] = []
         if clamp:
             lo, hi = lower.to(dtype), upper.to(dtype)
             mods.append(Clamp(lo, hi) if batched else Clamp(lo[0], hi[0]))
-        mods.append(SplitActivation([n * K, n], [ReLUPower(w.k[l]), activation_module(w.base_fun[l])]))
+        acts = [ReLUPower(w.k[l]), activation_module(w.base_fun[l])]
+        mods.append(SplitActivation([nU, n], acts, kan_units=units))
         return mods
 
     def expansion(l: int) -> Tuple[torch.Tensor, torch.Tensor]:

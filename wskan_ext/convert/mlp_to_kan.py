@@ -9,8 +9,8 @@ from torch import nn
 
 from ..kan.spline import truncated_power_coefficients, uniform_grid
 from ..kan.weights import KANWeights
-from ._parse import Affine, KanForm, parse_mlp
-from .kan_to_mlp import work_dtype
+from ._parse import Affine, KanForm, compose, parse_mlp
+from .kan_to_mlp import basis_alpha, solve_dtype, work_dtype
 from .modules import BatchedLinear, ReLUPower, activation_name
 
 __all__ = ["mlp_to_kan", "marsden_coefficients", "greville_abscissae", "ROUTES"]
@@ -44,24 +44,16 @@ def greville_abscissae(grid: torch.Tensor, k: int) -> torch.Tensor:
     return grid[..., idx].mean(dim=-1)
 
 
-def _full(aff: Affine, B: int):
+def _full(chain, B: int):
+    aff = compose(chain)
     return aff.weight.expand(B, -1, -1), aff.bias.expand(B, -1)
-
-
-def _is_identity(aff: Affine) -> bool:
-    w = aff.weight
-    return (
-        w.shape[-1] == w.shape[-2]
-        and torch.equal(w, torch.eye(w.shape[-1], dtype=w.dtype, device=w.device).expand_as(w))
-        and not bool(aff.bias.any())
-    )
 
 
 def _factor_expansion(act: KanForm, aff: Affine, eps: float):
     """Split the affine map feeding a kan_to_mlp activation into (base rows, knots)."""
     split = act.split
     if len(split.sizes) != 2:
-        raise ValueError(f"{act.where}: expected SplitActivation([nK, n], [ReLUPower(k), base]), got sizes {split.sizes}")
+        raise ValueError(f"{act.where}: expected SplitActivation([nU, n], [ReLUPower(k), base]), got sizes {split.sizes}")
     spl, base = split.activations
     if isinstance(spl, ReLUPower):
         k = spl.power
@@ -70,31 +62,51 @@ def _factor_expansion(act: KanForm, aff: Affine, eps: float):
     else:
         raise ValueError(f"{act.where}: the first SplitActivation segment must be ReLUPower(k) or nn.ReLU, got {spl!r}")
     base_name = activation_name(base, act.where)
+    layout = split.kan_units or "knots"
     n = split.sizes[1]
     F = aff.weight.shape[-2]
     if n < 1 or split.sizes[0] % n or F != sum(split.sizes):
         raise ValueError(
             f"{act.where}: sizes {split.sizes} do not match a kan_to_mlp expansion of {F} features from {aff.where}"
         )
-    K = split.sizes[0] // n
+    U = split.sizes[0] // n
+    if layout == "basis" and (U % (k + 1) or act.clamp is None):
+        raise ValueError(f"{act.where}: a 'basis' layout needs (k+1) units per B-spline and a Clamp before it")
+    K = U if layout == "knots" else U // (k + 1) + k + 1
     if K - 2 * k - 1 < 1:
         raise ValueError(f"{act.where}: {K} knots per neuron is too few for degree k={k} (need >= {2 * k + 2})")
     w, b = aff.weight, aff.bias
-    wb, bb = w[..., n * K :, :], b[..., n * K :]
-    ws = w[..., : n * K, :].reshape(*w.shape[:-2], n, K, w.shape[-1])
+    wb, bb = w[..., n * U :, :], b[..., n * U :]
+    ws = w[..., : n * U, :].reshape(*w.shape[:-2], n, U, w.shape[-1])
     scale = float(w.abs().max()) + 1.0
     if float((ws - wb.unsqueeze(-2)).abs().max()) > 64 * eps * scale:
         raise ValueError(
             f"{aff.where} feeding {act.where}: the spline units of a neuron do not copy its base unit's weights; "
             "this is not an MLP produced by kan_to_mlp"
         )
-    grid = bb.unsqueeze(-1) - b[..., : n * K].reshape(*b.shape[:-1], n, K)
+    knots = bb.unsqueeze(-1) - b[..., : n * U].reshape(*b.shape[:-1], n, U)  # knot of each unit
+    if layout == "knots":
+        grid = knots
+    else:  # units (b, r) sit on t_{b+r}; the last knot is the clamp's upper end of B_{nb-1}
+        nb = K - k - 1
+        kr = knots.reshape(*knots.shape[:-1], nb, k + 1)
+        last = act.clamp.upper.to(knots.dtype)[..., : n * U].reshape(-1, n, nb, k + 1)[..., -1, 0] + kr[..., -1, 0]
+        grid = torch.cat([kr[..., :, 0], kr[..., -1, 1:], last.unsqueeze(-1)], dim=-1)
+        idx = torch.arange(nb, device=grid.device)[:, None] + torch.arange(k + 1, device=grid.device)
+        tol = 64 * eps * (float(grid.abs().max()) + float(bb.abs().max()) + 1.0)
+        if float((grid[..., idx] - kr).abs().max()) > tol:
+            raise ValueError(f"{aff.where} feeding {act.where}: unit biases are not the knots of a 'basis' layout")
     if act.clamp is not None:
         lo = act.clamp.lower.to(grid.dtype)
         hi = act.clamp.upper.to(grid.dtype)
-        exp_lo = torch.cat([(grid[..., :1] - grid).flatten(-2), torch.full_like(bb, -float("inf"))], -1)
-        exp_hi = torch.cat([(grid[..., -1:] - grid).flatten(-2), torch.full_like(bb, float("inf"))], -1)
-        tol = 64 * eps * (float(grid.abs().max()) + 1.0)
+        if layout == "knots":
+            lo_end, hi_end = grid[..., :1], grid[..., -1:]
+        else:
+            lo_end = grid[..., :nb].repeat_interleave(k + 1, dim=-1)
+            hi_end = grid[..., k + 1 :].repeat_interleave(k + 1, dim=-1)
+        exp_lo = torch.cat([(lo_end - knots).flatten(-2), torch.full_like(bb, -float("inf"))], -1)
+        exp_hi = torch.cat([(hi_end - knots).flatten(-2), torch.full_like(bb, float("inf"))], -1)
+        tol = 64 * eps * (float(grid.abs().max()) + float(bb.abs().max()) + 1.0)
         fin = torch.isfinite(exp_lo)
         if not (
             torch.equal(torch.isfinite(lo.expand_as(exp_lo)), fin)
@@ -102,27 +114,44 @@ def _factor_expansion(act: KanForm, aff: Affine, eps: float):
             and float((hi - exp_hi)[fin].abs().max()) <= tol
         ):
             raise ValueError(f"{act.where}: Clamp bounds are not the grid bounds implied by {aff.where}")
-    return Affine(wb, bb, aff.where), grid, k, base_name
+    return Affine(wb, bb, aff.where), grid, k, base_name, layout
 
 
-def _spline_from_contraction(aff: Affine, grid: torch.Tensor, k: int, B: int, eps: float, where: str):
+def _spline_from_contraction(chain, grid: torch.Tensor, k: int, layout: str, B: int, eps: float, where: str):
     """Effective B-spline coefficients from truncated-power contraction weights."""
-    w, b = _full(aff, B)
+    w, b = _full(chain, B)
+    where_aff = chain[0].where
     n, K = grid.shape[-2:]
+    nb = K - k - 1
+    U = K if layout == "knots" else nb * (k + 1)
     m = w.shape[1]
-    if w.shape[-1] != n * K + n:
-        raise ValueError(f"{aff.where}: expects {w.shape[-1]} features, {where} gives {n * K + n}")
-    A = truncated_power_coefficients(grid, k)  # (B, n, nb, K)
-    C = w[..., : n * K].reshape(B, m, n, K).permute(0, 2, 3, 1)  # (B, n, K, m)
-    sol = torch.linalg.lstsq(A.transpose(-1, -2), C).solution  # (B, n, nb, m)
-    resid = torch.matmul(A.transpose(-1, -2), sol) - C
-    if float(resid.abs().max()) > max(eps**0.5, 1e3 * eps) * (float(C.abs().max()) + 1.0):
+    if w.shape[-1] != n * U + n:
+        raise ValueError(f"{where_aff}: expects {w.shape[-1]} features, {where} gives {n * U + n}")
+    if layout == "knots":
+        sd = solve_dtype(w.device)
+        A = truncated_power_coefficients(grid.to(sd), k)  # (B, n, nb, K)
+        C = w[..., : n * K].to(sd).reshape(B, m, n, K).permute(0, 2, 3, 1)  # (B, n, K, m)
+        # least squares C ~ A^T ec^T through the normal equations (A A^T is small, SPD and well
+        # conditioned: A has full row rank); batched Cholesky is much faster than batched lstsq
+        L, info = torch.linalg.cholesky_ex(torch.matmul(A, A.transpose(-1, -2)))
+        if bool(info.any()):  # pragma: no cover - only for pathological (near-coincident) knots
+            sol = torch.linalg.lstsq(A.transpose(-1, -2), C).solution
+        else:
+            sol = torch.cholesky_solve(torch.matmul(A, C), L)  # (B, n, nb, m)
+        resid = torch.matmul(A.transpose(-1, -2), sol) - C
+        coef = sol.permute(0, 1, 3, 2).to(w.dtype)  # (B, n, m, nb)
+    else:  # every B-spline has its own units: C[b, r] = ec_b alpha[b, r], one least squares each
+        alpha = basis_alpha(truncated_power_coefficients(grid, k), k)  # (B, n, nb, k+1)
+        C = w[..., : n * U].reshape(B, m, n, nb, k + 1)  # (B, m, n, nb, k+1), a view
+        coef = torch.einsum("bmncr,bncr->bnmc", C, alpha) / (alpha * alpha).sum(-1).unsqueeze(2)
+        resid = torch.einsum("bnmc,bncr->bmncr", coef, alpha).sub_(C)
+    r_max = float(torch.linalg.vector_norm(resid, ord=float("inf")))
+    if r_max > max(eps**0.5, 1e3 * eps) * (float(torch.linalg.vector_norm(C, ord=float("inf"))) + 1.0):
         raise ValueError(
-            f"{aff.where}: contraction weights are not a combination of B-splines in truncated-power form "
-            f"(least-squares residual {float(resid.abs().max()):.3g}); not an MLP produced by kan_to_mlp"
+            f"{where_aff}: contraction weights are not a combination of B-splines in truncated-power form "
+            f"(least-squares residual {r_max:.3g}); not an MLP produced by kan_to_mlp"
         )
-    coef = sol.permute(0, 1, 3, 2)  # (B, n, m, nb)
-    scale_base = w[..., n * K :].transpose(1, 2)
+    scale_base = w[..., n * U :].transpose(1, 2)
     return coef, scale_base, b
 
 
@@ -217,17 +246,19 @@ def _exact_route(layers, B: int, wd, eps: float):
         if isinstance(act, KanForm):
             if idx == 0:
                 raise ValueError(f"{act.where}: must follow the expansion nn.Linear produced by kan_to_mlp")
-            affs[idx - 1], grid, k, base = _factor_expansion(act, affs[idx - 1], eps)
-            spline[idx] = (grid.expand(B, -1, -1), k, base)
+            chain = list(affs[idx - 1])
+            chain[-1], grid, k, base, layout = _factor_expansion(act, chain[-1], eps)
+            affs[idx - 1] = chain
+            spline[idx] = (grid.expand(B, -1, -1), k, base, layout)
     start = 0
-    if 1 in spline and not isinstance(acts[0], KanForm) and acts[0][0] == "<input>" and _is_identity(affs[0]):
+    if 1 in spline and not isinstance(acts[0], KanForm) and acts[0][0] == "<input>" and compose(affs[0]).is_identity():
         start = 1  # the first expansion reads the inputs directly
     kw = {f: [] for f in ("grid", "coef", "scale_base", "scale_sp", "node_bias")}
     ks, bases = [], []
     for idx in range(start, len(layers)):
         if idx in spline:
-            grid, k, base = spline[idx]
-            coef, sb, b = _spline_from_contraction(affs[idx], grid, k, B, eps, acts[idx].where)
+            grid, k, base, layout = spline[idx]
+            coef, sb, b = _spline_from_contraction(affs[idx], grid, k, layout, B, eps, acts[idx].where)
         else:
             name, mod = acts[idx]
             base = activation_name(mod, f"module {name!r}")
@@ -247,6 +278,7 @@ def _exact_route(layers, B: int, wd, eps: float):
     return kw, ks, bases
 
 
+@torch.no_grad()
 def mlp_to_kan(mlp, route: str = "exact", input_box=None) -> KANWeights:
     r"""Convert an MLP into a KAN computing the same function.
 
@@ -274,7 +306,7 @@ def mlp_to_kan(mlp, route: str = "exact", input_box=None) -> KANWeights:
     Args:
         mlp: the MLP, a batched MLP (``BatchedLinear``), or a list of MLPs of one
             architecture (stacked).
-        route: one of :data:`ROUTES`.
+        route: one of :data:`~wskan_ext.convert.ROUTES`.
         input_box: ``(lower, upper)``, each a float or a tensor broadcastable to
             ``(n_0,)`` (``(N, n_0)`` for ``N`` models); required by the spline routes.
 
@@ -289,7 +321,16 @@ def mlp_to_kan(mlp, route: str = "exact", input_box=None) -> KANWeights:
     if isinstance(mlp, (list, tuple)):
         if not mlp:
             raise ValueError("mlp_to_kan: got an empty list of MLPs")
-        return KANWeights.stack([mlp_to_kan(m, route, input_box) for m in mlp])
+        boxes = [input_box] * len(mlp)
+        if isinstance(input_box, (tuple, list)) and len(input_box) == 2:
+            lo, hi = (torch.as_tensor(v) for v in input_box)
+            per_model = [t.dim() == 2 and t.shape[0] == len(mlp) for t in (lo, hi)]
+            if any(per_model):  # one box per MLP of the list
+                lo, hi = (t if pm else t.expand(len(mlp), *t.shape) for t, pm in zip((lo, hi), per_model))
+                boxes = [(lo[i], hi[i]) for i in range(len(mlp))]
+        return KANWeights.stack([mlp_to_kan(m, route, b) for m, b in zip(mlp, boxes)])
+    if not isinstance(mlp, nn.Module):
+        raise TypeError(f"mlp_to_kan expects an nn.Sequential, nn.Linear or a list of them, got {type(mlp).__name__}")
     if isinstance(mlp, (nn.Linear, BatchedLinear)):
         mlp = nn.Sequential(mlp)
     first = next((m for m in mlp.modules() if isinstance(m, (nn.Linear, BatchedLinear))), None)
@@ -305,7 +346,7 @@ def mlp_to_kan(mlp, route: str = "exact", input_box=None) -> KANWeights:
             raise ValueError("input_box is used only by the spline routes ('relu_spline', 'relu_power')")
         kw, ks, bases = _exact_route(layers, B, wd, eps)
     else:
-        n0 = layers[0][1].weight.shape[-1]
+        n0 = layers[0][1][0].weight.shape[-1]
         kw, k, bases = _spline_route(layers, route, _box(input_box, n0, B, wd, dev), B, wd)
         ks = [k] * len(layers)
     out = {f: [t.to(dtype).contiguous() for t in v] for f, v in kw.items()}

@@ -14,7 +14,7 @@ Everything here is a plain, stateless-or-buffer-only module that any MLP tool ca
 from __future__ import annotations
 
 import copy
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -83,16 +83,23 @@ class Clamp(nn.Module):
 class SplitActivation(nn.Module):
     r"""Apply ``activations[c]`` to the ``c``-th consecutive slice of ``sizes[c]`` features.
 
+    ``kan_units`` records the unit layout of a :func:`~wskan_ext.kan_to_mlp` network
+    (``"knots"`` or ``"basis"``) so that :func:`~wskan_ext.mlp_to_kan` can invert it.
+
     Shapes: input ``(*, sum(sizes))`` -> output of the same shape.
     """
 
-    def __init__(self, sizes: Sequence[int], activations: Sequence[nn.Module]):
+    def __init__(self, sizes: Sequence[int], activations: Sequence[nn.Module], kan_units: Optional[str] = None):
         super().__init__()
         sizes = [int(s) for s in sizes]
         if len(sizes) != len(activations) or not sizes or any(s < 0 for s in sizes):
             raise ValueError(f"SplitActivation: need one activation per non-negative size, got {sizes} / {len(activations)}")
+        if kan_units not in (None, "knots", "basis"):
+            raise ValueError(f"SplitActivation: kan_units must be None, 'knots' or 'basis', got {kan_units!r}")
         self.sizes = sizes
         self.activations = nn.ModuleList(activations)
+        #: unit layout when built by kan_to_mlp (read back by mlp_to_kan)
+        self.kan_units = kan_units
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != sum(self.sizes):
@@ -101,7 +108,7 @@ class SplitActivation(nn.Module):
         return torch.cat([act(p) for act, p in zip(self.activations, parts)], dim=-1)
 
     def extra_repr(self) -> str:
-        return f"sizes={self.sizes}"
+        return f"sizes={self.sizes}" + (f", kan_units={self.kan_units!r}" if self.kan_units else "")
 
 
 class BatchedLinear(nn.Module):
