@@ -185,3 +185,11 @@ def test_output_mapping_to_kan_layout():
     mixed = kan_to_graph([w[0], rand_kan([2, 1], 2, 1, 1, 1)[0]])
     per_graph = edge_output_to_kan(mixed, mixed.edge_attr)
     assert torch.equal(per_graph[0][1], feats[1][0]) and per_graph[1][0].shape == (2, 1, 4)
+
+
+def test_invalid_kan_is_rejected():
+    w = rand_kan([2, 3], 2, 1, 2, 0)
+    bad = w._replace(coef=[w.coef[0].clone()])
+    bad.coef[0][1, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="item 0: layer 0: coef contains NaN"):
+        kan_to_graph(bad)

@@ -17,7 +17,7 @@ field              shape           content
                                    ``[lo | hi | node_scale | node_bias | role one-hot (3)]``
                                    for ``encoding="values"`` (``[lo, hi]`` = grid range)
 ``edge_index``     ``(2, E)``      ``(source, target)`` node indices
-``edge_attr``      ``(E, C)``      ``"coef"``: :meth:`KANWeights.edge_features` (``C=G+k+1``);
+``edge_attr``      ``(E, C)``      ``"coef"``: ``KANWeights.edge_features()`` (``C=G+k+1``);
                                    ``"values"``: ``phi_ij`` at ``num_points`` equispaced points
                                    of the source neuron's grid range
 ``edge_coef``      ``(E, G+k)``    raw ``coef`` (``"coef"`` only; for exact inversion)
@@ -30,7 +30,7 @@ field              shape           content
                                    function (-1 for outputs)
 ``edge_layer``     ``(E,)``        layer ``l`` of the edge
 ``kan_encoding``   ``(B,)``        0 for ``"coef"``, 1 for ``"values"``
-``batch``, ``ptr``                 PyG's node-to-graph vector and node offsets
+``batch``          ``(N,)``        graph of each node (PyG); ``ptr``: ``(B+1,)`` node offsets
 =================  ==============  ===========================================================
 """
 
@@ -60,11 +60,11 @@ __all__ = [
 #: Base function names in the order used by ``node_base_fun``.
 BASE_FUNCTION_NAMES: Tuple[str, ...] = tuple(sorted(BASE_FUNCTIONS))
 ROLE_INPUT, ROLE_HIDDEN, ROLE_OUTPUT = 0, 1, 2
-#: Node feature columns after the knots / grid range: node_scale, node_bias, 3 role flags.
+#: Number of node feature columns after the knots (or grid range), namely node_scale,
+#: node_bias and the three role flags.
 NODE_EXTRA_FEATURES = 5
 ENCODINGS = {"coef": 0, "values": 1}
 _NODE_FIELDS = ("node_layer", "node_pos", "node_role", "node_k", "node_base_fun")
-_EDGE_FIELDS = ("edge_layer", "edge_coef", "edge_scales")
 
 
 def _normalise(kans) -> List[KANWeights]:
@@ -81,6 +81,19 @@ def _normalise(kans) -> List[KANWeights]:
             raise TypeError(f"kan_to_graph: item {i} converted to {type(w).__name__}, expected KANWeights")
         out.append(w.unsqueeze())
     return out
+
+
+def _check(w: KANWeights, label: str) -> None:
+    """Fast re-validation: full :meth:`KANWeights.validate` only when a cheap test (sums are
+    finite, knots increase) fails, so that the error names the layer and tensor."""
+    ok = all(bool(torch.isfinite(t.sum())) for f in ("coef", "scale_base", "scale_sp", "mask", "node_scale", "node_bias")
+             for t in getattr(w, f))
+    ok = ok and all(bool(torch.isfinite(g).all()) and bool((g[..., 1:] >= g[..., :-1]).all()) for g in w.grid)
+    if not ok:
+        try:
+            w.validate()
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"{label}: {err}") from None
 
 
 def _arch_key(w: KANWeights) -> tuple:
@@ -155,11 +168,11 @@ def _group_tensors(w: KANWeights, encoding: str, num_points: int) -> Dict[str, t
     return out
 
 
-def kan_to_graph(kans, *, encoding: str = "coef", num_points: int = 16) -> Batch:
+def kan_to_graph(kans, *, encoding: str = "coef", num_points: int = 16, validate: bool = True) -> Batch:
     r"""Build the KAN-graph batch of one or many KANs (fields: see the module docstring).
 
     Args:
-        kans: a :class:`KANWeights` (single or batched), anything
+        kans: a :class:`~wskan_ext.KANWeights` (single or batched), anything
             :func:`~wskan_ext.as_kan_weights` accepts (a native or pykan KAN, ...), or a
             list of those, possibly with different architectures (graphs keep the
             input order; a batched item contributes its models in order).
@@ -169,6 +182,9 @@ def kan_to_graph(kans, *, encoding: str = "coef", num_points: int = 16) -> Batch
             source neuron's grid range ``[t_k, t_{G+k}]``; works across grid sizes and
             spline orders, not invertible).
         num_points: number of sample points for ``encoding="values"``.
+        validate: re-check every input for non-finite values and knot order (weights may
+            have been changed in place since they were validated); errors name the item,
+            layer and tensor.
 
     Construction is vectorised: one pass of tensor ops per distinct architecture.
 
@@ -181,6 +197,9 @@ def kan_to_graph(kans, *, encoding: str = "coef", num_points: int = 16) -> Batch
     if encoding == "values" and (not isinstance(num_points, int) or num_points < 2):
         raise ValueError(f"kan_to_graph: num_points must be an int >= 2, got {num_points!r}")
     ws = _normalise(kans)
+    if validate:
+        for i, w in enumerate(ws):
+            _check(w, f"kan_to_graph: item {i}")
     if encoding == "coef":
         ref = (ws[0].grid_sizes[0], ws[0].k[0])
         for i, w in enumerate(ws):
@@ -202,23 +221,30 @@ def kan_to_graph(kans, *, encoding: str = "coef", num_points: int = 16) -> Batch
         groups.setdefault(_arch_key(w), []).append((w, start))
         start += w.num_models
     num_graphs = start
-    blocks, order = [], []
-    for members in groups.values():
-        w = members[0][0] if len(members) == 1 else KANWeights.stack([m[0] for m in members])
-        blocks.append(_group_tensors(w, encoding, num_points))
+    sizes, order = [], []
+    for key, members in groups.items():
+        widths = key[0]
+        sizes.append((sum(widths), sum(a * b for a, b in zip(widths[:-1], widths[1:]))))
         order.append(torch.cat([torch.arange(s, s + m.num_models, device=dev) for m, s in members]))
-    n_nodes = torch.cat([torch.full((b["x"].shape[0],), b["x"].shape[1], device=dev) for b in blocks])
-    n_edges = torch.cat([torch.full((b["x"].shape[0],), b["edge_attr"].shape[1], device=dev) for b in blocks])
     graph_of = torch.cat(order)  # group-order position -> graph index
+    n_nodes = torch.cat([torch.full((len(o),), n, device=dev) for o, (n, _) in zip(order, sizes)])
+    n_edges = torch.cat([torch.full((len(o),), e, device=dev) for o, (_, e) in zip(order, sizes)])
     identity = bool(torch.equal(graph_of, torch.arange(num_graphs, device=dev)))
     pos = torch.empty_like(graph_of)
     pos[graph_of] = torch.arange(num_graphs, device=dev)  # graph index -> group-order position
     nn_g, ne_g = n_nodes[pos], n_edges[pos]
     node_ptr = torch.cat([n_nodes.new_zeros(1), nn_g.cumsum(0)])
     edge_ptr = torch.cat([n_edges.new_zeros(1), ne_g.cumsum(0)])
+    blocks = []
+    for members, graphs in zip(groups.values(), order):
+        w = members[0][0] if len(members) == 1 else KANWeights.stack([m[0] for m in members])
+        b = _group_tensors(w, encoding, num_points)
+        # global edge_index of this group's graphs: template + node offset of each graph
+        b["edge_index"] = (b["edge_index"].unsqueeze(1) + node_ptr[graphs].view(1, -1, 1)).reshape(2, -1).t()
+        blocks.append(b)
 
     def gather(per_group, counts_grouporder, counts_final):
-        flat = torch.cat(per_group, 0)
+        flat = per_group[0] if len(per_group) == 1 else torch.cat(per_group, 0)
         if identity:
             return flat
         src_start = torch.cat([counts_grouporder.new_zeros(1), counts_grouporder.cumsum(0)[:-1]])[pos]
@@ -243,9 +269,8 @@ def kan_to_graph(kans, *, encoding: str = "coef", num_points: int = 16) -> Batch
     if encoding == "coef":
         out.edge_coef = edge_cat("edge_coef")
         out.edge_scales = edge_cat("edge_scales")
-    local = gather([b["edge_index"].repeat(1, b["x"].shape[0]).t() for b in blocks], n_edges, ne_g).t()
+    out.edge_index = gather([b["edge_index"] for b in blocks], n_edges, ne_g).t()
     graph_ids = torch.arange(num_graphs, device=dev)
-    out.edge_index = local + torch.repeat_interleave(node_ptr[:-1], ne_g).unsqueeze(0)
     out.kan_encoding = torch.full((num_graphs,), ENCODINGS[encoding], device=dev)
     out.batch = torch.repeat_interleave(graph_ids, nn_g)
     out.ptr = node_ptr
@@ -347,8 +372,8 @@ def _per_graph(groups, per_group, num_graphs):
 def graph_to_kan(batch) -> Union[KANWeights, List[KANWeights]]:
     r"""Invert :func:`kan_to_graph` (``encoding="coef"``) exactly (bitwise).
 
-    Returns a batched :class:`KANWeights` (one model per graph) when all graphs share
-    one architecture, else a list with one unbatched :class:`KANWeights` per graph, in
+    Returns a batched :class:`~wskan_ext.KANWeights` (one model per graph) when all graphs
+    share one architecture, else a list with one unbatched ``KANWeights`` per graph, in
     graph order. A single :class:`~torch_geometric.data.Data` gives an unbatched KAN.
 
     Raises:
@@ -373,9 +398,13 @@ def graph_to_kan(batch) -> Union[KANWeights, List[KANWeights]]:
                 f"graph_to_kan: x has {F} features, i.e. {K} knots, but edge_coef has {nb} basis functions and "
                 f"k={ks}: expected {nb + ks[0] + 1 + NODE_EXTRA_FEATURES} node features"
             )
-        x = batch.x[g["node_index"]]
-        ec, es = batch.edge_coef[g["edge_index"]], batch.edge_scales[g["edge_index"]]
-        Bg = x.shape[0]
+        Bg = g["node_index"].shape[0]
+        if len(groups) == 1:  # all graphs: contiguous blocks, views instead of gathers
+            x = batch.x.reshape(Bg, -1, F)
+            ec, es = batch.edge_coef.reshape(Bg, -1, nb), batch.edge_scales.reshape(Bg, -1, 3)
+        else:
+            x = batch.x[g["node_index"]]
+            ec, es = batch.edge_coef[g["edge_index"]], batch.edge_scales[g["edge_index"]]
         kw = {f: [] for f in ("grid", "coef", "scale_base", "scale_sp", "mask", "node_scale", "node_bias")}
         no = eo = 0
         for l in range(L):
@@ -387,7 +416,9 @@ def graph_to_kan(batch) -> Union[KANWeights, List[KANWeights]]:
             for c, f in enumerate(("scale_base", "scale_sp", "mask")):
                 kw[f].append(es[:, eo : eo + n * m, c].reshape(Bg, n, m))
             no, eo = no + n, eo + n * m
-        results.append(KANWeights(**kw, k=ks, base_fun=g["base_fun"]))
+        w = KANWeights(**kw, k=ks, base_fun=g["base_fun"], validate=False)
+        _check(w, f"graph_to_kan: graphs with widths {widths}")  # full validation only if a cheap check fails
+        results.append(w)
     out = _per_graph(groups, results, len(batch.kan_encoding))
     if not isinstance(batch, Batch) and isinstance(out, KANWeights):
         return out[0]

@@ -11,7 +11,7 @@ with :math:`(c_{ij}, \beta_{ij})` the canonical edge features (``edge_attr``),
 :math:`t_i` the knots of the source node, :math:`(\alpha_j, \gamma_j)` the target's node
 affine. The message is evaluated with :func:`~wskan_ext.kan.spline.bspline_basis`
 and :func:`~wskan_ext.kan.spline.base_function`; the aggregation is a sum. The result
-equals :meth:`KANWeights.forward` to floating-point summation order.
+equals :meth:`wskan_ext.KANWeights.forward` to floating-point summation order.
 
 **Learned.** :class:`LearnedSimulator` is a :class:`~wskan_ext.WSKAN` whose input nodes
 receive the input value as an extra feature and whose node head predicts the value of
@@ -20,7 +20,7 @@ every neuron; :func:`train_learned_simulator` fits it on random KANs.
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -58,10 +58,12 @@ class KANSimulationConv(MessagePassing):
         super().__init__(aggr="sum", flow="source_to_target")
 
     def forward(self, s, edge_index, grid, coef, base_weight, base_id, k: int, scale, bias):
+        """Sum the messages into every target and apply its node affine."""
         agg = self.propagate(edge_index, s=s, grid=grid, coef=coef, base_weight=base_weight, base_id=base_id, k=k)
         return scale.unsqueeze(-1) * agg + bias.unsqueeze(-1)
 
     def message(self, s_j, grid_j, coef, base_weight, base_id, k: int):
+        """The edge function evaluated at the source neuron's states ``s_j: (E, S)``."""
         basis = bspline_basis(s_j, grid_j.unsqueeze(-2), k)  # (E, S, G+k)
         out = torch.einsum("esb,eb->es", basis, coef)
         base = torch.zeros_like(s_j)
@@ -122,6 +124,9 @@ def simulate_forward(data, inputs, *, return_states: bool = False):
     s = x0.new_zeros(data.num_nodes, x0.shape[1]).index_copy(0, (role == ROLE_INPUT).nonzero().squeeze(1), x0)
     conv = KANSimulationConv()
     src = data.edge_index[0]
+    bad = (role[src] == ROLE_OUTPUT).nonzero()
+    if bad.numel():
+        raise ValueError(f"simulate_forward: edge {int(bad[0])} starts at an output neuron (edge_index breaks the layout)")
     for l in range(int(layer.max())):
         sel = data.edge_layer == l
         ks = torch.unique(data.node_k[src[sel]]).tolist()
@@ -158,28 +163,58 @@ def random_kans(
 class LearnedSimulator(nn.Module):
     r"""A :class:`~wskan_ext.WSKAN` trained to map (KAN, x) to the activations of every neuron.
 
-    The input value :math:`x_i` enters as an extra feature of input node ``i`` (zero
-    elsewhere); the node head predicts each neuron's activation, read at the output nodes.
+    The input value :math:`x_i` enters as extra features of input node ``i`` (zero
+    elsewhere): the raw value and, with ``value_encoding="rbf"``, ``num_rbf`` Gaussian
+    bumps of its position :math:`u = (x_i - lo_i) / (hi_i - lo_i)` in the neuron's grid
+    range :math:`[lo_i, hi_i] = [t_k, t_{G+k}]` (centres equispaced on ``[-0.2, 1.2]``),
+    which makes the piecewise-polynomial edge functions easier for MLP messages to fit.
+    The node head predicts each neuron's activation, read at the output nodes
+    (``predict``). Needs graphs built with ``encoding="coef"`` (the knots are read from
+    ``x``).
 
     Shapes:
         - ``forward(data, inputs)``: ``inputs: (B, n_0)`` (one sample per graph, same input
-          width) -> node predictions ``(N,)``; :meth:`predict` returns ``(B, n_L)``.
+          width) -> node predictions ``(N,)``; ``predict`` returns ``(B, n_L)``.
     """
 
-    def __init__(self, node_in_channels: int, edge_in_channels: int, hidden_channels: int = 32, num_layers: int = 3, **kw):
+    def __init__(self, node_in_channels: int, edge_in_channels: int, hidden_channels: int = 32, num_layers: int = 3,
+                 *, value_encoding: str = "rbf", num_rbf: int = 12, **kw):
         super().__init__()
+        if value_encoding not in ("rbf", "raw"):
+            raise ValueError(f"value_encoding must be 'rbf' or 'raw', got {value_encoding!r}")
+        self.value_encoding, self.num_rbf = value_encoding, num_rbf if value_encoding == "rbf" else 0
         kw.setdefault("backward", False)
+        kw.setdefault("max_inputs", 64)
+        kw.setdefault("max_outputs", 64)
         self.net = WSKAN(node_in_channels, edge_in_channels, hidden_channels, num_layers,
-                         node_out_channels=1, extra_node_channels=1, **kw)
+                         node_out_channels=1, extra_node_channels=1 + self.num_rbf, **kw)
+
+    def encode_inputs(self, data, inputs: torch.Tensor) -> torch.Tensor:
+        """Extra node features ``(N, 1 + num_rbf)`` carrying the input values."""
+        role = data.node_role
+        idx = (role == ROLE_INPUT).nonzero().squeeze(1)
+        n_in = torch.bincount(data.batch[idx], minlength=inputs.shape[0])
+        x0 = _inputs_to_nodes(data, inputs.unsqueeze(1), n_in)  # (N_in, 1)
+        feats = [x0]
+        enc = getattr(data, "kan_encoding", None)
+        if self.num_rbf and enc is not None and bool((enc != 0).any()):
+            raise ValueError("LearnedSimulator: value_encoding='rbf' needs graphs built with encoding='coef'")
+        if self.num_rbf:
+            K = data.x.shape[1] - NODE_EXTRA_FEATURES
+            k = data.node_k[idx].unsqueeze(1)
+            lo, hi = data.x[idx].gather(1, k), data.x[idx].gather(1, K - 1 - k)
+            u = (x0 - lo) / (hi - lo)
+            centres = torch.linspace(-0.2, 1.2, self.num_rbf, dtype=x0.dtype, device=x0.device)
+            feats.append(torch.exp(-(((u - centres) * self.num_rbf / 1.4) ** 2)))
+        feat = torch.cat(feats, -1)
+        return feat.new_zeros(data.num_nodes, feat.shape[1]).index_copy(0, idx, feat)
 
     def forward(self, data, inputs: torch.Tensor) -> torch.Tensor:
-        role = data.node_role
-        n_in = torch.bincount(data.batch[role == ROLE_INPUT], minlength=inputs.shape[0])
-        x0 = _inputs_to_nodes(data, inputs.unsqueeze(1), n_in)
-        extra = x0.new_zeros(data.num_nodes, 1).index_copy(0, (role == ROLE_INPUT).nonzero().squeeze(1), x0)
-        return self.net(data, extra).node.squeeze(-1)
+        """Predicted activation of every neuron, ``(N,)``."""
+        return self.net(data, self.encode_inputs(data, inputs)).node.squeeze(-1)
 
     def predict(self, data, inputs: torch.Tensor) -> torch.Tensor:
+        """Predicted KAN outputs ``(B, n_L)``."""
         pred = self.forward(data, inputs)[data.node_role == ROLE_OUTPUT]
         return pred.reshape(inputs.shape[0], -1)
 

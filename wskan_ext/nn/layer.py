@@ -90,12 +90,14 @@ class WSKANLayer(MessagePassing):
         self.reset_parameters()
 
     def reset_parameters(self):
+        """Re-initialise every MLP and normalisation."""
         super().reset_parameters()
         for mod in self.modules():
             if isinstance(mod, (nn.Linear, nn.LayerNorm)):
                 mod.reset_parameters()
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Update node and edge features (see the class docstring); returns ``(h', e')``."""
         if x.dim() != 2 or x.shape[1] != self.node_channels:
             raise ValueError(f"WSKANLayer: node features must have shape (N, {self.node_channels}), got {tuple(x.shape)}")
         if edge_attr.dim() != 2 or edge_attr.shape[1] != self.edge_channels:
@@ -118,7 +120,8 @@ class WSKANLayer(MessagePassing):
         return self.node_norm(h), self.edge_norm(e)
 
     def message(self, x_i: torch.Tensor, x_j: torch.Tensor, edge_attr: torch.Tensor, direction: int) -> torch.Tensor:
-        # x_j: sender, x_i: receiver (the backward pass propagates on the flipped edge_index)
+        """Message of one edge: ``psi([h_sender, h_receiver, e])`` with the MLP of ``direction``
+        (0 forward, 1 backward; the backward pass propagates on the flipped edges)."""
         net = self.msg_fwd if direction == 0 else self.msg_bwd
         return net(torch.cat([x_j, x_i, edge_attr], dim=-1))
 

@@ -17,7 +17,7 @@ __all__ = ["WSKAN", "WSKANOutput"]
 
 @dataclass
 class WSKANOutput:
-    """What :meth:`WSKAN.forward` returns (heads that were not configured are ``None``).
+    """What ``WSKAN.forward`` returns (heads that were not configured are ``None``).
 
     Attributes:
         graph: ``(B, graph_out_channels)`` invariant graph-level output.
@@ -71,7 +71,7 @@ class WSKAN(nn.Module):
     Shapes:
         - input: a KAN-graph batch with ``x: (N, node_in_channels)``,
           ``edge_attr: (E, edge_in_channels)``; ``node_extra: (N, extra_node_channels)``;
-        - output: :class:`WSKANOutput` with ``graph: (B, graph_out)``, ``node: (N, node_out)``,
+        - output: a ``WSKANOutput`` with ``graph: (B, graph_out)``, ``node: (N, node_out)``,
           ``edge: (E, edge_out)``.
     """
 
@@ -118,6 +118,7 @@ class WSKAN(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self):
+        """Re-initialise every sub-module."""
         for mod in self.modules():
             if mod is not self and hasattr(mod, "reset_parameters"):
                 mod.reset_parameters()
@@ -150,6 +151,7 @@ class WSKAN(nn.Module):
         return h, self.edge_encoder(ea)
 
     def forward(self, data, node_extra: Optional[torch.Tensor] = None) -> WSKANOutput:
+        """Encode, apply the layers, and read out (heads that are not configured give ``None``)."""
         h, e = self.encode(data, node_extra)
         edge_index = data.edge_index
         for layer in self.layers:

@@ -1,0 +1,157 @@
+"""WSKANLayer / WSKAN: invariance, equivariance, batching, errors (float64)."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wskan_ext import KAN, WSKAN, WSKANLayer, kan_to_graph, permute_hidden
+from wskan_ext.graph import edge_output_to_kan, node_output_to_kan
+from wskan_ext.kan.weights import random_hidden_permutations
+
+TOL = 1e-9
+
+
+def rand_kan(widths, G, k, B, seed, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    w = KAN(widths, G, k, num_models=B, generator=g, dtype=dtype).weights(detach=True)
+    grids = [gr + 0.3 * torch.rand(gr.shape[:-1] + (1,), generator=g, dtype=dtype) for gr in w.grid]  # distinct rows
+    return w._replace(grid=grids, coef=[torch.randn(c.shape, generator=g, dtype=dtype) for c in w.coef],
+                      node_bias=[0.3 * torch.randn(b.shape, generator=g, dtype=dtype) for b in w.node_bias])
+
+
+def make_model(g, seed=0, **kw):
+    kw.setdefault("graph_out_channels", 3)
+    kw.setdefault("node_out_channels", 2)
+    kw.setdefault("edge_out_channels", 2)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return WSKAN(g.x.shape[1], g.edge_attr.shape[1], 16, 3, **kw).double()
+
+
+@st.composite
+def batched_kans(draw):
+    depth = draw(st.integers(2, 3))
+    widths = draw(st.lists(st.integers(2, 4), min_size=depth + 1, max_size=depth + 1))
+    return rand_kan(widths, draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(0, 999)))
+
+
+def _perm_blocks(t, perms_in, perms_out):
+    """Index (B, n, m, C) by per-model source / target permutations (None = identity)."""
+    B = t.shape[0]
+    ar = torch.arange(B)[:, None]
+    if perms_in is not None:
+        t = t[ar, perms_in]
+    if perms_out is not None:
+        t = t[ar[:, :, None], torch.arange(t.shape[1])[None, :, None], perms_out[:, None, :]]
+    return t
+
+
+@given(batched_kans(), st.sampled_from([("sum", True, "mean"), ("mean", False, "sum"), ("sum", True, "sum")]))
+@settings(max_examples=10)
+def test_invariance_and_equivariance(w, cfg):
+    aggr, backward, pool = cfg
+    perms = random_hidden_permutations(w, torch.Generator().manual_seed(1), per_model=True)
+    wp = permute_hidden(w, perms)
+    g, gp = kan_to_graph(w), kan_to_graph(wp)
+    model = make_model(g, aggr=aggr, backward=backward, pool=pool)
+    with torch.no_grad():
+        o, op = model(g), model(gp)
+    assert (o.graph - op.graph).abs().max() <= TOL
+    nodes, nodes_p = node_output_to_kan(g, o.node), node_output_to_kan(gp, op.node)
+    full = [None] + list(perms) + [None]
+    for l, (a, b) in enumerate(zip(nodes, nodes_p)):
+        ref = a if full[l] is None else a[torch.arange(a.shape[0])[:, None], full[l]]
+        assert (ref - b).abs().max() <= TOL
+    edges, edges_p = edge_output_to_kan(g, o.edge), edge_output_to_kan(gp, op.edge)
+    for l, (a, b) in enumerate(zip(edges, edges_p)):
+        assert (_perm_blocks(a, full[l], full[l + 1]) - b).abs().max() <= TOL
+
+
+@given(batched_kans())
+@settings(max_examples=8)
+def test_negative_twin_input_permutation_changes_output(w):
+    p = torch.roll(torch.arange(w.widths[0]), 1)  # a non-identity permutation of the inputs
+    kw = {f: list(getattr(w, f)) for f in ("grid", "coef", "scale_base", "scale_sp", "mask")}
+    kw["grid"][0], kw["coef"][0] = w.grid[0][:, p], w.coef[0][:, p]
+    for f in ("scale_base", "scale_sp", "mask"):
+        kw[f][0] = getattr(w, f)[0][:, p]
+    wp = w._replace(**kw)
+    g, gp = kan_to_graph(w), kan_to_graph(wp)
+    model = make_model(g)
+    with torch.no_grad():
+        assert (model(g).graph - model(gp).graph).abs().max() > 1e-6
+    # and hidden permutations that forget the grid rows are not symmetries either
+    wbad = permute_hidden(w, [torch.roll(torch.arange(n), 1) for n in w.widths[1:-1]], permute_grid=False)
+    with torch.no_grad():
+        assert (model(g).graph - model(kan_to_graph(wbad)).graph).abs().max() > 1e-9
+
+
+def test_batch_equals_individual_mixed_architectures():
+    items = [rand_kan([3, 4, 2], 2, 2, 2, 0), rand_kan([2, 5, 3, 1], 2, 2, 1, 1)[0], rand_kan([3, 2], 2, 2, 1, 2)[0]]
+    g = kan_to_graph(items)
+    model = make_model(g)
+    with torch.no_grad():
+        o = model(g)
+        for b, d in enumerate(g.to_data_list()):
+            single = kan_to_graph(_single(items, b))
+            s = model(single)
+            assert (s.graph[0] - o.graph[b]).abs().max() <= 1e-12
+            assert (s.node - o.node[g.ptr[b] : g.ptr[b + 1]]).abs().max() <= 1e-12
+            eb = g.batch[g.edge_index[0]] == b
+            assert (s.edge - o.edge[eb]).abs().max() <= 1e-12
+
+
+def _single(items, b):
+    flat = [v for w in items for v in (w.unbind() if w.batched else [w])]
+    return flat[b]
+
+
+def test_float32_and_gradients():
+    w = rand_kan([3, 4, 2], 3, 3, 4, 0, dtype=torch.float32)
+    g = kan_to_graph(w)
+    model = WSKAN(g.x.shape[1], g.edge_attr.shape[1], 8, 2, graph_out_channels=1)
+    out = model(g).graph
+    assert out.shape == (4, 1) and out.dtype == torch.float32
+    out.sum().backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if not n.startswith(("output_", "node_head", "edge_head")))
+
+
+def test_layer_api_and_errors():
+    layer = WSKANLayer(8, 6, aggr="sum", backward=True)
+    assert "WSKANLayer(node=8, edge=6" in repr(layer)
+    x, e = torch.randn(5, 8), torch.randn(4, 6)
+    ei = torch.tensor([[0, 0, 1, 1], [2, 3, 2, 4]])
+    h, e2 = layer(x, ei, e)
+    assert h.shape == (5, 8) and e2.shape == (4, 6)
+    before = layer.msg_fwd[0].weight.clone()
+    layer.reset_parameters()
+    assert not torch.equal(before, layer.msg_fwd[0].weight)
+    with pytest.raises(ValueError, match=r"node features must have shape \(N, 8\)"):
+        layer(torch.randn(5, 7), ei, e)
+    with pytest.raises(ValueError, match=r"edge features must have shape \(E, 6\)"):
+        layer(x, ei, torch.randn(4, 5))
+    with pytest.raises(ValueError, match="edge_index must have shape"):
+        layer(x, ei[:, :3], e)
+    # messages flow source -> target: a node with no incoming edge gets no forward message
+    fwd_only = WSKANLayer(8, 6, backward=False, residual=False, norm=None)
+    h1, _ = fwd_only(x, ei, e)
+    h2, _ = fwd_only(x, ei, e + 1.0)
+    assert torch.equal(h1[:2], h2[:2]) and not torch.equal(h1[2:], h2[2:])
+
+
+def test_model_errors():
+    w = rand_kan([3, 2], 2, 1, 2, 0)
+    g = kan_to_graph(w)
+    model = make_model(g)
+    with pytest.raises(ValueError, match="edge_attr must have shape"):
+        WSKAN(g.x.shape[1], g.edge_attr.shape[1] + 1, 8, 1).double()(g)
+    bad = kan_to_graph(w)
+    del bad.node_role
+    with pytest.raises(ValueError, match="node_role"):
+        model(bad)
+    small = WSKAN(g.x.shape[1], g.edge_attr.shape[1], 8, 1, max_inputs=2).double()
+    with pytest.raises(ValueError, match="max_inputs=2"):
+        small(g)
+    with pytest.raises(ValueError, match="node_extra"):
+        WSKAN(g.x.shape[1], g.edge_attr.shape[1], 8, 1, extra_node_channels=1).double()(g)
