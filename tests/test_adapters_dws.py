@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from wskan_ext import KAN, KANWeights, permute_hidden
+from wskan_ext import KANWeights, permute_hidden
 from wskan_ext.adapters.dws import (
     from_dws,
     kans_from_dws_mlps,
@@ -14,53 +14,17 @@ from wskan_ext.adapters.dws import (
     mlps_to_dws,
     to_dws,
 )
+from wskan_ext.equivariance_tests import strategies as kst
 from wskan_ext.kan.weights import layer_forward, random_hidden_permutations
 
 F64 = torch.float64
 
 
-def random_kans(widths, grids, ks, B, seed, dtype=F64, uniform=False):
-    """Generic random KANs: random coefficients, scales, masks, node affines and
-    (unless ``uniform``) jittered non-uniform grids."""
-    g = torch.Generator().manual_seed(seed)
-    w = KAN(widths, grid=grids, k=ks, num_models=B, generator=g, dtype=dtype).weights(detach=True)
-
-    def r(t, scale=1.0):
-        return scale * torch.randn(t.shape, generator=g, dtype=dtype)
-
-    grid = []
-    for gr, G in zip(w.grid, w.grid_sizes):
-        jitter = 0.3 * (2.0 / G) * (torch.rand(gr.shape, generator=g, dtype=dtype) - 0.5)
-        grid.append(gr if uniform else gr + jitter)
-    return KANWeights(
-        grid=grid,
-        coef=[r(c) for c in w.coef],
-        scale_base=[r(s) for s in w.scale_base],
-        scale_sp=[0.5 + torch.rand(s.shape, generator=g, dtype=dtype) for s in w.scale_sp],
-        k=w.k,
-        mask=[(torch.rand(m.shape, generator=g) > 0.15).to(dtype) for m in w.mask],
-        node_scale=[1 + r(s, 0.5) for s in w.node_scale],
-        node_bias=[r(s, 0.5) for s in w.node_bias],
-    )
-
-
-@st.composite
-def architectures(draw, max_depth=4, max_width=6):
-    depth = draw(st.integers(1, max_depth))
-    widths = draw(st.lists(st.integers(1, max_width), min_size=depth + 1, max_size=depth + 1))
-    grids = draw(st.lists(st.integers(1, 5), min_size=depth, max_size=depth))
-    ks = draw(st.lists(st.integers(1, 3), min_size=depth, max_size=depth))
-    return widths, grids, ks, draw(st.integers(0, 2**16))
-
-
-@st.composite
-def kans(draw, min_depth=1, max_depth=3, max_width=5, dtype=F64):
-    depth = draw(st.integers(min_depth, max_depth))
-    widths = draw(st.lists(st.integers(1, max_width), min_size=depth + 1, max_size=depth + 1))
-    grids = draw(st.lists(st.integers(1, 5), min_size=depth, max_size=depth))
-    ks = draw(st.lists(st.integers(1, 3), min_size=depth, max_size=depth))
-    B = draw(st.sampled_from([None, 1, 3]))
-    return random_kans(widths, grids, ks, B, draw(st.integers(0, 2**16)), dtype=dtype)
+def kans(min_depth=1):
+    """Random KANs (depth min_depth..3, widths 1..5, per-layer G 1..5 and k 1..3, unbatched
+    or 1/3 models, 15 % of the edges masked, jittered per-neuron grids)."""
+    return kst.kan_weights(min_depth=min_depth, max_depth=3, max_width=5, grid_sizes=(1, 5), k=(1, 3),
+                           per_layer=True, num_models=st.sampled_from([None, 1, 3]), mask_prob=0.15)
 
 
 @given(kans(), st.sampled_from([F64, torch.float32]))
@@ -130,7 +94,8 @@ def test_hidden_permutation_acts_on_axes(w, features):
 
 
 def test_values_channels_match_layer_forward():
-    w = random_kans([3, 4, 2], [5, 3], [3, 2], 2, 0, uniform=True)
+    w = kst.random_kan({"widths": [3, 4, 2], "grid_sizes": [5, 3], "k": [3, 2]}, 0, num_models=2, mask_prob=0.15,
+                       random_grid=False, grid_range=(-1, 1))  # pykan's uniform grids on [-1, 1]
     d = to_dws(w, features="values", num_points=9)
     assert d.layout.edge_channel_names(0)[-2:] == ["lo", "hi"]
     pts = torch.linspace(-1, 1, 9, dtype=F64)
@@ -143,14 +108,14 @@ def test_values_channels_match_layer_forward():
 
 
 def test_errors_name_layer_and_shape():
-    w = random_kans([2, 3, 1], [3, 3], [1, 1], 2, 0)
+    w = kst.random_kan({"widths": [2, 3, 1], "grid_sizes": 3, "k": 1}, 0, num_models=2, mask_prob=0.15)
     d = to_dws(w, features="raw")
     bad = (d.weights[0], d.weights[1][:, :2])
     with pytest.raises(ValueError, match=r"layer 1: weights must have shape \(B, 3, 1,"):
         from_dws(bad, d.biases, d.layout)
     with pytest.raises(ValueError, match="features must be one of"):
         to_dws(w, features="coefs")
-    other = random_kans([2, 3, 1], [4, 3], [1, 1], 2, 0)
+    other = kst.random_kan({"widths": [2, 3, 1], "grid_sizes": [4, 3], "k": 1}, 0, num_models=2, mask_prob=0.15)
     from wskan_ext.adapters.dws import encode_channels
 
     with pytest.raises(ValueError, match="channel layout is for"):
@@ -188,15 +153,6 @@ def test_mlp_zoo_dws_round_trip():
         mlps_from_dws(weights, (biases[1],) + biases[1:])
 
 
-def _convert_ready():
-    try:
-        from wskan_ext.convert import mlp_to_kan  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _convert_ready(), reason="wskan_ext.convert.mlp_to_kan not available yet")
 @pytest.mark.parametrize("act", [nn.ReLU, nn.Tanh])
 def test_mlp_zoo_from_dws_to_kans(act):
     from wskan_ext.convert import mlp_to_kan
@@ -212,7 +168,6 @@ def test_mlp_zoo_from_dws_to_kans(act):
     assert torch.allclose(kans_(x), ref, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.skipif(not _convert_ready(), reason="wskan_ext.convert.mlp_to_kan not available yet")
 def test_mlp_zoo_in_dws_format_through_wskan():
     """An MLP zoo stored as DWS tuples -> KANs -> WS-KAN gives the same output as
     converting the nn.Sequential models directly (and through the registry)."""
@@ -238,7 +193,8 @@ def test_mlp_zoo_in_dws_format_through_wskan():
 
 
 def test_round_trip_on_device(device):
-    w = random_kans([3, 5, 2], [4, 3], [3, 2], 2, 0).to(device)
+    w = kst.random_kan({"widths": [3, 5, 2], "grid_sizes": [4, 3], "k": [3, 2]}, 0, num_models=2, mask_prob=0.15,
+                       device=device)
     for features in ("raw", "canonical", "values"):
         d = to_dws(w, features=features)
         assert all(t.device == w.device for t in d.weights + d.biases)

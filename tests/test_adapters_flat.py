@@ -5,60 +5,22 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wskan_ext import KAN, KANWeights, permute_hidden
+from wskan_ext import permute_hidden
 from wskan_ext.adapters.flat import FlatSpec, from_flat, to_flat
 from wskan_ext.align import align_to
+from wskan_ext.equivariance_tests import strategies as kst
 from wskan_ext.kan.weights import FIELDS, random_hidden_permutations
 
 F64 = torch.float64
 
-
-def random_kans(widths, grids, ks, B, seed, dtype=F64, uniform=False):
-    """Generic random KANs: random coefficients, scales, masks, node affines and
-    (unless ``uniform``) jittered non-uniform grids."""
-    g = torch.Generator().manual_seed(seed)
-    w = KAN(widths, grid=grids, k=ks, num_models=B, generator=g, dtype=dtype).weights(detach=True)
-
-    def r(t, scale=1.0):
-        return scale * torch.randn(t.shape, generator=g, dtype=dtype)
-
-    grid = []
-    for gr, G in zip(w.grid, w.grid_sizes):
-        jitter = 0.3 * (2.0 / G) * (torch.rand(gr.shape, generator=g, dtype=dtype) - 0.5)
-        grid.append(gr if uniform else gr + jitter)
-    return KANWeights(
-        grid=grid,
-        coef=[r(c) for c in w.coef],
-        scale_base=[r(s) for s in w.scale_base],
-        scale_sp=[0.5 + torch.rand(s.shape, generator=g, dtype=dtype) for s in w.scale_sp],
-        k=w.k,
-        mask=[(torch.rand(m.shape, generator=g) > 0.15).to(dtype) for m in w.mask],
-        node_scale=[1 + r(s, 0.5) for s in w.node_scale],
-        node_bias=[r(s, 0.5) for s in w.node_bias],
-    )
+# random KANs: depth 1..3, widths 1..5, per-layer G 1..5 and k 1..3, unbatched or 1/4 models,
+# float64 or float32, 15 % of the edges masked, jittered per-neuron grids
+KANS = kst.kan_weights(max_depth=3, max_width=5, grid_sizes=(1, 5), k=(1, 3), per_layer=True,
+                       num_models=st.sampled_from([None, 1, 4]), dtype=st.sampled_from([F64, torch.float32]),
+                       mask_prob=0.15)
 
 
-@st.composite
-def architectures(draw, max_depth=4, max_width=6):
-    depth = draw(st.integers(1, max_depth))
-    widths = draw(st.lists(st.integers(1, max_width), min_size=depth + 1, max_size=depth + 1))
-    grids = draw(st.lists(st.integers(1, 5), min_size=depth, max_size=depth))
-    ks = draw(st.lists(st.integers(1, 3), min_size=depth, max_size=depth))
-    return widths, grids, ks, draw(st.integers(0, 2**16))
-
-
-@st.composite
-def kans(draw, max_depth=3, max_width=5):
-    depth = draw(st.integers(1, max_depth))
-    widths = draw(st.lists(st.integers(1, max_width), min_size=depth + 1, max_size=depth + 1))
-    grids = draw(st.lists(st.integers(1, 5), min_size=depth, max_size=depth))
-    ks = draw(st.lists(st.integers(1, 3), min_size=depth, max_size=depth))
-    B = draw(st.sampled_from([None, 1, 4]))
-    dtype = draw(st.sampled_from([F64, torch.float32]))
-    return random_kans(widths, grids, ks, B, draw(st.integers(0, 2**16)), dtype=dtype)
-
-
-@given(kans())
+@given(KANS)
 def test_round_trip_bitwise_and_documented_order(w):
     vec, spec = to_flat(w)
     assert vec.dtype == w.dtype
@@ -73,7 +35,7 @@ def test_round_trip_bitwise_and_documented_order(w):
     assert torch.equal((vec[0] if w.batched else vec)[spec.slice("layers.0.coef")], one.coef[0].reshape(-1))
 
 
-@given(kans())
+@given(KANS)
 def test_field_subset(w):
     vec, spec = to_flat(w, fields=("scale_base", "coef"))  # kept in FIELDS order
     assert spec.fields == ("coef", "scale_base")
@@ -83,7 +45,7 @@ def test_field_subset(w):
         from_flat(vec, spec)
 
 
-@given(kans(max_depth=3))
+@given(KANS)
 def test_flat_is_not_invariant_but_aligned_flat_is(w):
     """Negative twin: hidden permutations change the flat vector; aligning to a
     reference first removes the difference (the aligned flat-MLP baseline)."""
@@ -98,7 +60,7 @@ def test_flat_is_not_invariant_but_aligned_flat_is(w):
 
 
 def test_bad_input():
-    w = random_kans([2, 3], [3], [1], 2, 0)
+    w = kst.random_kan({"widths": [2, 3], "grid_sizes": 3, "k": 1}, 0, num_models=2, mask_prob=0.15)
     vec, spec = to_flat(w)
     with pytest.raises(ValueError, match=rf"\(B, {spec.size}\)"):
         from_flat(vec[:, :-1], spec)
@@ -110,7 +72,8 @@ def test_bad_input():
 
 
 def test_round_trip_on_device(device):
-    w = random_kans([3, 5, 2], [4, 3], [3, 2], 2, 0).to(device)
+    w = kst.random_kan({"widths": [3, 5, 2], "grid_sizes": [4, 3], "k": [3, 2]}, 0, num_models=2, mask_prob=0.15,
+                       device=device)
     vec, spec = to_flat(w)
     assert vec.device == w.device
     assert from_flat(vec, spec).equal(w)

@@ -5,7 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wskan_ext import KAN, KANWeights, permute_hidden
+from wskan_ext import permute_hidden
+from wskan_ext.equivariance_tests import strategies as kst
 from wskan_ext.kan.weights import random_hidden_permutations
 
 nfn = pytest.importorskip("nfn")
@@ -17,47 +18,15 @@ from wskan_ext.adapters.nfn import KANInvariantNFN, from_wsfeat, network_spec, t
 F64 = torch.float64
 
 
-def random_kans(widths, grids, ks, B, seed, dtype=F64, uniform=False):
-    """Generic random KANs: random coefficients, scales, masks, node affines and
-    (unless ``uniform``) jittered non-uniform grids."""
-    g = torch.Generator().manual_seed(seed)
-    w = KAN(widths, grid=grids, k=ks, num_models=B, generator=g, dtype=dtype).weights(detach=True)
-
-    def r(t, scale=1.0):
-        return scale * torch.randn(t.shape, generator=g, dtype=dtype)
-
-    grid = []
-    for gr, G in zip(w.grid, w.grid_sizes):
-        jitter = 0.3 * (2.0 / G) * (torch.rand(gr.shape, generator=g, dtype=dtype) - 0.5)
-        grid.append(gr if uniform else gr + jitter)
-    return KANWeights(
-        grid=grid,
-        coef=[r(c) for c in w.coef],
-        scale_base=[r(s) for s in w.scale_base],
-        scale_sp=[0.5 + torch.rand(s.shape, generator=g, dtype=dtype) for s in w.scale_sp],
-        k=w.k,
-        mask=[(torch.rand(m.shape, generator=g) > 0.15).to(dtype) for m in w.mask],
-        node_scale=[1 + r(s, 0.5) for s in w.node_scale],
-        node_bias=[r(s, 0.5) for s in w.node_bias],
-    )
+def kans(min_depth=2):
+    """Batches of 3 random float64 KANs (depth min_depth..4, widths 1..5, per-layer G 1..4
+    and k 1..3, 15 % of the edges masked, jittered per-neuron grids)."""
+    return kst.kan_weights(min_depth=min_depth, max_depth=4, max_width=5, grid_sizes=(1, 4), k=(1, 3),
+                           per_layer=True, num_models=3, mask_prob=0.15)
 
 
-@st.composite
-def architectures(draw, max_depth=4, max_width=6):
-    depth = draw(st.integers(1, max_depth))
-    widths = draw(st.lists(st.integers(1, max_width), min_size=depth + 1, max_size=depth + 1))
-    grids = draw(st.lists(st.integers(1, 5), min_size=depth, max_size=depth))
-    ks = draw(st.lists(st.integers(1, 3), min_size=depth, max_size=depth))
-    return widths, grids, ks, draw(st.integers(0, 2**16))
-
-
-@st.composite
-def kans(draw, min_depth=2, max_depth=4, max_width=5, B=3):
-    depth = draw(st.integers(min_depth, max_depth))
-    widths = draw(st.lists(st.integers(1, max_width), min_size=depth + 1, max_size=depth + 1))
-    grids = draw(st.lists(st.integers(1, 4), min_size=depth, max_size=depth))
-    ks = draw(st.lists(st.integers(1, 3), min_size=depth, max_size=depth))
-    return random_kans(widths, grids, ks, B, draw(st.integers(0, 2**16)))
+def kan(widths, grid_sizes, k, B):
+    return kst.random_kan({"widths": widths, "grid_sizes": grid_sizes, "k": k}, 0, num_models=B, mask_prob=0.15)
 
 
 def permute_wsfeat(ws, perms):
@@ -147,7 +116,7 @@ def test_invariant_models(w):
 
 
 def test_np_layer_and_pool_run_on_kans_any_depth():
-    w = random_kans([4, 3], [5], [3], 2, 0)
+    w = kan([4, 3], [5], [3], 2)
     ws = to_wsfeat(w)
     spec = network_spec(w)
     out = NPLinear(spec, ws.weights[0].shape[1], 5).double()(ws)
@@ -159,7 +128,7 @@ def test_np_layer_and_pool_run_on_kans_any_depth():
 
 def test_invariant_model_trains():
     """The ready model learns a simple invariant target (mean node bias of layer 0)."""
-    w = random_kans([2, 4, 1], [3, 3], [2, 2], 64, 0)
+    w = kan([2, 4, 1], [3, 3], [2, 2], 64)
     y = w.node_bias[0].mean(-1, keepdim=True).float()
     ws = to_wsfeat(w.float())
     torch.manual_seed(0)
@@ -176,7 +145,7 @@ def test_invariant_model_trains():
 
 
 def test_values_not_invertible_and_bad_input():
-    w = random_kans([2, 3, 1], [3, 3], [1, 1], 2, 0)
+    w = kan([2, 3, 1], [3, 3], [1, 1], 2)
     ws, lay = to_wsfeat(w, features="values", return_layout=True)
     with pytest.raises(ValueError, match="cannot be inverted"):
         from_wsfeat(ws, lay)
@@ -208,7 +177,7 @@ def test_nfn_layers_pass_the_equivariance_suite(w):
 
 
 def test_nfn_on_device(device):
-    w = random_kans([3, 5, 4, 2], [4, 3, 5], [3, 2, 1], 2, 0).to(device)
+    w = kan([3, 5, 4, 2], [4, 3, 5], [3, 2, 1], 2).to(device)
     ws, lay = to_wsfeat(w, features="raw", return_layout=True)
     assert from_wsfeat(ws, lay).equal(w)
     torch.manual_seed(0)

@@ -5,46 +5,23 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wskan_ext import KAN, KANWeights, permute_hidden
+from wskan_ext import KANWeights, permute_hidden
 from wskan_ext.align import align_to, edge_values
+from wskan_ext.equivariance_tests import strategies as kst
 from wskan_ext.kan.spline import uniform_grid
 from wskan_ext.kan.weights import layer_forward, random_hidden_permutations
 
 F64 = torch.float64
+UNIFORM = dict(random_grid=False, grid_range=(-1, 1))  # pykan's default uniform grids
+
+# (architecture, seed): depth 1..4, widths 1..6, per-layer G 1..5 and k 1..3
+ARCHS = st.tuples(kst.architectures(max_depth=4, max_width=6, grid_sizes=(1, 5), k=(1, 3), per_layer=True),
+                  st.integers(0, 2**16))
 
 
-def random_kans(widths, grids, ks, B, seed, dtype=F64, uniform=False):
-    """Generic random KANs: random coefficients, scales, masks, node affines and
-    (unless ``uniform``) jittered non-uniform grids."""
-    g = torch.Generator().manual_seed(seed)
-    w = KAN(widths, grid=grids, k=ks, num_models=B, generator=g, dtype=dtype).weights(detach=True)
-
-    def r(t, scale=1.0):
-        return scale * torch.randn(t.shape, generator=g, dtype=dtype)
-
-    grid = []
-    for gr, G in zip(w.grid, w.grid_sizes):
-        jitter = 0.3 * (2.0 / G) * (torch.rand(gr.shape, generator=g, dtype=dtype) - 0.5)
-        grid.append(gr if uniform else gr + jitter)
-    return KANWeights(
-        grid=grid,
-        coef=[r(c) for c in w.coef],
-        scale_base=[r(s) for s in w.scale_base],
-        scale_sp=[0.5 + torch.rand(s.shape, generator=g, dtype=dtype) for s in w.scale_sp],
-        k=w.k,
-        mask=[(torch.rand(m.shape, generator=g) > 0.15).to(dtype) for m in w.mask],
-        node_scale=[1 + r(s, 0.5) for s in w.node_scale],
-        node_bias=[r(s, 0.5) for s in w.node_bias],
-    )
-
-
-@st.composite
-def architectures(draw, max_depth=4, max_width=6):
-    depth = draw(st.integers(1, max_depth))
-    widths = draw(st.lists(st.integers(1, max_width), min_size=depth + 1, max_size=depth + 1))
-    grids = draw(st.lists(st.integers(1, 5), min_size=depth, max_size=depth))
-    ks = draw(st.lists(st.integers(1, 3), min_size=depth, max_size=depth))
-    return widths, grids, ks, draw(st.integers(0, 2**16))
+def kan(arch, seed, num_models=None, **kw):
+    """A random KAN (15 % of the edges masked, jittered per-neuron grids unless ``UNIFORM``)."""
+    return kst.random_kan(arch, seed, num_models=num_models, mask_prob=0.15, **kw)
 
 
 def _stack_copies(w: KANWeights, B: int) -> KANWeights:
@@ -52,10 +29,10 @@ def _stack_copies(w: KANWeights, B: int) -> KANWeights:
 
 
 @settings(max_examples=12)
-@given(architectures())
-def test_align_recovers_identity_on_permuted_copies(arch):
-    widths, grids, ks, seed = arch
-    ref = random_kans(widths, grids, ks, None, seed)
+@given(ARCHS)
+def test_align_recovers_identity_on_permuted_copies(case):
+    arch, seed = case
+    ref = kan(arch, seed)
     copies = _stack_copies(ref, 3)
     perms = random_hidden_permutations(copies, torch.Generator().manual_seed(seed + 1), per_model=True)
     shuffled = permute_hidden(copies, perms)
@@ -70,21 +47,21 @@ def test_align_recovers_identity_on_permuted_copies(arch):
 
 
 @settings(max_examples=8)
-@given(architectures())
-def test_unrelated_kans_do_not_align_to_equality(arch):
+@given(ARCHS)
+def test_unrelated_kans_do_not_align_to_equality(case):
     # negative twin: alignment cannot make an unrelated KAN equal to the reference,
     # but it keeps its function
-    widths, grids, ks, seed = arch
-    ref = random_kans(widths, grids, ks, None, seed)
-    other = random_kans(widths, grids, ks, None, seed + 7)
+    arch, seed = case
+    ref = kan(arch, seed)
+    other = kan(arch, seed + 7)
     aligned, _ = align_to(other, ref)
     assert not aligned.equal(ref)
-    x = 2 * torch.rand(20, widths[0], generator=torch.Generator().manual_seed(seed), dtype=F64) - 1
+    x = 2 * torch.rand(20, arch["widths"][0], generator=torch.Generator().manual_seed(seed), dtype=F64) - 1
     assert torch.allclose(aligned(x), other(x), rtol=1e-12, atol=1e-12)
 
 
 def test_align_single_kan_and_noisy_copies():
-    ref = random_kans([3, 6, 5, 2], [4, 3, 5], [3, 2, 1], None, 3)
+    ref = kan({"widths": [3, 6, 5, 2], "grid_sizes": [4, 3, 5], "k": [3, 2, 1]}, 3)
     gen = torch.Generator().manual_seed(0)
     p = random_hidden_permutations(ref, gen)
     noisy = permute_hidden(ref, p).map(lambda t: t + 1e-3 * torch.randn(t.shape, generator=gen, dtype=F64))
@@ -117,7 +94,7 @@ def _refine_k1(w: KANWeights) -> KANWeights:
 
 
 def test_align_across_grids():
-    ref = random_kans([2, 5, 4, 1], [3, 4, 2], [1, 1, 1], None, 11, uniform=True)
+    ref = kan({"widths": [2, 5, 4, 1], "grid_sizes": [3, 4, 2], "k": 1}, 11, **UNIFORM)
     fine = _refine_k1(ref)
     assert fine.grid_sizes == [6, 8, 4]
     x = 0.99 * (2 * torch.rand(50, 2, generator=torch.Generator().manual_seed(0), dtype=F64) - 1)
@@ -131,7 +108,7 @@ def test_align_across_grids():
 
 
 def test_edge_values_sum_to_layer_output():
-    w = random_kans([3, 4], [5], [2], 2, 0, uniform=True)
+    w = kan({"widths": [3, 4], "grid_sizes": 5, "k": 2}, 0, num_models=2, **UNIFORM)
     pts = torch.linspace(-0.9, 0.9, 7, dtype=F64)
     V = edge_values(w, 0, pts)  # (B, n, m, P)
     x = pts[:, None].expand(7, 3)
@@ -141,8 +118,8 @@ def test_edge_values_sum_to_layer_output():
 
 
 def test_align_errors():
-    a = random_kans([2, 3, 1], [3, 3], [1, 1], None, 0)
-    b = random_kans([2, 4, 1], [3, 3], [1, 1], None, 0)
+    a = kan({"widths": [2, 3, 1], "grid_sizes": 3, "k": 1}, 0)
+    b = kan({"widths": [2, 4, 1], "grid_sizes": 3, "k": 1}, 0)
     with pytest.raises(ValueError, match="widths differ"):
         align_to(a, b)
     with pytest.raises(ValueError, match="single KAN"):
@@ -152,7 +129,7 @@ def test_align_errors():
 
 
 def test_align_on_device(device):
-    ref = random_kans([3, 5, 4, 2], [4, 3, 5], [3, 2, 1], None, 1).to(device)
+    ref = kan({"widths": [3, 5, 4, 2], "grid_sizes": [4, 3, 5], "k": [3, 2, 1]}, 1).to(device)
     copies = KANWeights.stack([ref] * 2)
     perms = [p.to(device) for p in random_hidden_permutations(copies, torch.Generator().manual_seed(0), per_model=True)]
     aligned, found = align_to(permute_hidden(copies, perms), ref)

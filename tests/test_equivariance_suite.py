@@ -91,6 +91,53 @@ def test_strategies_respect_their_bounds(data):
     assert torch.isfinite(w(x)).all()
 
 
+@settings(max_examples=10)
+@given(st.data())
+def test_strategy_knobs_grid_range_dtype_and_short_architectures(data):
+    from wskan_ext.kan.spline import uniform_grid
+
+    seed = data.draw(st.integers(0, 2**16))
+    full = {"widths": [3, 4, 2], "grid_sizes": [5, 5], "k": [2, 2], "base_fun": ["silu", "silu"]}
+    short = {"widths": [3, 4, 2], "grid_sizes": 5, "k": 2}  # ints broadcast, base_fun defaults to silu
+    assert kst.random_kan(short, seed, num_models=2).equal(kst.random_kan(full, seed, num_models=2))
+    with pytest.raises(ValueError, match=r"k: expected 2 entries \(one per layer\), got 3"):
+        kst.random_kan({"widths": [3, 4, 2], "grid_sizes": 5, "k": [1, 2, 3]}, seed)
+    # grid_range: every neuron's range is exactly (lo, hi); uniform spacing gives pykan's grid bitwise
+    uni = kst.random_kan(short, seed, num_models=2, random_grid=False, grid_range=(-1, 1))
+    assert all(torch.equal(g, uniform_grid(g.shape[-2], 5, 2, (-1, 1), dtype=g.dtype).expand_as(g)) for g in uni.grid)
+    jit = kst.random_kan(short, seed, grid_range=(-0.5, 2.0))
+    for g in jit.grid:
+        assert torch.all(g[:, 2] == -0.5) and torch.allclose(g[:, 7], torch.full_like(g[:, 7], 2.0))
+        assert not torch.allclose(g[:, 1:] - g[:, :-1], (g[:, 1:] - g[:, :-1])[:, :1])  # jittered
+    # negative twin: without grid_range the ranges are random per neuron
+    assert not torch.all(kst.random_kan(short, seed).grid[0][:, 2] == -0.5)
+    # grid_range does not change the other tensors
+    ref = kst.random_kan(short, seed)
+    assert all(torch.equal(a, b) for a, b in zip(jit.coef + jit.node_bias, ref.coef + ref.node_bias))
+    dtypes = st.sampled_from([torch.float64, torch.float32])
+    w = data.draw(kst.kan_weights(dtype=dtypes, mask_prob=st.just(1.0), max_depth=2))
+    assert w.dtype in (torch.float64, torch.float32) and all(torch.all(m == 0) for m in w.mask)
+
+
+@settings(max_examples=5)
+@given(st.data())
+def test_pykan_models_knobs(data):
+    pytest.importorskip("kan")
+    from wskan_ext.adapters.pykan import from_pykan
+
+    model = data.draw(kst.pykan_models(max_depth=3, max_width=3, grid_sizes=(1, 4), k=(1, 3), per_layer=True,
+                                       base_funs=("silu", "identity"), node_affine=True, update_grid=st.booleans()))
+    assert not all(torch.equal(s, torch.ones_like(s)) for s in model.node_scale)  # outer affine is random
+    w = from_pykan(model)
+    assert len(set(w.base_fun)) == 1  # one base function per model
+    x = torch.randn(20, w.widths[0], generator=torch.Generator().manual_seed(0), dtype=w.dtype)
+    with torch.no_grad():
+        assert torch.allclose(w(x), model(x), rtol=1e-12, atol=1e-12)
+    # negative twin: by default to_pykan's identity outer affine is kept
+    plain = data.draw(kst.pykan_models(max_depth=2, max_width=3))
+    assert all(torch.equal(s, torch.ones_like(s)) for s in plain.node_scale)
+
+
 def test_kan_inputs_cover_inside_outside_and_knots():
     w = kst.random_kan({"widths": [3, 2], "grid_sizes": [4], "k": [3], "base_fun": ["silu"]}, 5)
     lo, hi = w.grid[0][:, 0], w.grid[0][:, -1]

@@ -8,34 +8,19 @@ from hypothesis import strategies as st
 
 from wskan_ext import KAN, KANWeights, as_kan_weights, permute_hidden
 from wskan_ext.adapters.efficient_kan import from_efficient_kan, to_efficient_kan
+from wskan_ext.equivariance_tests import strategies as kst
 from wskan_ext.kan.weights import random_hidden_permutations
 
+ARCH = dict(max_depth=4, max_width=8, grid_sizes=(1, 10), k=(1, 3), per_layer=True)
 
-@st.composite
-def kan_weights(draw, min_depth=1, batched=None, dtype=torch.float64):
-    depth = draw(st.integers(min_depth, 4))
-    widths = draw(st.lists(st.integers(1, 8), min_size=depth + 1, max_size=depth + 1))
-    grids = draw(st.lists(st.integers(1, 10), min_size=depth, max_size=depth))
-    ks = draw(st.lists(st.integers(1, 3), min_size=depth, max_size=depth))
-    B = draw(st.sampled_from([None, 3])) if batched is None else (3 if batched else None)
-    seed = draw(st.integers(0, 2**31 - 1))
-    g = torch.Generator().manual_seed(seed)
-    w = KAN(widths, grid=grids, k=ks, num_models=B, generator=g, dtype=dtype).weights(detach=True)
 
-    def rnd(shape):
-        return torch.randn(*shape, generator=g, dtype=dtype)
-
-    kw = {
-        "coef": [rnd(c.shape) for c in w.coef],
-        "scale_base": [rnd(t.shape) for t in w.scale_base],
-        "scale_sp": [rnd(t.shape) for t in w.scale_sp],
-        "mask": [(torch.rand(t.shape, generator=g) > 0.2).to(dtype) for t in w.mask],
-        "node_scale": [1 + 0.3 * rnd(t.shape) for t in w.node_scale],
-        "node_bias": [0.3 * rnd(t.shape) for t in w.node_bias],
-        # non-uniform, per-neuron (and per-model) grids, like pykan's updated grids
-        "grid": [torch.sort(3 * rnd(t.shape), dim=-1).values + torch.linspace(0, 1, t.shape[-1], dtype=dtype) for t in w.grid],
-    }
-    return KANWeights(**kw, k=ks, base_fun=draw(st.sampled_from(["silu", "identity", "tanh"])))
+def kan_weights(min_depth=1, batched=None):
+    """Random float64 KANs: depth min_depth..4, widths 1..8, per-layer G 1..10, k 1..3 and base
+    function (silu/identity/tanh), unbatched or 3 models (``batched=None``: either), 20 % of
+    the edges masked, non-uniform per-neuron (and per-model) grids."""
+    nm = st.sampled_from([None, 3]) if batched is None else (3 if batched else None)
+    return kst.kan_weights(min_depth=min_depth, base_funs=("silu", "identity", "tanh"), num_models=nm, mask_prob=0.2,
+                           **ARCH)
 
 
 def _x(w, seed=0, scale=3.0):
@@ -105,15 +90,9 @@ def _non_identity(n, g):
     return p
 
 
-@st.composite
-def kan_with_wide_layers(draw):
-    w = draw(kan_weights(min_depth=2, batched=False))
-    # the twins need at least two neurons where they permute and non-degenerate weights
-    widths = [max(2, n) for n in w.widths]
-    g = torch.Generator().manual_seed(draw(st.integers(0, 1000)))
-    m = KAN(widths, grid=w.grid_sizes, k=w.k, generator=g, dtype=torch.float64).weights(detach=True)
-    noisy = m.map(lambda t: t + 0.5 * torch.randn(t.shape, generator=g, dtype=t.dtype))
-    return noisy._replace(grid=m.grid, mask=m.mask)
+def kan_with_wide_layers():
+    # the twins need at least two neurons where they permute and non-degenerate (unmasked) weights
+    return kst.kan_weights(min_depth=2, min_width=2, **ARCH)
 
 
 @given(kan_with_wide_layers(), st.integers(0, 1000))
