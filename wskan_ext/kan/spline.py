@@ -27,6 +27,7 @@ __all__ = [
     "bspline_basis",
     "spline_eval",
     "truncated_power_coefficients",
+    "truncated_power_spline",
     "BASE_FUNCTIONS",
     "base_function",
     "uniform_grid",
@@ -110,6 +111,68 @@ def truncated_power_coefficients(grid: torch.Tensor, k: int) -> torch.Tensor:
     alpha = ((-1.0) ** (k + 1)) * span.unsqueeze(-1) / denom
     out.scatter_(-1, idx.expand(*grid.shape[:-1], nb, k + 2), alpha)
     return out
+
+
+class _TruncatedPowerSpline(torch.autograd.Function):
+    """Autograd function behind :func:`truncated_power_spline`."""
+
+    @staticmethod
+    def forward(ctx, x, grid, cT, k: int, chunk: int):
+        ctx.save_for_backward(x, grid, cT)
+        ctx.k, ctx.chunk = k, chunk
+        B, s, n = x.shape
+        K, m = grid.shape[-1], cT.shape[-1]
+        W = cT.reshape(B, n * K, m)
+        y = x.new_empty(B, s, m)
+        for a in range(0, s, chunk):
+            d = (x[:, a:a + chunk].unsqueeze(-1) - grid.unsqueeze(1)).clamp_(min=0)
+            torch.bmm(d.pow_(k).reshape(B, -1, n * K), W, out=y[:, a:a + chunk])
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, grid, cT = ctx.saved_tensors
+        k, chunk = ctx.k, ctx.chunk
+        B, s, n = x.shape
+        K, m = grid.shape[-1], cT.shape[-1]
+        W = cT.reshape(B, n * K, m)
+        gx = torch.empty_like(x)
+        gW = torch.zeros_like(W)
+        Wt = W.transpose(1, 2).contiguous()
+        for a in range(0, s, chunk):
+            d = (x[:, a:a + chunk].unsqueeze(-1) - grid.unsqueeze(1)).clamp_(min=0)  # (B, c, n, K)
+            dk1 = d * d if k == 3 else d.pow(k - 1)
+            g = gy[:, a:a + chunk]
+            gW.baddbmm_(d.mul_(dk1).reshape(B, -1, n * K).transpose(1, 2), g)
+            gP = torch.bmm(g, Wt).reshape(d.shape)
+            gx[:, a:a + chunk] = torch.linalg.vecdot(gP, dk1).mul_(k)
+        return gx, None, gW.reshape(cT.shape), None, None
+
+
+def truncated_power_spline(
+    x: torch.Tensor, grid: torch.Tensor, cT: torch.Tensor, k: int, chunk: int | None = None
+) -> torch.Tensor:
+    r"""Evaluate splines written in truncated powers, memory-lean, with autograd.
+
+    .. math::
+        y_{B,s,o} = \sum_{i,q} (x_{B,s,i} - t_{B,i,q})_+^k \, cT_{B,i,q,o}
+
+    where ``cT = einsum("Biob,Bibq->Biqo", coef, truncated_power_coefficients(grid, k))``
+    turns per-edge B-spline coefficients into truncated-power coefficients summed over
+    the edge's target. Samples are processed in chunks and the truncated powers are
+    recomputed in the backward pass, so no ``(B, s, n, K)`` tensor is ever stored.
+
+    Inputs must already be clamped to ``<= t_last`` (from the last knot on every B-spline
+    vanishes, but the truncated powers do not cancel exactly in floating point). Agrees
+    with the Cox--de Boor path to ~1e-12 in float64 and ~1e-4 relative in float32.
+
+    Shapes:
+        - ``x``: ``(B, s, n)``; ``grid``: ``(B, n, K)``; ``cT``: ``(B, n, K, m)``;
+        - returns ``(B, s, m)``.
+    """
+    if chunk is None:
+        chunk = max(1, 2**20 // max(1, x.shape[0] * grid.shape[-2] * grid.shape[-1]))
+    return _TruncatedPowerSpline.apply(x, grid, cT, k, chunk)
 
 
 def _zero(x: torch.Tensor) -> torch.Tensor:

@@ -102,7 +102,7 @@ class BuildConfig:
 #: noise vary). ``tiny``: seconds, for tests. ``benchmark``: 64 runs of ``[64, 16, 10]``.
 PRESETS = {
     "demo": dict(dataset="digits", downsample=4, hidden=[6], size=100, shard_size=50, steps=300,
-                 checkpoints=[10, 40, 120, 300], lr=[2e-3, 5e-2], init_scale=[0.3, 2.0],
+                 batch_size=128, checkpoints=[10, 40, 120, 300], lr=[2e-3, 5e-2], init_scale=[0.3, 2.0],
                  subset_fraction=[0.05, 1.0], label_noise=[0.0, 0.5]),
     "tiny": dict(dataset="digits", downsample=4, hidden=[4], size=8, shard_size=4, steps=20,
                  checkpoints=[5, 20], prune_samples=128),

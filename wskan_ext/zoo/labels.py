@@ -47,10 +47,10 @@ def _chunks(B: int, chunk: int):
 def evaluate(weights: KANWeights, x: torch.Tensor, y: torch.Tensor, task: str = "classification",
              chunk: int = 64) -> Dict[str, torch.Tensor]:
     """Per-model metrics of batched ``weights`` (evaluated with
-    :meth:`KANWeights.forward`, in chunks of ``chunk`` models).
+    :meth:`~wskan_ext.KANWeights.forward`, in chunks of ``chunk`` models).
 
     Returns ``{"acc", "loss"}`` (classification; mean cross-entropy) or ``{"mse", "psnr"}``
-    (regression; PSNR with peak 1, see :func:`psnr`), each ``(B,)``.
+    (regression; PSNR with peak 1, see :func:`~wskan_ext.zoo.psnr`), each ``(B,)``.
 
     Shapes: ``x (s, n_0)``; ``y (s,)`` class ids or ``(B, s, c)`` targets.
     """

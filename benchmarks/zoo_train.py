@@ -1,0 +1,105 @@
+"""Benchmark: train 64 KANs ``[64, h, 10]`` (G=5, k=3) on digits with the batched trainer vs
+pykan's ``fit``, one model at a time.
+
+Both use the same initial weights (ours, exported with ``to_pykan``), full-batch Adam, the
+same learning rates, cross-entropy, fixed grids (pykan: ``update_grid=False``) and the same
+number of steps. pykan is timed on ``--pykan-models`` models and its per-model time is
+extrapolated to all 64 (labelled as such). Also checks that the exported pykan models
+reproduce our stored predictions.
+
+    python benchmarks/zoo_train.py [--steps 100] [--hidden 16] [--pykan-models 3] [--out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import torch
+
+from wskan_ext.adapters.pykan import to_pykan
+from wskan_ext.zoo import BuildConfig, PRESETS, load_digits_data, run_hparams, train_batched
+from wskan_ext.zoo.labels import evaluate
+from wskan_ext.zoo.trainer import init_models
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", type=int, default=64)
+    ap.add_argument("--hidden", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--pykan-models", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out", "zoo_train.json"))
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    from kan import KAN as PyKAN  # noqa: F401  (import cost not timed)
+
+    d = load_digits_data()
+    width = [64, a.hidden, 10]
+    cfg = BuildConfig(**{**PRESETS["benchmark"], "hidden": [a.hidden], "size": a.models})
+    hp = run_hparams(cfg, range(a.models))
+
+    t0 = time.perf_counter()
+    res = train_batched(width, d.x_train, d.y_train, hp, steps=a.steps)
+    t_ours = time.perf_counter() - t0
+    w = res.checkpoints[-1]
+    ours_eval = evaluate(w, d.x_test, d.y_test)
+
+    # exported models reproduce our stored predictions
+    with torch.no_grad():
+        stored = w.forward(d.x_test)
+        max_diff, same_acc = 0.0, 0
+        for b, pk in enumerate(to_pykan(w)):
+            p = pk(d.x_test)
+            max_diff = max(max_diff, (p - stored[b]).abs().max().item())
+            same_acc += int((p.argmax(-1) == d.y_test).float().mean() == ours_eval["acc"][b])
+
+    # pykan fit, one model at a time, from the same initial weights
+    init = init_models(width, 5, 3, hp).weights(detach=True)
+    ds = {"train_input": d.x_train, "train_label": d.y_train, "test_input": d.x_test, "test_label": d.y_test}
+    times, accs = [], []
+    for b in range(a.pykan_models):
+        model = to_pykan(init[b])
+        t0 = time.perf_counter()
+        model.fit(ds, opt="Adam", steps=a.steps, lr=float(hp.lr[b]), update_grid=False,
+                  loss_fn=torch.nn.CrossEntropyLoss(), log=10 ** 9)
+        times.append(time.perf_counter() - t0)
+        with torch.no_grad():
+            accs.append((model(d.x_test).argmax(-1) == d.y_test).float().mean().item())
+    per_model = statistics.median(times)
+    pykan_total = per_model * a.models
+    rows = [
+        ("ours (batched, measured)", a.models, t_ours, t_ours / a.models),
+        (f"pykan fit (median of {a.pykan_models}, extrapolated x{a.models})", a.models, pykan_total, per_model),
+    ]
+    print(f"\n{a.models} KANs {width}, G=5, k=3, {a.steps} full-batch Adam steps on digits "
+          f"({d.x_train.shape[0]} train samples), {a.threads} thread(s)")
+    print(f"{'trainer':58s} {'models':>6s} {'total s':>9s} {'s/model':>9s}")
+    for r in rows:
+        print(f"{r[0]:58s} {r[1]:6d} {r[2]:9.2f} {r[3]:9.3f}")
+    ratio = pykan_total / t_ours
+    print(f"throughput ratio (ours / pykan): {ratio:.1f}x")
+    print(f"exported pykan models vs stored predictions: max |logit diff| {max_diff:.2e}, "
+          f"same test accuracy for {same_acc}/{a.models}")
+    gap = [abs(accs[b] - float(ours_eval["acc"][b])) for b in range(a.pykan_models)]
+    print(f"test accuracy, pykan-trained vs ours (same init/lr): max gap {max(gap):.4f} "
+          f"(pykan {accs}, ours {[round(float(v), 4) for v in ours_eval['acc'][:a.pykan_models]]})")
+    out = {
+        "width": width, "grid": 5, "k": 3, "steps": a.steps, "models": a.models, "threads": a.threads,
+        "ours_total_s": t_ours, "ours_per_model_s": t_ours / a.models,
+        "pykan_per_model_s_median": per_model, "pykan_times_s": times, "pykan_total_s_extrapolated": pykan_total,
+        "ratio": ratio, "export_max_logit_diff": max_diff, "export_same_accuracy": same_acc,
+        "ours_test_acc": ours_eval["acc"].tolist(), "pykan_test_acc": accs,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    with open(a.out, "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"written {a.out}")
+
+
+if __name__ == "__main__":
+    main()

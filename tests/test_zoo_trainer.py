@@ -1,0 +1,130 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wskan_ext import KAN
+from wskan_ext.kan.spline import truncated_power_spline
+from wskan_ext.zoo.trainer import RunHParams, _FastForward, diverged_at, init_models, train_batched
+
+
+def _data(s=40, n=5, c=3, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(s, n, generator=g, dtype=dtype) * 2 - 1)
+    y = torch.randint(c, (s,), generator=g)
+    return x, y
+
+
+def _reference(width, x, y, lr, seed, init_scale, subset, steps):
+    """One model trained with torch.optim.Adam and the plain module forward."""
+    g = torch.Generator().manual_seed(seed)
+    m = KAN(width, noise_scale=0.3 * init_scale, scale_base_sigma=init_scale, generator=g, dtype=x.dtype)
+    opt = torch.optim.Adam(m.parameters(), lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(m(x[subset]), y[subset]).backward()
+        opt.step()
+    return m.weights(detach=True)
+
+
+@settings(max_examples=2)
+@given(st.integers(2, 5), st.sampled_from(["truncated", "exact"]), st.integers(0, 100))
+def test_batched_adam_equals_torch_adam_per_model(h, spline, seed):
+    width = [5, h, 3]
+    x, y = _data(seed=seed)
+    hp = RunHParams(lr=[1e-2, 3e-2, 1e-3], seed=[seed, seed + 1, seed + 2], init_scale=[1.0, 0.5, 2.0],
+                    subset_fraction=[1.0, 0.5, 0.8])
+    res = train_batched(width, x, y, hp, steps=6, checkpoints=[3, 6], spline=spline)
+    assert res.train_loss.shape == (3, 2) and (res.diverged_step == -1).all()
+    # exact spline: same float64 operations up to summation order; truncated powers differ
+    # from Cox--de Boor by ~1e-15 per forward, which Adam's normalised steps amplify to ~1e-8
+    atol = 1e-10 if spline == "exact" else 1e-6
+    for b in range(3):
+        ref = _reference(width, x, y, float(hp.lr[b]), int(hp.seed[b]), float(hp.init_scale[b]), res.subset[b], 6)
+        assert res.checkpoints[1][b].allclose(ref, rtol=1e-8, atol=atol)
+    # negative twin: model 0 trained with model 1's learning rate differs
+    wrong = _reference(width, x, y, float(hp.lr[1]), int(hp.seed[0]), 1.0, res.subset[0], 6)
+    assert not res.checkpoints[1][0].allclose(wrong, rtol=1e-6, atol=1e-8)
+
+
+def test_fast_forward_matches_module_forward_float64_and_float32():
+    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 2e-3)):
+        x, _ = _data(s=64, n=4, dtype=dtype)
+        hp = RunHParams(lr=[0.1] * 3, seed=[1, 2, 3], init_scale=[3.0, 3.0, 3.0])
+        model = init_models([4, 5, 6, 2], 5, 3, hp, dtype=dtype)
+        with torch.no_grad():  # push hidden activations outside the grid on both sides
+            for layer in model.layers:
+                layer.scale_base.mul_(4)
+        ref = model(x.expand(3, *x.shape))
+        hid = model.weights().forward(x, return_hidden=True)[1]
+        assert hid[1].max() > 1.6 or hid[1].min() < -1.6  # hidden values leave the grid
+        for spline in ("truncated", "exact"):
+            out = _FastForward(model, x, spline)(model, x, None)
+            assert torch.allclose(out, ref, atol=tol * ref.abs().max().item(), rtol=0)
+        # negative twin: dropping the clamp at the last knot breaks agreement
+        layer = model.layers[1]
+        fwd = _FastForward(model, x, "truncated")
+        eff = (layer.mask * layer.scale_sp).unsqueeze(-1) * layer.coef
+        cT = torch.einsum("Biob,Bibq->Biqo", eff, fwd.A[1]).contiguous()
+        # far beyond t_last = 1.6 every B-spline is 0; unclamped truncated powers cancel badly
+        h = torch.linspace(30, 60, hid[1].numel(), dtype=dtype).reshape(hid[1].shape)
+        good = truncated_power_spline(torch.minimum(h, layer.grid[..., -1].unsqueeze(-2)), layer.grid, cT, 3, 7)
+        bad = truncated_power_spline(h, layer.grid, cT, 3, 7)
+        scale = cT.abs().max().item()
+        assert good.abs().max() < 1e-4 * scale
+        if dtype == torch.float32:
+            assert bad.abs().max() > 1e-3 * scale
+
+
+def test_truncated_spline_gradcheck():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 9, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    grid = torch.sort(torch.randn(2, 3, 8, dtype=torch.float64, generator=g), -1).values
+    c = torch.randn(2, 3, 8, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, c: truncated_power_spline(x, grid, c, 3, 4), (x, c))
+
+
+def test_models_are_independent_of_their_batch_mates():
+    x, y = _data(s=30)
+    hp = RunHParams(lr=[1e-2, 5e-2], seed=[7, 8], subset_fraction=[0.7, 1.0], label_noise=[0.3, 0.0])
+    both = train_batched([5, 3, 3], x, y, hp, steps=5, batch_size=8, seed=1)
+    alone = train_batched([5, 3, 3], x, y, RunHParams(lr=[1e-2], seed=[7], subset_fraction=[0.7], label_noise=[0.3]),
+                          steps=5, batch_size=8, seed=1)
+    assert torch.equal(both.subset[0], alone.subset[0]) and torch.equal(both.labels[0], alone.labels[0])
+    assert (both.labels[0] != y).any()  # label noise applied
+    assert torch.equal(both.labels[1], y)  # and not where the fraction is 0
+    # full batch: model 0 is the same whether trained alone or with model 1
+    fb = train_batched([5, 3, 3], x, y, hp, steps=5)
+    fa = train_batched([5, 3, 3], x, y, RunHParams(lr=[1e-2], seed=[7], subset_fraction=[0.7], label_noise=[0.3]), steps=5)
+    # (GEMM blocking depends on B: ulp-level differences, amplified by Adam's normalised steps)
+    assert fb.checkpoints[0][0].allclose(fa.checkpoints[0][0], rtol=1e-6, atol=1e-7)
+    assert not fb.checkpoints[0][1].allclose(fa.checkpoints[0][0], rtol=1e-3, atol=1e-4)
+
+
+def test_divergence_is_flagged_and_contained():
+    x, y = _data(s=30)
+    hp = RunHParams(lr=[1e-2, float("inf")], seed=[1, 2])
+    res = train_batched([5, 3, 3], x, y, hp, steps=4, checkpoints=[1, 4])
+    flags = diverged_at(res)
+    assert flags[1].all() and not flags[0].any()
+    assert res.diverged_step[0] == -1 and res.diverged_step[1] >= 1
+    ok = train_batched([5, 3, 3], x, y, RunHParams(lr=[1e-2], seed=[1]), steps=4)
+    assert res.checkpoints[1][0].allclose(ok.checkpoints[0][0], rtol=1e-6, atol=1e-7)
+
+
+def test_regression_and_bad_inputs():
+    x = torch.linspace(-1, 1, 20, dtype=torch.float64)[:, None]
+    y = torch.stack([torch.sin(3 * x), 0.5 * x]).to(torch.float64)  # (2, 20, 1)
+    res = train_batched([1, 4, 1], x, y, RunHParams(lr=[3e-2, 3e-2], seed=[0, 1]), steps=30, task="regression",
+                        checkpoints=[1, 30])
+    assert (res.train_loss[:, 1] < res.train_loss[:, 0]).all()
+    with pytest.raises(ValueError, match="regression targets"):
+        train_batched([1, 4, 1], x, y[0], RunHParams(lr=[1e-2], seed=[0]), steps=2, task="regression")
+    with pytest.raises(ValueError, match="checkpoints"):
+        train_batched([1, 4, 1], x, y, RunHParams(lr=[1e-2] * 2, seed=[0, 1]), steps=2, task="regression",
+                      checkpoints=[3])
+    with pytest.raises(ValueError, match="subset_fraction"):
+        RunHParams(lr=[1e-2], seed=[0], subset_fraction=[0.0])
+    with pytest.raises(ValueError, match="expected 2 values"):
+        RunHParams(lr=[1e-2, 1e-2], seed=[0])
