@@ -4,6 +4,8 @@ For each hidden width, trains a :class:`wskan_ext.simulate.LearnedSimulator` on 
 KANs (``--kan-widths``, G=5, k=3, spline coefficients N(0, 0.5^2)) to map (KAN, x) -> KAN(x),
 then reports the relative MSE on held-out random KANs, next to the exact message-passing
 simulator (the analytic message) and the constant-zero predictor (relative MSE 1).
+Defaults: layer-ordered propagation (one round per KAN layer), every neuron supervised;
+``--propagation all --supervise output`` gives the plain WSKAN trained on outputs only.
 Prints a table, writes JSON (``--out``).
 """
 
@@ -32,7 +34,9 @@ def main(argv=None):
     p.add_argument("--kan-widths", type=int, nargs="+", default=[2, 1])
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--layers", type=int, default=None, help="WSKAN layers (default: the KAN depth)")
+    p.add_argument("--propagation", default="layered", choices=["layered", "all"])
+    p.add_argument("--supervise", default="all", choices=["all", "output"])
     p.add_argument("--value-encoding", default="rbf", choices=["rbf", "raw"])
     p.add_argument("--eval-models", type=int, default=2048)
     p.add_argument("--threads", type=int, default=1)
@@ -40,6 +44,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     widths = args.kan_widths
+    if args.layers is None:
+        args.layers = len(widths) - 1
 
     # the exact simulator on the same kind of KANs, for reference
     w = random_kans(widths, args.eval_models, generator=torch.Generator().manual_seed(123), dtype=torch.float64)
@@ -53,16 +59,16 @@ def main(argv=None):
         with torch.random.fork_rng():
             torch.manual_seed(0)
             model = LearnedSimulator(g0.x.shape[1], g0.edge_attr.shape[1], hidden_channels=h, num_layers=args.layers,
-                                     value_encoding=args.value_encoding)
+                                     value_encoding=args.value_encoding, propagation=args.propagation)
         t0 = time.perf_counter()
         losses = train_learned_simulator(model, widths, steps=args.steps, batch_size=args.batch_size,
-                                         generator=torch.Generator().manual_seed(1))
+                                         supervise=args.supervise, generator=torch.Generator().manual_seed(1))
         train_s = time.perf_counter() - t0
         ev = evaluate_learned_simulator(model, widths, num_models=args.eval_models, generator=torch.Generator().manual_seed(2))
         rows.append(dict(hidden=h, parameters=sum(p.numel() for p in model.parameters()), train_s=train_s,
                          final_train_loss=sum(losses[-20:]) / 20, **ev))
     print(f"KAN widths {widths}, {args.steps} steps x {args.batch_size} KANs, {args.layers} WSKAN layers, "
-          f"value encoding {args.value_encoding}")
+          f"value encoding {args.value_encoding}, propagation {args.propagation}, supervise {args.supervise}")
     print(f"{'hidden':>6} {'params':>8} {'train s':>8} {'test MSE':>10} {'rel. MSE':>9}")
     for r in rows:
         print(f"{r['hidden']:>6} {r['parameters']:>8} {r['train_s']:>8.1f} {r['mse']:>10.5f} {r['relative_mse']:>9.4f}")
@@ -70,6 +76,7 @@ def main(argv=None):
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump(dict(kan_widths=widths, value_encoding=args.value_encoding, steps=args.steps, batch_size=args.batch_size, layers=args.layers,
+                       propagation=args.propagation, supervise=args.supervise,
                        exact_relative_mse=exact_rel, rows=rows), fh, indent=2)
     print(f"wrote {args.out}")
 

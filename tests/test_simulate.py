@@ -177,6 +177,53 @@ def test_learned_simulator_trains_and_batches():
     assert batch.shape == (4, 1) and torch.allclose(batch, single, atol=1e-6)
 
 
+def _sim(g, propagation="layered", num_layers=2):
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return LearnedSimulator(g.x.shape[1], g.edge_attr.shape[1], hidden_channels=8, num_layers=num_layers,
+                                propagation=propagation).double()
+
+
+@pytest.mark.parametrize("propagation", ["layered", "all"])
+def test_learned_simulator_hidden_permutation_invariant(propagation):
+    w = rand_kan([2, 3, 4, 1], 3, 2, 3, 4)
+    g = kan_to_graph(w)
+    model = _sim(g, propagation, num_layers=3)
+    x = torch.rand(3, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2 - 1
+    with torch.no_grad():
+        ref = model.predict(g, x)
+        perm = permute_hidden(w, [torch.tensor([2, 0, 1]), torch.tensor([3, 1, 0, 2])])
+        assert (model.predict(kan_to_graph(perm), x) - ref).abs().max() <= 1e-9
+        # negative twin: swapping the two input neurons (not a symmetry) changes the prediction
+        swapped = w._replace(grid=[w.grid[0].flip(1), *w.grid[1:]], coef=[w.coef[0].flip(1), *w.coef[1:]],
+                             scale_base=[w.scale_base[0].flip(1), *w.scale_base[1:]],
+                             scale_sp=[w.scale_sp[0].flip(1), *w.scale_sp[1:]], mask=[w.mask[0].flip(1), *w.mask[1:]])
+        assert (model.predict(kan_to_graph(swapped), x) - ref).abs().max() > 1e-8  # (untrained: ~1e-7)
+
+
+def test_learned_simulator_layered_rounds_and_errors():
+    w = rand_kan([2, 3, 1], 3, 2, 2, 5)
+    g = kan_to_graph(w)
+    x = torch.rand(2, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    # changing the last layer's edge functions must not change the predicted hidden values
+    # (a neuron is final once its round is done) but does change the outputs (negative twin)
+    other = kan_to_graph(w._replace(coef=[w.coef[0], w.coef[1] + 1.0]))
+    hidden = g.node_layer == 1
+    with torch.no_grad():
+        lay = _sim(g)
+        assert (lay(g, x)[hidden] - lay(other, x)[hidden]).abs().max() <= 1e-12
+        assert (lay.predict(g, x) - lay.predict(other, x)).abs().max() > 1e-8
+        # a shallower KAN leaves the extra rounds unused
+        assert lay(kan_to_graph(rand_kan([2, 1], 3, 2, 2, 5)), x).shape == (6,)
+    deep = kan_to_graph(rand_kan([2, 3, 3, 1], 3, 2, 2, 5))
+    with pytest.raises(ValueError, match="num_layers >= 3"):
+        lay(deep, x)
+    with pytest.raises(ValueError, match="propagation"):
+        _sim(g, "backward")
+    with pytest.raises(ValueError, match="supervise"):
+        train_learned_simulator(lay, [2, 3, 1], steps=1, supervise="hidden")
+
+
 def test_device_round_trip_simulate_and_wskan(device):
     from wskan_ext import WSKAN, graph_to_kan
 

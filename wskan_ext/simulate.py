@@ -15,7 +15,8 @@ equals :meth:`wskan_ext.KANWeights.forward` to floating-point summation order.
 
 **Learned.** :class:`LearnedSimulator` is a :class:`~wskan_ext.WSKAN` whose input nodes
 receive the input value as an extra feature and whose node head predicts the value of
-every neuron; :func:`train_learned_simulator` fits it on random KANs.
+every neuron, with one round of messages per KAN layer in layer order;
+:func:`train_learned_simulator` fits it on random KANs, supervising every neuron.
 """
 
 from __future__ import annotations
@@ -172,16 +173,36 @@ class LearnedSimulator(nn.Module):
     (``predict``). Needs graphs built with ``encoding="coef"`` (the knots are read from
     ``x``).
 
+    With ``propagation="layered"`` (default) round :math:`t` of message passing uses only
+    the edges of KAN layer :math:`t` and updates only the neurons of layer :math:`t+1`,
+    as the KAN forward pass (and the exact simulator) does:
+
+    .. math::
+        h^{(t+1)}_v = \begin{cases} \mathrm{WSKANLayer}_t(h^{(t)}, E_t)_v & \ell(v) = t+1 \\
+                    h^{(t)}_v & \text{otherwise} \end{cases}
+
+    so a value crosses the KAN in exactly :math:`L` rounds and no round overwrites a
+    neuron that is already final; ``num_layers`` must be at least the KAN depth (rounds
+    beyond it are unused). ``propagation="all"`` is the plain :class:`~wskan_ext.WSKAN`
+    (every round on every edge). Both are equivariant to hidden-neuron permutations (the
+    layer mask depends only on ``node_layer``). Defaults for the simulator:
+    forward-only messages, no normalisation (``norm=None``, so the node state keeps the
+    magnitude of the propagated value).
+
     Shapes:
         - ``forward(data, inputs)``: ``inputs: (B, n_0)`` (one sample per graph, same input
           width) -> node predictions ``(N,)``; ``predict`` returns ``(B, n_L)``.
     """
 
     def __init__(self, node_in_channels: int, edge_in_channels: int, hidden_channels: int = 32, num_layers: int = 3,
-                 *, value_encoding: str = "rbf", num_rbf: int = 12, **kw):
+                 *, value_encoding: str = "rbf", num_rbf: int = 12, propagation: str = "layered", **kw):
         super().__init__()
         if value_encoding not in ("rbf", "raw"):
             raise ValueError(f"value_encoding must be 'rbf' or 'raw', got {value_encoding!r}")
+        if propagation not in ("layered", "all"):
+            raise ValueError(f"propagation must be 'layered' or 'all', got {propagation!r}")
+        self.propagation = propagation
+        kw.setdefault("norm", None)
         self.value_encoding, self.num_rbf = value_encoding, num_rbf if value_encoding == "rbf" else 0
         kw.setdefault("backward", False)
         kw.setdefault("max_inputs", 64)
@@ -211,7 +232,21 @@ class LearnedSimulator(nn.Module):
 
     def forward(self, data, inputs: torch.Tensor) -> torch.Tensor:
         """Predicted activation of every neuron, ``(N,)``."""
-        return self.net(data, self.encode_inputs(data, inputs)).node.squeeze(-1)
+        if self.propagation == "all":
+            return self.net(data, self.encode_inputs(data, inputs)).node.squeeze(-1)
+        for f in ("node_layer", "edge_layer"):
+            if getattr(data, f, None) is None:
+                raise ValueError(f"LearnedSimulator: the graph is missing the field {f!r} (build it with kan_to_graph)")
+        depth = int(data.node_layer.max())
+        if depth > len(self.net.layers):
+            raise ValueError(f"LearnedSimulator: a KAN of depth {depth} needs num_layers >= {depth} with "
+                             f"propagation='layered', got {len(self.net.layers)}")
+        h, e = self.net.encode(data, self.encode_inputs(data, inputs))
+        for t in range(depth):
+            sel = data.edge_layer == t
+            h_new, _ = self.net.layers[t](h, data.edge_index[:, sel], e[sel])
+            h = torch.where((data.node_layer == t + 1).unsqueeze(-1), h_new, h)
+        return self.net.node_head(h).squeeze(-1)
 
     def predict(self, data, inputs: torch.Tensor) -> torch.Tensor:
         """Predicted KAN outputs ``(B, n_L)``."""
@@ -219,10 +254,14 @@ class LearnedSimulator(nn.Module):
         return pred.reshape(inputs.shape[0], -1)
 
 
-def _sample(widths, batch_size, grid, k, coef_std, generator, dtype):
+def _sample(widths, batch_size, grid, k, coef_std, generator, dtype, hidden: bool = False):
     w = random_kans(widths, batch_size, grid=grid, k=k, coef_std=coef_std, generator=generator, dtype=dtype)
     x = torch.rand(batch_size, 1, widths[0], generator=generator, dtype=dtype) * 2 - 1
-    return kan_to_graph(w), x.squeeze(1), w(x).squeeze(1)
+    if not hidden:
+        return kan_to_graph(w), x.squeeze(1), w(x).squeeze(1)
+    y, acts = w(x, return_hidden=True)
+    # every neuron's activation in node order (graph-major, layer by layer): (B * sum(widths),)
+    return kan_to_graph(w), x.squeeze(1), y.squeeze(1), torch.cat([a.squeeze(1) for a in acts], -1).reshape(-1)
 
 
 def train_learned_simulator(
@@ -235,11 +274,19 @@ def train_learned_simulator(
     grid: int = 5,
     k: int = 3,
     coef_std: float = 0.5,
+    supervise: str = "all",
     generator: Optional[torch.Generator] = None,
     progress: bool = False,
 ) -> List[float]:
-    """Train ``model`` on fresh random KANs of ``widths`` each step (MSE on the outputs);
-    returns the loss history. Inputs are uniform in ``[-1, 1]``."""
+    """Train ``model`` on fresh random KANs of ``widths`` each step; returns the loss history.
+    Inputs are uniform in ``[-1, 1]``.
+
+    ``supervise="all"`` (default) is the MSE on the activation of every hidden and output
+    neuron (the KAN's intermediate values are free targets; on two-layer KANs training on
+    the outputs alone plateaus near relative MSE 0.57 whatever the width);
+    ``"output"`` is the MSE on the outputs only. Graphs of one batch share ``widths``."""
+    if supervise not in ("all", "output"):
+        raise ValueError(f"supervise must be 'all' or 'output', got {supervise!r}")
     from tqdm.auto import tqdm
 
     dtype = next(model.parameters()).dtype
@@ -247,8 +294,13 @@ def train_learned_simulator(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     losses = []
     for _ in tqdm(range(steps), disable=not progress, desc="learned simulator"):
-        g, x, y = _sample(widths, batch_size, grid, k, coef_std, generator, dtype)
-        loss = torch.nn.functional.mse_loss(model.predict(g, x), y)
+        if supervise == "all":
+            g, x, _, acts = _sample(widths, batch_size, grid, k, coef_std, generator, dtype, hidden=True)
+            mask = g.node_role != ROLE_INPUT
+            loss = torch.nn.functional.mse_loss(model(g, x)[mask], acts[mask])
+        else:
+            g, x, y = _sample(widths, batch_size, grid, k, coef_std, generator, dtype)
+            loss = torch.nn.functional.mse_loss(model.predict(g, x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
