@@ -1,0 +1,100 @@
+"""Tiny end-to-end runs (seconds) of every task x model, outputs, invariance, evaluate, CLI."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from wskan_ext.kan.weights import permute_hidden, random_hidden_permutations
+from wskan_ext.nn.baselines import permute_edge_labels
+from wskan_ext.tasks import TASKS, TrainConfig, fit, load_split
+from wskan_ext.tasks.models import LEVELS, MODELS
+from wskan_ext.tasks.testing import tiny_zoo
+from wskan_ext.tasks.train import evaluate_run
+
+ZOO_OF_TASK = {"accuracy": "digits", "pruning": "digits", "inr_class": "digits_inr", "sine": "sine"}
+CASES = [(t, m) for t in TASKS for m in MODELS
+         if TASKS[t].level in LEVELS[m] and not (m == "magnitude" and TASKS[t].kind != "binary")]
+
+
+@pytest.fixture(scope="module")
+def zoos(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("zoos"))
+    return {name: tiny_zoo(root, name) for name in ("digits", "digits_inr", "sine")}
+
+
+@pytest.mark.parametrize("task,model", CASES)
+def test_every_task_and_model_trains_end_to_end(zoos, tmp_path, task, model):
+    res = fit(zoos[ZOO_OF_TASK[task]], task, model, TrainConfig(epochs=2, batch_size=4, progress=False),
+              out_dir=str(tmp_path))
+    spec = TASKS[task]
+    for split in ("train", "val", "test"):
+        assert set(res["metrics"][split]) == set(spec.metrics)
+        assert all(v == v for v in res["metrics"][split].values())  # not NaN
+    assert res["sizes"]["test"] == len(res["test_true"]) > 0
+    info = json.load(open(tmp_path / "metrics.json"))
+    assert info["task"] == task
+    for split in ("train", "val", "test"):
+        assert info["metrics"][split] == pytest.approx(res["metrics"][split], nan_ok=True)
+    assert (tmp_path / "metrics.csv").read_text().count("\n") == 1 + 3 * len(spec.metrics)
+    fig = "pred_vs_true.png" if spec.kind == "regression" else ("pruning_mask.png" if spec.level == "edge" else None)
+    if fig:
+        assert (tmp_path / fig).stat().st_size > 1000
+    assert (tmp_path / "model.safetensors").exists() == (model != "magnitude")
+    if model != "magnitude":
+        assert res["epochs_run"] == 2 and len(res["history"]) == 2
+
+
+def test_wskan_is_invariant_and_equivariant_after_training(zoos):
+    for task in ("accuracy", "pruning"):
+        res = fit(zoos["digits"], task, "wskan", TrainConfig(epochs=1, batch_size=4, progress=False))
+        mm, net = res["meta_model"], res["net"].eval()
+        test = load_split(zoos["digits"], task, "test")
+        perms = random_hidden_permutations(test.weights, torch.Generator().manual_seed(3), per_model=True)
+        moved = type(test)(permute_hidden(test.weights, perms), test.targets, test.ids, "test")
+        with torch.no_grad():
+            a = net(mm.batch(mm.encode(test), torch.arange(len(test)))[0])
+            b = net(mm.batch(mm.encode(moved), torch.arange(len(test)))[0])
+        if task == "accuracy":
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)  # float32
+        else:
+            torch.testing.assert_close(b[..., 0], permute_edge_labels(a[..., 0], test.weights.widths, perms),
+                                       rtol=1e-4, atol=1e-5)
+            assert not torch.allclose(b, a)  # negative twin: edge outputs do move with the neurons
+        # negative twin: the flat MLP is not invariant
+        res2 = fit(zoos["digits"], task, "mlp", TrainConfig(epochs=1, batch_size=4, progress=False))
+        m2, n2 = res2["meta_model"], res2["net"].eval()
+        with torch.no_grad():
+            c = n2(m2.batch(m2.encode(test), torch.arange(len(test)))[0])
+            d = n2(m2.batch(m2.encode(moved), torch.arange(len(test)))[0])
+        assert not torch.allclose(c, d, atol=1e-5)
+
+
+def test_evaluate_run_reproduces_test_metrics(zoos, tmp_path):
+    for task, model in (("accuracy", "wskan"), ("pruning", "mlp_aligned")):
+        out = tmp_path / f"{task}_{model}"
+        res = fit(zoos["digits"], task, model, TrainConfig(epochs=2, batch_size=4, progress=False), out_dir=str(out))
+        ev = evaluate_run(str(out), split="test", out=str(out / "eval.json"))
+        assert ev["metrics"] == pytest.approx(res["metrics"]["test"], rel=1e-5, abs=1e-7)
+        assert json.load(open(out / "eval.json"))["metrics"] == ev["metrics"]
+
+
+def test_seeds_are_reproducible_and_matter(zoos):
+    run = lambda s: fit(zoos["digits"], "accuracy", "wskan", TrainConfig(epochs=2, batch_size=4, seed=s,  # noqa: E731
+                                                                          progress=False))["metrics"]["test"]
+    assert run(0) == run(0)
+    assert run(0) != run(1)
+
+
+def test_cli_train_and_evaluate(zoos, tmp_path, capsys):
+    from wskan_ext.cli import main
+
+    out = str(tmp_path / "run")
+    assert main(["train", "--zoo", zoos["digits"], "--task", "pruning", "--model", "wskan", "--epochs", "1",
+                 "--batch-size", "8", "--set", "hidden=16", "--set", "layers=2", "--out", out, "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "test " in text and "accuracy=" in text and os.path.exists(os.path.join(out, "pruning_mask.png"))
+    assert json.load(open(os.path.join(out, "metrics.json")))["config"]["model"]["hidden"] == 16
+    assert main(["evaluate", "--run", out, "--split", "val"]) == 0
+    assert "[val]" in capsys.readouterr().out

@@ -1,0 +1,180 @@
+r"""Meta-learning tasks on KAN zoos: what is predicted, at which level, from which labels.
+
+=================  ===========  ==============  ===================  ==========================
+task               level        kind            zoo labels           metrics
+=================  ===========  ==============  ===================  ==========================
+``accuracy``       graph        regression (1)  ``test_acc``         MSE, R², Kendall τ
+``pruning``        edge         binary          ``prune_mask``       accuracy, F1
+``inr_class``      graph        classification  ``class``            accuracy, macro F1
+``sine``           graph        regression (2)  ``a``, ``b``         MSE, R²
+=================  ===========  ==============  ===================  ==========================
+
+A *graph-level* task predicts one value (vector) per KAN and must be invariant to hidden
+neuron permutations; an *edge-level* task predicts one value per edge function
+``(l, i, j)``, in the edge order of the KAN-graph layout contract (layer by layer,
+source-major), and must be equivariant. :func:`load_split` checks, before any training,
+that the zoo has the labels the task needs and that the split is not empty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import torch
+
+from ..kan.weights import KANWeights
+
+__all__ = ["TaskSpec", "TASKS", "get_task", "SplitData", "load_split", "load_splits", "edge_targets"]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A meta-learning task.
+
+    Attributes:
+        name: registry key.
+        level: ``"graph"`` (one prediction per KAN) or ``"edge"`` (one per edge function).
+        kind: ``"regression"``, ``"binary"`` (one logit) or ``"classification"`` (softmax).
+        labels: zoo label names the targets are read from (``prune_mask`` is the per-layer
+            pruning mask of :func:`wskan_ext.zoo.pruning_masks`).
+        metrics: names of ``wskan_ext.tasks.metrics`` reported for this task.
+        primary: the validation metric used for early stopping; ``higher_is_better`` its
+            direction.
+        description: one line for tables and ``--help``.
+    """
+
+    name: str
+    level: str
+    kind: str
+    labels: Tuple[str, ...]
+    metrics: Tuple[str, ...]
+    primary: str
+    higher_is_better: bool
+    description: str
+
+    def out_channels(self, num_classes: Optional[int] = None) -> int:
+        """Size of the model head: ``len(labels)`` (regression), 1 (binary) or the
+        number of classes."""
+        if self.kind == "regression":
+            return len(self.labels)
+        if self.kind == "binary":
+            return 1
+        if not num_classes or num_classes < 2:
+            raise ValueError(f"task {self.name!r}: classification needs num_classes >= 2, got {num_classes}")
+        return int(num_classes)
+
+
+TASKS: Dict[str, TaskSpec] = {
+    "accuracy": TaskSpec("accuracy", "graph", "regression", ("test_acc",), ("mse", "r2", "kendall_tau"),
+                         "mse", False, "predict a classifier KAN's test accuracy from its weights"),
+    "pruning": TaskSpec("pruning", "edge", "binary", ("prune_mask",), ("accuracy", "f1"),
+                        "accuracy", True, "predict which edges pykan's prune_edge keeps"),
+    "inr_class": TaskSpec("inr_class", "graph", "classification", ("class",), ("accuracy", "f1_macro"),
+                          "accuracy", True, "classify the image an INR KAN represents"),
+    "sine": TaskSpec("sine", "graph", "regression", ("a", "b"), ("mse", "r2"),
+                     "mse", False, "regress (a, b) of the sine wave a*sin(b*x) a KAN fits"),
+}
+
+
+def get_task(name) -> TaskSpec:
+    """The :class:`TaskSpec` called ``name`` (or ``name`` itself if it is one)."""
+    if isinstance(name, TaskSpec):
+        return name
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; choose from {sorted(TASKS)}")
+    return TASKS[name]
+
+
+@dataclass
+class SplitData:
+    """One split of a zoo, ready for a task.
+
+    Attributes:
+        weights: the split's KANs, stacked ``(B, ...)``.
+        targets: ``(B, len(labels))`` float (regression), ``(B,)`` long class ids
+            (classification) or ``(B, E)`` float 0/1 in edge order (edge-level ``binary``).
+        ids: zoo member ids ``(B,)``.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+    """
+
+    weights: KANWeights
+    targets: torch.Tensor
+    ids: torch.Tensor
+    split: str
+
+    def __len__(self) -> int:
+        return self.targets.shape[0]
+
+
+def edge_targets(masks: List[torch.Tensor]) -> torch.Tensor:
+    """Per-layer edge labels ``(B, n_l, n_{l+1})`` -> ``(B, E)`` in KAN-graph edge order
+    (layer by layer, edge ``(i, j)`` of layer ``l`` at ``i * n_{l+1} + j``)."""
+    return torch.cat([m.reshape(m.shape[0], -1) for m in masks], dim=1)
+
+
+def _check_labels(zoo, task: TaskSpec) -> None:
+    rows = zoo.metadata
+    if not rows:
+        raise ValueError(f"zoo {zoo.root}: has no members")
+    for name in task.labels:
+        if name == "prune_mask":
+            continue  # stored as tensors in every shard by the zoo builder
+        have = sorted({k for r in rows for k in (r.get("labels") or {})})
+        if name not in have:
+            raise ValueError(
+                f"zoo {zoo.root} has no label {name!r}, which task {task.name!r} needs; it has labels {have} "
+                f"(task {task.name!r}: {task.description}; build a matching zoo, e.g. "
+                f"{_zoo_hint(task)})"
+            )
+
+
+def _zoo_hint(task: TaskSpec) -> str:
+    return {"accuracy": "--dataset digits", "pruning": "any dataset", "inr_class": "--dataset digits_inr",
+            "sine": "--dataset sine"}[task.name]
+
+
+def load_split(zoo, task, split: str) -> SplitData:
+    """Read ``split`` of ``zoo`` (a :class:`wskan_ext.zoo.Zoo` or a directory) for ``task``.
+
+    Raises:
+        ValueError: the zoo lacks a label the task needs, the split is empty, or a target
+            is missing/non-finite for some member (naming the member ids).
+    """
+    from ..zoo.store import Zoo
+
+    task = get_task(task)
+    if not isinstance(zoo, Zoo):
+        zoo = Zoo(zoo)
+    _check_labels(zoo, task)
+    ids = zoo.ids(split)
+    if not ids:
+        counts = {s: len(zoo.ids(s)) for s in Zoo.SPLITS}
+        raise ValueError(f"zoo {zoo.root}: split {split!r} is empty (members per split, diverged excluded: "
+                         f"{counts}); build a larger zoo or change split_fractions")
+    w, labels, rows = zoo.load(ids=ids)
+    if task.level == "edge":
+        if "prune_mask" not in labels or len(labels["prune_mask"]) != w.depth:
+            raise ValueError(f"zoo {zoo.root}: no per-layer prune_mask tensors, which task {task.name!r} needs")
+        y = edge_targets(labels["prune_mask"]).to(torch.float32)
+    else:
+        cols = []
+        for name in task.labels:
+            if name not in labels:
+                raise ValueError(f"zoo {zoo.root}: split {split!r} has no label tensor {name!r} (task {task.name!r})")
+            cols.append(labels[name].to(torch.float64))
+        y = torch.stack(cols, dim=1)
+        bad = ~torch.isfinite(y).all(1)
+        if bool(bad.any()):
+            bad_ids = [r["id"] for r, b in zip(rows, bad.tolist()) if b][:10]
+            raise ValueError(f"zoo {zoo.root}: split {split!r} has non-finite {list(task.labels)} for members {bad_ids}")
+        if task.kind == "classification":
+            y = y[:, 0].round().long()
+        else:
+            y = y.to(torch.float32)
+    return SplitData(w, y, torch.tensor([r["id"] for r in rows], dtype=torch.long), split)
+
+
+def load_splits(zoo, task) -> Dict[str, SplitData]:
+    """``{"train", "val", "test"}`` -> :class:`SplitData` (all checked before returning)."""
+    return {s: load_split(zoo, task, s) for s in ("train", "val", "test")}

@@ -1,0 +1,299 @@
+r"""Meta-training: fit a meta-model on a zoo's train split, early-stop on val, report test.
+
+Objective (mean over every scalar prediction of the global mini-batch :math:`\mathcal B`):
+
+.. math::
+    \mathcal L = \frac{1}{|\mathcal B|\,c} \sum_{b \in \mathcal B} \sum_{o=1}^{c}
+    \ell\big(f_\theta(W_b)_o, y_{b,o}\big)
+
+with :math:`\ell` the squared error on standardised targets (regression), binary
+cross-entropy on logits (edge masks) or cross-entropy (classes). Adam(W), fixed
+``epochs`` with early stopping: after every epoch the task's primary validation metric is
+computed and the best weights are kept; training stops after ``patience`` epochs without
+improvement (or when ``max_time`` seconds are spent).
+
+**DDP.** Under ``torchrun`` (``WORLD_SIZE > 1``) the same code runs data-parallel: a
+gloo (CPU) / nccl (CUDA) process group is created if none exists, the network is wrapped in
+:class:`~torch.nn.parallel.DistributedDataParallel`, and every global mini-batch (the same
+seeded permutation on all ranks) is sharded ``idx[rank::world]`` like
+:class:`~torch.utils.data.DistributedSampler`. Each rank's loss is its *sum* times
+``world / global_count``, so the averaged gradient equals the single-process gradient of the
+same global batch: 1 and N processes follow the same trajectory up to floating-point
+summation order (``mlp_augment`` draws its random permutations per rank, so there the
+trajectories differ). Validation runs on every rank (identical weights -> identical early
+stopping); rank 0 writes the outputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .definitions import get_task, load_splits
+from .metrics import compute_metrics
+from .models import DEFAULTS, build_meta_model, check_compatible
+
+__all__ = ["TrainConfig", "fit", "predict", "dist_info"]
+
+
+@dataclass
+class TrainConfig:
+    """Meta-training settings (``model`` holds model hyperparameters, see
+    ``wskan_ext.tasks.models.DEFAULTS``; ``lr``/``weight_decay`` default to the model's;
+    ``schedule``: ``"cosine"`` decays the learning rate to 0 over ``epochs`` per step, or
+    ``"constant"``)."""
+
+    epochs: int = 100
+    batch_size: int = 32
+    patience: int = 20
+    lr: Optional[float] = None
+    weight_decay: Optional[float] = None
+    seed: int = 0
+    max_time: Optional[float] = None
+    schedule: str = "cosine"
+    eval_batch_size: int = 256
+    progress: bool = True
+    model: Dict = field(default_factory=dict)
+
+
+def dist_info(create: bool = True):
+    """``(dist_module_or_None, rank, world, created)``; creates the process group under
+    ``torchrun`` when ``create`` (gloo on CPU)."""
+    import torch.distributed as dist
+
+    created = False
+    if create and int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        created = True
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist, dist.get_rank(), dist.get_world_size(), created
+    return None, 0, 1, created
+
+
+def _loss(kind: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Summed loss over all scalar predictions."""
+    if kind == "regression":
+        return F.mse_loss(out, y, reduction="sum")
+    if kind == "binary":
+        return F.binary_cross_entropy_with_logits(out.reshape(y.shape), y, reduction="sum")
+    return F.cross_entropy(out, y, reduction="sum")
+
+
+@torch.no_grad()
+def predict(mm, net, enc: dict, eval_batch_size: int = 256) -> torch.Tensor:
+    """Raw outputs of the whole encoded split (``(B, C)`` or ``(B, E)`` for edge tasks)."""
+    n = enc["targets"].shape[0]
+    if not mm.trainable:
+        out = mm.predict(enc)
+    else:
+        net.eval()
+        outs = []
+        for a in range(0, n, eval_batch_size):
+            x, _ = mm.batch(enc, torch.arange(a, min(n, a + eval_batch_size)))
+            outs.append(net(x).float())
+        net.train()
+        out = torch.cat(outs)
+    return out.squeeze(-1) if mm.task.level == "edge" else out
+
+
+def _split_metrics(task, enc, out, y_mean, y_std):
+    if task.kind == "regression":
+        out = out * y_std + y_mean
+    return compute_metrics(task.metrics, task.kind, enc["targets"], out), out
+
+
+def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Optional[str] = None) -> dict:
+    """Train meta-model ``model`` on ``task`` over ``zoo`` (directory or :class:`~wskan_ext.zoo.Zoo`).
+
+    Checks, before training: the model has the task's output level, the zoo holds the
+    labels, no split is empty (``ValueError`` otherwise).
+
+    Returns a dict with ``metrics`` (per split), ``test_pred`` / ``test_true`` (label
+    space), ``history`` (per-epoch train loss and val metric), timing and settings. With
+    ``out_dir`` (rank 0 only) writes ``metrics.json``, ``metrics.csv``, ``model.safetensors``
+    and the figures (see ``wskan_ext.tasks.figures``).
+    """
+    from ..zoo.store import Zoo
+
+    cfg = config or TrainConfig()
+    task = get_task(task)
+    check_compatible(model, task)
+    zoo = zoo if isinstance(zoo, Zoo) else Zoo(zoo)
+    splits = load_splits(zoo, task)
+    num_classes = None
+    if task.kind == "classification":
+        num_classes = int(max(int(s.targets.max()) for s in splits.values())) + 1
+    mm = build_meta_model(model, task, splits["train"], cfg.model, task.out_channels(num_classes))
+    enc = {s: mm.encode(d) for s, d in splits.items()}
+    y_mean, y_std = 0.0, 1.0
+    if task.kind == "regression":
+        y_mean = enc["train"]["targets"].mean(0)
+        y_std = enc["train"]["targets"].std(0, unbiased=False).clamp_min(1e-8)
+    dist, rank, world, created = dist_info()
+    t0 = time.perf_counter()
+    history, best_epoch, net = [], -1, None
+    try:
+        if mm.trainable:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed)
+                net = mm.build_net()
+            ddp = net
+            if dist is not None:
+                from torch.nn.parallel import DistributedDataParallel
+
+                ddp = DistributedDataParallel(net)
+            lr = cfg.lr if cfg.lr is not None else mm.config.get("lr", 1e-3)
+            wd = cfg.weight_decay if cfg.weight_decay is not None else mm.config.get("weight_decay", 0.0)
+            opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=wd)
+            if cfg.schedule not in ("cosine", "constant"):
+                raise ValueError(f"schedule must be 'cosine' or 'constant', got {cfg.schedule!r}")
+            total_steps = max(1, cfg.epochs * -(-len(splits["train"]) // max(1, cfg.batch_size)))
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, (lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
+                if cfg.schedule == "cosine" else (lambda s: 1.0))
+            gen = torch.Generator().manual_seed(cfg.seed)
+            aug = torch.Generator().manual_seed(cfg.seed * 1000003 + rank)
+            n, GB = len(splits["train"]), max(1, cfg.batch_size)
+            train_y = enc["train"]["targets"]
+            scaled = dict(enc["train"], targets=(train_y - y_mean) / y_std) if task.kind == "regression" else enc["train"]
+            best, best_state, bad = None, None, 0
+            bar = tqdm(range(cfg.epochs), desc=f"{task.name}/{model}", disable=not cfg.progress or rank != 0,
+                       leave=False)
+            for epoch in bar:
+                perm = torch.randperm(n, generator=gen)
+                tot, cnt = 0.0, 0
+                for a in range(0, n, GB):
+                    idx = perm[a: a + GB]
+                    local, weight = idx[rank::world], 1.0
+                    if local.numel() == 0:
+                        local, weight = idx[:1], 0.0
+                    x, y = mm.batch(scaled, local, aug, train=True)
+                    out = ddp(x)
+                    per_item = out[0].numel() if task.kind != "classification" else 1
+                    loss = _loss(task.kind, out, y) * (weight * world / (idx.numel() * per_item))
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                    tot, cnt = tot + float(loss.detach()) / world, cnt + 1  # this rank's share
+                if dist is not None:  # the epoch's loss over all ranks
+                    t = torch.tensor([tot], dtype=torch.float64)
+                    dist.all_reduce(t)
+                    tot = float(t)
+                out = predict(mm, net, enc["val"], cfg.eval_batch_size)
+                val = _split_metrics(task, enc["val"], out, y_mean, y_std)[0][task.primary]
+                history.append({"epoch": epoch, "train_loss": tot / max(cnt, 1), f"val_{task.primary}": val})
+                better = best is None or (val > best if task.higher_is_better else val < best)
+                if better:
+                    best, best_state, best_epoch, bad = val, copy.deepcopy(net.state_dict()), epoch, 0
+                else:
+                    bad += 1
+                bar.set_postfix({f"val_{task.primary}": f"{val:.4f}", "best": f"{best:.4f}"})
+                if bad >= cfg.patience or (cfg.max_time and time.perf_counter() - t0 > cfg.max_time):
+                    break
+            bar.close()
+            net.load_state_dict(best_state)
+        metrics, outs = {}, {}
+        for s in ("train", "val", "test"):
+            metrics[s], outs[s] = _split_metrics(task, enc[s], predict(mm, net, enc[s], cfg.eval_batch_size),
+                                                 y_mean, y_std)
+    finally:
+        if created:
+            dist.destroy_process_group()
+    result = {
+        "task": task.name, "model": model, "zoo": os.path.abspath(zoo.root), "seed": cfg.seed,
+        "world_size": world, "epochs_run": len(history), "best_epoch": best_epoch,
+        "train_time_s": time.perf_counter() - t0, "sizes": {s: len(d) for s, d in splits.items()},
+        "config": {**asdict(cfg), "model": {**DEFAULTS[model], **cfg.model}},
+        "metrics": metrics, "history": history,
+        "test_pred": outs["test"], "test_true": enc["test"]["targets"], "test_ids": splits["test"].ids,
+        "widths": mm.widths,
+    }
+    if out_dir and rank == 0:
+        write_outputs(result, net, out_dir)
+    result["net"], result["meta_model"] = net, mm
+    return result
+
+
+def write_outputs(result: dict, net, out_dir: str) -> None:
+    """``metrics.json``, ``metrics.csv``, ``model.safetensors`` (trained models) and figures."""
+    from ..zoo.store import atomic_write
+    from .figures import pruning_mask_figure, scatter_figure
+
+    os.makedirs(out_dir, exist_ok=True)
+    keep = {k: v for k, v in result.items() if k not in ("test_pred", "test_true", "test_ids", "net", "meta_model")}
+    atomic_write(os.path.join(out_dir, "metrics.json"), (json.dumps(keep, indent=1) + "\n").encode())
+    with open(os.path.join(out_dir, "metrics.csv"), "w", newline="") as f:
+        wr = csv.writer(f)
+        wr.writerow(["task", "model", "seed", "split", "metric", "value"])
+        for s, ms in result["metrics"].items():
+            for m, v in ms.items():
+                wr.writerow([result["task"], result["model"], result["seed"], s, m, v])
+    if net is not None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()},
+                  os.path.join(out_dir, "model.safetensors"))
+    task = get_task(result["task"])
+    title = f"{result['task']} / {result['model']} (test)"
+    if task.kind == "regression":
+        scatter_figure(result["test_true"], result["test_pred"], os.path.join(out_dir, "pred_vs_true.png"),
+                       title, list(task.labels), result["metrics"]["test"])
+    elif task.level == "edge":
+        pruning_mask_figure(result["widths"], result["test_true"], result["test_pred"],
+                            os.path.join(out_dir, "pruning_mask.png"), title, int(result["test_ids"][0]))
+
+
+def evaluate_run(run_dir: str, zoo=None, split: str = "test", out: Optional[str] = None) -> dict:
+    """Re-evaluate a trained run (``metrics.json`` + ``model.safetensors`` written by
+    :func:`wskan_ext.tasks.train.fit`) on ``split`` of ``zoo`` (default: the zoo it was trained on).
+
+    The meta-model's normalisation is re-fitted on the *training* zoo's train split (it is
+    deterministic), the network weights are loaded without unpickling.
+    """
+    from ..zoo.store import Zoo
+    from .definitions import load_split
+
+    with open(os.path.join(run_dir, "metrics.json")) as f:
+        info = json.load(f)
+    task, model = get_task(info["task"]), info["model"]
+    train_zoo = Zoo(info["zoo"])
+    target = train_zoo if zoo is None else (zoo if isinstance(zoo, Zoo) else Zoo(zoo))
+    train = load_split(train_zoo, task, "train")
+    data = load_split(target, task, split)
+    if list(data.weights.widths) != list(train.weights.widths):
+        raise ValueError(f"zoo {target.root} has widths {data.weights.widths}, the run was trained on "
+                         f"{train.weights.widths}")
+    num_classes = None
+    if task.kind == "classification":
+        num_classes = int(max(int(train.targets.max()), int(data.targets.max()))) + 1
+    mm = build_meta_model(model, task, train, {k: v for k, v in info["config"]["model"].items()
+                                               if k in DEFAULTS[model]}, task.out_channels(num_classes))
+    net = None
+    if mm.trainable:
+        from safetensors.torch import load_file
+
+        net = mm.build_net()
+        net.load_state_dict(load_file(os.path.join(run_dir, "model.safetensors")))
+    y_mean, y_std = 0.0, 1.0
+    if task.kind == "regression":
+        y_mean, y_std = train.targets.mean(0), train.targets.std(0, unbiased=False).clamp_min(1e-8)
+    enc = mm.encode(data)
+    metrics, pred = _split_metrics(task, enc, predict(mm, net, enc), y_mean, y_std)
+    res = {"task": task.name, "model": model, "zoo": os.path.abspath(target.root), "split": split,
+           "metrics": metrics, "run": os.path.abspath(run_dir)}
+    if out:
+        from ..zoo.store import atomic_write
+
+        atomic_write(out, (json.dumps(res, indent=1) + "\n").encode())
+    return res
