@@ -27,6 +27,23 @@ def python_blocks(text: str):
         yield textwrap.dedent("\n".join(lines))
 
 
+def readme_blocks(text: str):
+    """Yield the body of each fenced python block of a Markdown file."""
+    import re as _re
+
+    for m in _re.finditer(r"^```python\n(.*?)^```", text, _re.S | _re.M):
+        yield m.group(1)
+
+
+def test_readme_quickstart_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    blocks = list(readme_blocks((DOCS.parent / "README.md").read_text()))
+    assert blocks, "README has no python block"
+    ns = {"__name__": "__readme__"}
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"README.md[block {i}]", "exec"), ns)
+
+
 PAGES = sorted(p for p in DOCS.rglob("*.rst") if "_build" not in p.parts and list(python_blocks(p.read_text())))
 
 
