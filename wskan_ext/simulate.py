@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import List, Optional, Sequence
 
 import torch
+from e3nn.math import soft_one_hot_linspace
 from torch import nn
 from torch_geometric.nn import MessagePassing
 
@@ -224,9 +225,9 @@ class LearnedSimulator(nn.Module):
             K = data.x.shape[1] - NODE_EXTRA_FEATURES
             k = data.node_k[idx].unsqueeze(1)
             lo, hi = data.x[idx].gather(1, k), data.x[idx].gather(1, K - 1 - k)
-            u = (x0 - lo) / (hi - lo)
-            centres = torch.linspace(-0.2, 1.2, self.num_rbf, dtype=x0.dtype, device=x0.device)
-            feats.append(torch.exp(-(((u - centres) * self.num_rbf / 1.4) ** 2)))
+            u = (x0 - lo) / (hi - lo)  # position in the grid range, 0..1
+            # smooth one-hot of the position: Gaussian bumps on [-0.2, 1.2] (e3nn's encoder)
+            feats.append(soft_one_hot_linspace(u.squeeze(1), -0.2, 1.2, self.num_rbf, basis="gaussian", cutoff=False))
         feat = torch.cat(feats, -1)
         return feat.new_zeros(data.num_nodes, feat.shape[1]).index_copy(0, idx, feat)
 
