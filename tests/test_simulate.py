@@ -5,6 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wskan_ext.equivariance_tests import strategies as kst
 from wskan_ext import KAN, kan_to_graph, permute_hidden
 from wskan_ext.graph import NODE_EXTRA_FEATURES
 from wskan_ext.simulate import (
@@ -20,17 +21,10 @@ BASES = ["silu", "identity", "tanh", "relu2", "zero"]
 
 
 def rand_kan(widths, G, k, B, seed, base="silu", dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    w = KAN(widths, G, k, num_models=B, generator=g, dtype=dtype).weights(detach=True)
-    r = lambda t, s=1.0: torch.randn(t.shape, generator=g, dtype=dtype) * s  # noqa: E731
-    grids = [torch.cumsum(torch.rand(gr.shape, generator=g, dtype=dtype) + 0.05, -1) - 1.5 * torch.rand(gr.shape[:-1] + (1,), generator=g, dtype=dtype)
-             for gr in w.grid]
-    return w._replace(
-        grid=grids, coef=[r(c) for c in w.coef], scale_base=[r(s) for s in w.scale_base],
-        scale_sp=[r(s) for s in w.scale_sp], mask=[(torch.rand(m.shape, generator=g) > 0.2).to(dtype) for m in w.mask],
-        node_scale=[1 + r(s, 0.3) for s in w.node_scale], node_bias=[r(b, 0.3) for b in w.node_bias],
-        base_fun=[base] * w.depth,
-    )
+    """Random KANWeights (random non-uniform per-neuron grids, 20 % masked edges, random node
+    affines) from the library's public test strategies."""
+    arch = {"widths": widths, "grid_sizes": G, "k": k, "base_fun": base}
+    return kst.random_kan(arch, seed, num_models=B, dtype=dtype, mask_prob=0.2)
 
 
 def rel_err(a, b):
