@@ -96,12 +96,15 @@ class SplitData:
             (classification) or ``(B, E)`` float 0/1 in edge order (edge-level ``binary``).
         ids: zoo member ids ``(B,)``.
         split: ``"train"``, ``"val"`` or ``"test"``.
+        source: the zoo directory the split was read from (``None`` if built otherwise);
+            meta-models that need the zoo's dataset (probe inputs) read it from there.
     """
 
     weights: KANWeights
     targets: torch.Tensor
     ids: torch.Tensor
     split: str
+    source: Optional[str] = None
 
     def __len__(self) -> int:
         return self.targets.shape[0]
@@ -172,7 +175,7 @@ def load_split(zoo, task, split: str) -> SplitData:
             y = y[:, 0].round().long()
         else:
             y = y.to(torch.float32)
-    return SplitData(w, y, torch.tensor([r["id"] for r in rows], dtype=torch.long), split)
+    return SplitData(w, y, torch.tensor([r["id"] for r in rows], dtype=torch.long), split, str(zoo.root))
 
 
 def load_splits(zoo, task) -> Dict[str, SplitData]:

@@ -2,7 +2,8 @@ r"""``wskan demo``: the main job, end to end in one command.
 
 1. Build (or reuse, if already cached) a zoo of small digits-classifier KANs under
    ``CACHE/zoo`` (:data:`DEMO_ZOO`; ``--quick``: :data:`QUICK_ZOO` under ``CACHE/zoo-quick``).
-2. Train WS-KAN and every baseline on **accuracy prediction** (graph level) and
+2. Train WS-KAN (with :data:`DEMO_PROBES` probe inputs, see :mod:`wskan_ext.tasks.probes`)
+   and every baseline on **accuracy prediction** (graph level) and
    **pruning-mask prediction** (edge level) with the same splits, seed, budget and early
    stopping on validation; the magnitude heuristic is fitted on the training split.
 3. Print one comparison table, write ``CACHE/results.md``, ``CACHE/results.json``, per-run
@@ -27,7 +28,7 @@ from .figures import comparison_figure
 from .models import LEVELS, MODELS
 from .train import TrainConfig, fit
 
-__all__ = ["DEMO_ZOO", "QUICK_ZOO", "DEMO_BUDGET", "QUICK_BUDGET", "run_demo", "format_table"]
+__all__ = ["DEMO_ZOO", "QUICK_ZOO", "DEMO_PROBES", "DEMO_BUDGET", "QUICK_BUDGET", "run_demo", "format_table"]
 
 #: The demo zoo: 4x4-pooled digits, KANs ``[16, 6, 10]`` (the zoo's ``demo`` preset).
 DEMO_ZOO = "demo"
@@ -36,12 +37,17 @@ QUICK_ZOO = dict(dataset="digits", downsample=4, hidden=[4], size=24, shard_size
                  checkpoints=[5, 10], prune_samples=128, split_fractions=[0.6, 0.2, 0.2],
                  lr=[2e-3, 5e-2], subset_fraction=[0.05, 1.0], label_noise=[0.0, 0.5])
 
+#: Probe inputs WS-KAN gets in the demo (``wskan_ext.tasks.probes``; measured on the demo zoo,
+#: seed 0, without -> with 128 probes: pruning-mask accuracy 0.939 -> 0.975, accuracy-prediction
+#: Kendall tau 0.768 -> 0.793, MSE 0.0041 -> 0.0033).
+DEMO_PROBES = 128
 #: Meta-training budgets: ``{model: TrainConfig kwargs}`` (``"*"`` = every model).
 DEMO_BUDGET: Dict[str, dict] = {
     "*": dict(epochs=60, batch_size=32, patience=15),
-    "wskan": dict(epochs=60, batch_size=32, patience=20),
+    "wskan": dict(epochs=60, batch_size=32, patience=20, model={"probe": DEMO_PROBES}),
 }
-QUICK_BUDGET: Dict[str, dict] = {"*": dict(epochs=1, batch_size=16, patience=1)}
+QUICK_BUDGET: Dict[str, dict] = {"*": dict(epochs=1, batch_size=16, patience=1),
+                                 "wskan": dict(model={"probe": DEMO_PROBES})}
 
 TASKS_SHOWN = ("accuracy", "pruning")
 COLUMNS = (("accuracy", "mse", "MSE", False), ("accuracy", "r2", "R²", True), ("accuracy", "kendall_tau", "τ", True),

@@ -13,6 +13,8 @@ name               model                                                       l
 =================  ==========================================================  ==========
 ``wskan``          :class:`~wskan_ext.WSKAN` on the KAN-graph; edge features =  graph, edge
                    canonical coefficients + edge-function values on the grid
+                   (+ probe statistics with ``probe=P``, see
+                   :mod:`wskan_ext.tasks.probes`)
 ``mlp``            :class:`~wskan_ext.nn.baselines.FlatMLP` on raw weights       graph, edge
 ``mlp_aligned``    the same after weight matching to a training KAN              graph, edge
 ``mlp_augment``    the same with random hidden permutations at training time    graph, edge
@@ -40,7 +42,7 @@ __all__ = ["MODELS", "DEFAULTS", "MetaModel", "build_meta_model", "check_compati
 
 #: Default hyperparameters of each model (overridable through ``config``).
 DEFAULTS: Dict[str, dict] = {
-    "wskan": dict(hidden=64, layers=3, num_points=16, dropout=0.0, lr=2e-3, weight_decay=1e-5),
+    "wskan": dict(hidden=64, layers=3, num_points=16, dropout=0.0, lr=2e-3, weight_decay=1e-5, probe=0),
     "mlp": dict(hidden=256, layers=2, lr=1e-3, weight_decay=1e-4),
     "mlp_aligned": dict(hidden=256, layers=2, lr=1e-3, weight_decay=1e-4),
     "mlp_augment": dict(hidden=256, layers=2, lr=1e-3, weight_decay=1e-4),
@@ -312,9 +314,23 @@ class _WSKAN(MetaModel):
         Bm = w.num_models
         x = g.x.view(Bm, -1, g.x.shape[-1]).float()
         e = _edge_inputs(w, self.config["num_points"])
+        if self.probe_x is not None:  # probe statistics go before the 3 role-flag columns
+            from .probes import probe_features
+
+            pn, pe = probe_features(w, self.probe_x)
+            x = torch.cat([x[..., :-3], pn.float(), x[..., -3:]], -1)
+            e = torch.cat([e, pe.float()], -1)
         return g, x, e
 
     def fit(self, train):
+        self.probe_x = None
+        if int(self.config["probe"]):
+            from .probes import probe_inputs
+
+            if train.source is None:
+                raise ValueError("model 'wskan' with probe > 0 needs the zoo directory of the training split "
+                                 "(SplitData.source) to draw probe inputs from its dataset")
+            self.probe_x = probe_inputs(train.source, int(self.config["probe"]))
         g, x, e = self._graph(train.weights)
         self.node_stats, self.edge_stats = _standardizer(x, (0, 1)), _standardizer(e, (0, 1))
         N = x.shape[1]
