@@ -6,11 +6,9 @@ import os
 import pytest
 import torch
 
-from wskan_ext.kan.weights import permute_hidden, random_hidden_permutations
-from wskan_ext.nn.baselines import permute_edge_labels
 from wskan_ext.tasks import TASKS, TrainConfig, fit, load_split
 from wskan_ext.tasks.models import LEVELS, MODELS
-from wskan_ext.tasks.testing import tiny_zoo
+from wskan_ext.tasks.testing import assert_trained_symmetry, tiny_zoo, trained_outputs_under_permutation
 from wskan_ext.tasks.train import evaluate_run
 
 ZOO_OF_TASK = {"accuracy": "digits", "pruning": "digits", "inr_class": "digits_inr", "sine": "sine"}
@@ -49,25 +47,13 @@ def test_every_task_and_model_trains_end_to_end(zoos, tmp_path, task, model):
 def test_wskan_is_invariant_and_equivariant_after_training(zoos):
     for task in ("accuracy", "pruning"):
         res = fit(zoos["digits"], task, "wskan", TrainConfig(epochs=1, batch_size=4, progress=False))
-        mm, net = res["meta_model"], res["net"].eval()
         test = load_split(zoos["digits"], task, "test")
-        perms = random_hidden_permutations(test.weights, torch.Generator().manual_seed(3), per_model=True)
-        moved = type(test)(permute_hidden(test.weights, perms), test.targets, test.ids, "test")
-        with torch.no_grad():
-            a = net(mm.batch(mm.encode(test), torch.arange(len(test)))[0])
-            b = net(mm.batch(mm.encode(moved), torch.arange(len(test)))[0])
-        if task == "accuracy":
-            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)  # float32
-        else:
-            torch.testing.assert_close(b[..., 0], permute_edge_labels(a[..., 0], test.weights.widths, perms),
-                                       rtol=1e-4, atol=1e-5)
+        a, b = assert_trained_symmetry(res["meta_model"], res["net"].eval(), test, task)
+        if task == "pruning":
             assert not torch.allclose(b, a)  # negative twin: edge outputs do move with the neurons
         # negative twin: the flat MLP is not invariant
         res2 = fit(zoos["digits"], task, "mlp", TrainConfig(epochs=1, batch_size=4, progress=False))
-        m2, n2 = res2["meta_model"], res2["net"].eval()
-        with torch.no_grad():
-            c = n2(m2.batch(m2.encode(test), torch.arange(len(test)))[0])
-            d = n2(m2.batch(m2.encode(moved), torch.arange(len(test)))[0])
+        c, d, _ = trained_outputs_under_permutation(res2["meta_model"], res2["net"].eval(), test)
         assert not torch.allclose(c, d, atol=1e-5)
 
 

@@ -11,12 +11,10 @@ from wskan_ext.equivariance_tests import assert_equivariant
 from wskan_ext.equivariance_tests import examples as E
 from wskan_ext.equivariance_tests import strategies as kst
 from wskan_ext.graph import kan_to_graph
-from wskan_ext.kan.weights import permute_hidden, random_hidden_permutations
-from wskan_ext.nn.baselines import permute_edge_labels
 from wskan_ext.nn.model import WSKAN
 from wskan_ext.tasks import TrainConfig, fit, load_split
 from wskan_ext.tasks.probes import EDGE_STATS, NODE_STATS, probe_features, probe_inputs
-from wskan_ext.tasks.testing import tiny_zoo
+from wskan_ext.tasks.testing import assert_trained_symmetry, tiny_zoo
 from wskan_ext.zoo import edge_attribution
 
 G, K, P = 3, 2, 12
@@ -122,17 +120,7 @@ def test_probe_option_end_to_end(tmp_path):
         mm, net = res["meta_model"], res["net"].eval()
         base = fit(zoo, task, "wskan", TrainConfig(epochs=1, batch_size=4, progress=False))["meta_model"]
         assert mm.dims == (base.dims[0] + len(NODE_STATS), base.dims[1] + len(EDGE_STATS))
-        test = load_split(zoo, task, "test")
-        perms = random_hidden_permutations(test.weights, torch.Generator().manual_seed(3), per_model=True)
-        moved = type(test)(permute_hidden(test.weights, perms), test.targets, test.ids, "test")
-        with torch.no_grad():
-            a = net(mm.batch(mm.encode(test), torch.arange(len(test)))[0])
-            b = net(mm.batch(mm.encode(moved), torch.arange(len(test)))[0])
-        if task == "accuracy":
-            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)  # float32
-        else:
-            torch.testing.assert_close(b[..., 0], permute_edge_labels(a[..., 0], test.weights.widths, perms),
-                                       rtol=1e-4, atol=1e-5)
+        assert_trained_symmetry(mm, net, load_split(zoo, task, "test"), task)
 
 
 def test_probe_option_errors(tmp_path):
