@@ -20,11 +20,11 @@ TOL = 1e-10
 BASES = ["silu", "identity", "tanh", "relu2", "zero"]
 
 
-def rand_kan(widths, G, k, B, seed, base="silu", dtype=torch.float64):
+def rand_kan(widths, G, k, B, seed, base="silu", dtype=torch.float64, mask_prob=0.2):
     """Random KANWeights (random non-uniform per-neuron grids, 20 % masked edges, random node
     affines) from the library's public test strategies."""
     arch = {"widths": widths, "grid_sizes": G, "k": k, "base_fun": base}
-    return kst.random_kan(arch, seed, num_models=B, dtype=dtype, mask_prob=0.2)
+    return kst.random_kan(arch, seed, num_models=B, dtype=dtype, mask_prob=mask_prob)
 
 
 def rel_err(a, b):
@@ -32,14 +32,15 @@ def rel_err(a, b):
 
 
 @st.composite
-def mixed_batches(draw):
+def mixed_batches(draw, mask_prob=0.2):
     G, k = draw(st.integers(1, 4)), draw(st.integers(1, 3))
     items = []
     for _ in range(draw(st.integers(1, 3))):
         depth = draw(st.integers(1, 3))
         widths = draw(st.lists(st.integers(1, 4), min_size=depth + 1, max_size=depth + 1))
         B = draw(st.integers(1, 3))
-        items.append(rand_kan(widths, G, k, B, draw(st.integers(0, 2**16)), draw(st.sampled_from(BASES))))
+        items.append(rand_kan(widths, G, k, B, draw(st.integers(0, 2**16)), draw(st.sampled_from(BASES)),
+                              mask_prob=mask_prob))
     return items
 
 
@@ -104,7 +105,7 @@ def test_exact_simulator_pykan():
             assert rel_err(o, m(x)) <= TOL
 
 
-@given(mixed_batches())
+@given(mixed_batches(mask_prob=0.0))  # no masked edges: a masked edge's neighbours may be dead
 @settings(max_examples=10)
 def test_negative_twins(items):
     singles = [v for w in items for v in w.unbind()]
