@@ -26,6 +26,7 @@ import torch.nn.functional as F
 __all__ = [
     "bspline_basis",
     "spline_eval",
+    "spline_sum",
     "truncated_power_coefficients",
     "truncated_power_spline",
     "BASE_FUNCTIONS",
@@ -68,16 +69,64 @@ def bspline_basis(x: torch.Tensor, grid: torch.Tensor, k: int) -> torch.Tensor:
     return value
 
 
-def spline_eval(x: torch.Tensor, grid: torch.Tensor, coef: torch.Tensor, k: int) -> torch.Tensor:
+def _use_local(x: torch.Tensor, grid: torch.Tensor, k: int, method: str) -> bool:
+    if method not in ("auto", "local", "recursion"):
+        raise ValueError(f"method must be 'auto', 'local' or 'recursion', got {method!r}")
+    if method == "recursion" or k < 1:
+        return False
+    from .local_spline import grid_is_uniform
+
+    uniform = grid_is_uniform(grid)
+    if method == "local" and not uniform:
+        raise ValueError("method='local' needs uniform grid rows (equal knot spacing, no gradient on the grid)")
+    return uniform
+
+
+def spline_eval(x: torch.Tensor, grid: torch.Tensor, coef: torch.Tensor, k: int, method: str = "auto") -> torch.Tensor:
     """Evaluate every edge spline ``sum_b coef[i, j, b] B_{i,b}(x_i)``.
+
+    ``method="auto"`` uses the local-support kernel
+    (:func:`~wskan_ext.kan.local_spline.local_spline_eval`, ``O(k+1)`` per edge and sample)
+    when every grid row is uniform and Cox--de Boor (:func:`bspline_basis`) otherwise;
+    ``"local"`` / ``"recursion"`` force one.
 
     Shapes:
         - ``x``: ``(*, s, n)``; ``grid``: ``(*, n, K)``; ``coef``: ``(*, n, m, K-k-1)``
           (the leading ``*`` is an optional model axis, shared by all three);
         - returns ``(*, s, n, m)``.
     """
+    if _use_local(x, grid, k, method):
+        from .local_spline import local_spline_eval
+
+        return local_spline_eval(x, grid, coef, k)
     basis = bspline_basis(x, grid.unsqueeze(-3), k)  # (*, s, n, nb)
     return torch.einsum("...sib,...iob->...sio", basis, coef)
+
+
+def spline_sum(x: torch.Tensor, grid: torch.Tensor, coef: torch.Tensor, k: int, method: str = "auto") -> torch.Tensor:
+    r"""Evaluate the splines of a layer summed over inputs,
+    :math:`y_{s,o} = \sum_i \sum_b \mathrm{coef}_{i,o,b} B_{i,b}(x_{s,i})`.
+
+    ``method="auto"`` picks the local-support kernel
+    (:func:`~wskan_ext.kan.local_spline.local_spline_sum`: gathers the ``k+1`` active
+    coefficients per edge and sample, scatters gradients back) on uniform grids and the
+    Cox--de Boor basis otherwise; both are differentiable in ``x`` and ``coef``.
+
+    Shapes:
+        - ``x``: ``(*, s, n)``; ``grid``: ``(*, n, K)``; ``coef``: ``(*, n, m, K-k-1)``;
+        - returns ``(*, s, m)``.
+    """
+    if _use_local(x, grid, k, method):
+        from .local_spline import local_spline_sum
+
+        lead = torch.broadcast_shapes(x.shape[:-2], grid.shape[:-2], coef.shape[:-3])
+        xb = torch.broadcast_to(x, (*lead, *x.shape[-2:])).reshape(-1, *x.shape[-2:])
+        gb = torch.broadcast_to(grid, (*lead, *grid.shape[-2:])).reshape(-1, *grid.shape[-2:])
+        cb = torch.broadcast_to(coef, (*lead, *coef.shape[-3:])).reshape(-1, *coef.shape[-3:])
+        y = local_spline_sum(xb.contiguous(), gb.contiguous(), cb, k)
+        return y.reshape(*lead, *y.shape[-2:])
+    basis = bspline_basis(x, grid.unsqueeze(-3), k)  # (*, s, n, nb)
+    return torch.einsum("...sib,...iob->...so", basis, coef)
 
 
 def truncated_power_coefficients(grid: torch.Tensor, k: int) -> torch.Tensor:

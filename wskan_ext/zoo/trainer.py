@@ -33,6 +33,7 @@ from einops import rearrange
 from tqdm.auto import tqdm
 
 from ..kan.module import KAN
+from ..kan.local_spline import grid_is_uniform, local_spline_sum
 from ..kan.spline import base_function, bspline_basis, truncated_power_coefficients, truncated_power_spline
 from ..kan.weights import KANWeights, layer_forward
 
@@ -144,15 +145,19 @@ class _FastForward:
     """
 
     def __init__(self, model: KAN, x: torch.Tensor, spline: str):
-        if spline not in ("truncated", "exact"):
-            raise ValueError(f"spline must be 'truncated' or 'exact', got {spline!r}")
+        if spline not in ("auto", "local", "truncated", "exact"):
+            raise ValueError(f"spline must be 'auto', 'local', 'truncated' or 'exact', got {spline!r}")
+        if spline == "local" and not all(grid_is_uniform(layer.grid) for layer in list(model.layers)[1:]):
+            raise ValueError("spline='local' needs uniform hidden-layer grids")
+        if spline == "auto":  # measured faster in eager CPU training (benchmarks/spline_kernel.py)
+            spline = "truncated"
         self.spline = spline
         grid = model.layers[0].grid
         self.shared = bool((grid == grid[:1]).all())
         if self.shared:
             self.basis = rearrange(bspline_basis(x, grid[0], model.k[0]), "s i b -> s (i b)")
             self.base = base_function(model.base_fun[0])(x)
-        self.A = [None] + [truncated_power_coefficients(layer.grid, kl)
+        self.A = [None] + [truncated_power_coefficients(layer.grid, kl) if spline == "truncated" else None
                            for layer, kl in zip(list(model.layers)[1:], model.k[1:])]
 
     def __call__(self, model: KAN, x: torch.Tensor, idx: Optional[torch.Tensor]) -> torch.Tensor:
@@ -177,6 +182,11 @@ class _FastForward:
             layer, k = model.layers[l], model.k[l]
             grid = layer.grid  # (B, n, K)
             eff = (layer.mask * layer.scale_sp).unsqueeze(-1) * layer.coef  # (B, n, m, nb)
+            if self.spline == "local":
+                y = local_spline_sum(h, grid, eff, k)
+                y = y + torch.bmm(base_function(model.base_fun[l])(h), layer.mask * layer.scale_base)
+                h = layer.node_scale.unsqueeze(-2) * y + layer.node_bias.unsqueeze(-2)
+                continue
             cT = torch.einsum("Biob,Bibq->Biqo", eff, self.A[l]).contiguous()
             hc = torch.minimum(h, grid[..., -1].unsqueeze(-2))  # B-splines vanish from t_last on
             chunk = max(1, 2 ** 20 // max(1, B * grid.shape[-2] * grid.shape[-1]))
@@ -213,7 +223,7 @@ def train_batched(
     eps: float = 1e-8,
     seed: int = 0,
     fast: bool = True,
-    spline: str = "truncated",
+    spline: str = "auto",
     progress: bool = False,
     desc: str = "train",
 ) -> TrainResult:
@@ -230,7 +240,10 @@ def train_batched(
         seed: seeds the minibatch sampler (use one seed per shard for reproducibility).
         fast: use the fast training forward (shared first-layer basis,
             truncated-power hidden layers per ``spline``); ``False`` runs the module forward.
-        spline: ``"truncated"`` (fast) or ``"exact"`` (Cox--de Boor) for hidden layers.
+        spline: hidden-layer spline kernel: ``"auto"`` (default: ``"truncated"``, the fastest
+            training kernel in eager CPU mode per ``benchmarks/spline_kernel.py``), ``"local"`` (local-support kernel,
+            :mod:`wskan_ext.kan.local_spline`), ``"truncated"`` (truncated powers) or
+            ``"exact"`` (Cox--de Boor).
 
     Returns: :class:`TrainResult`.
 
