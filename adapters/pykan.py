@@ -13,6 +13,7 @@ subnode affine and sets the node affine to the identity, so
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 from typing import List, Union
 
@@ -21,7 +22,8 @@ import torch
 
 from wskan_ext.kan.weights import FIELDS, KANWeights
 
-__all__ = ["from_pykan", "to_pykan", "is_pykan_model", "preserve_global_rng", "PYKAN_BASE_FUNCTIONS"]
+__all__ = ["from_pykan", "to_pykan", "save_pykan", "is_pykan_model", "identify_base_function",
+           "preserve_global_rng", "PYKAN_BASE_FUNCTIONS"]
 
 #: pykan's base-function names, the only ones ``to_pykan`` can express.
 PYKAN_BASE_FUNCTIONS = ("silu", "identity", "zero")
@@ -54,7 +56,10 @@ def from_pykan(model, dtype: torch.dtype | None = None) -> KANWeights:
 
     Args:
         model: a pykan 0.2.8 model. Multiplication nodes and active symbolic branches are
-            not representable and raise ``ValueError``.
+            not representable and raise ``ValueError``. Each layer's base function is read
+            from what the layer computes (:func:`identify_base_function`), not from
+            ``base_fun_name``: a ``KANLayer.base_fun`` replaced by another known function
+            converts to that function, an unknown one raises ``ValueError`` naming the layer.
         dtype: convert the tensors to this dtype (default: keep the model's).
 
     Shapes: per layer, ``grid (n, G+2k+1)``, ``coef (n, m, G+k)``, edge tensors ``(n, m)``,
@@ -70,7 +75,7 @@ def from_pykan(model, dtype: torch.dtype | None = None) -> KANWeights:
                 f"(width[{l}] = [{n_sum}, {n_mult}] has {n_mult} multiplication nodes)"
             )
     name = getattr(model, "base_fun_name", None)
-    if name not in PYKAN_BASE_FUNCTIONS:
+    if isinstance(name, str) and name not in PYKAN_BASE_FUNCTIONS:
         raise ValueError(
             f"unknown pykan base function {name!r}; supported: {list(PYKAN_BASE_FUNCTIONS)}"
         )
@@ -82,6 +87,8 @@ def from_pykan(model, dtype: torch.dtype | None = None) -> KANWeights:
                     f"layer {l}: symbolic_fun.mask is non-zero (first active edge out={bad[0]}, in={bad[1]}); "
                     "an active symbolic branch cannot be represented by spline weights"
                 )
+    bases = [identify_base_function(layer.base_fun, f"layer {l}", layer.grid.dtype, layer.grid.device)
+             for l, layer in enumerate(model.act_fun)]
     kw = {f: [] for f in FIELDS}
     ks = []
     for l, layer in enumerate(model.act_fun):
@@ -96,7 +103,53 @@ def from_pykan(model, dtype: torch.dtype | None = None) -> KANWeights:
         ss, sb = take(model.subnode_scale[l]), take(model.subnode_bias[l])
         kw["node_scale"].append(ns * ss)
         kw["node_bias"].append(ns * sb + nb)
-    return KANWeights(**kw, k=ks, base_fun=name)
+    return KANWeights(**kw, k=ks, base_fun=bases)
+
+
+#: Points where :func:`identify_base_function` compares a layer's base function with the
+#: known ones: dense on [-6, 6] (where ReLU/leaky ReLU/ELU/GELU/SiLU/softplus differ) and far out.
+_PROBE = (-40.0, -12.0, -7.5, 7.5, 12.0, 40.0)
+
+
+def identify_base_function(fun, where: str = "", dtype: torch.dtype = torch.float64, device=None) -> str:
+    """The name in :data:`~wskan_ext.kan.spline.BASE_FUNCTIONS` of the function ``fun``
+    computes, found numerically: ``fun`` is evaluated at fixed points (97 on ``[-6, 6]``
+    and six far out) and compared with every known function (tolerance ``64 eps`` relative,
+    in ``dtype``). ``ValueError`` naming ``where`` when none matches (or ``fun`` fails).
+
+    pykan stores the base function as a callable on every ``KANLayer`` (``base_fun_name``
+    is only the constructor argument), so this reads what the layer really computes.
+    """
+    from wskan_ext.kan.spline import BASE_FUNCTIONS
+
+    dtype = dtype if dtype.is_floating_point else torch.float64
+    x = torch.cat([torch.linspace(-6.0, 6.0, 97, dtype=torch.float64), torch.tensor(_PROBE, dtype=torch.float64)])
+    x = x.to(dtype=dtype, device=device)
+    pre = f"{where}: " if where else ""
+    try:
+        with torch.no_grad():
+            y = fun(x.clone())
+        y = torch.as_tensor(y, device=x.device)
+        if y.shape != x.shape:
+            raise ValueError(f"returns shape {tuple(y.shape)} for input shape {tuple(x.shape)}")
+        y = y.to(torch.float64)
+    except Exception as e:
+        raise ValueError(f"{pre}cannot evaluate the base function {fun!r} ({type(e).__name__}: {e})") from None
+    tol = 64 * torch.finfo(dtype).eps
+    best, best_err = None, float("inf")
+    for cand, f in BASE_FUNCTIONS.items():
+        with torch.no_grad():
+            ref = f(x).to(torch.float64)
+        err = float(((y - ref).abs() / (1.0 + ref.abs())).max()) if bool(torch.isfinite(y).all()) else float("inf")
+        if err < best_err:
+            best, best_err = cand, err
+    if best_err > tol:
+        raise ValueError(
+            f"{pre}base function {fun!r} matches none of the known base functions "
+            f"{sorted(BASE_FUNCTIONS)} (closest: {best!r}, max relative deviation {best_err:.3g}); "
+            "a KAN with this base function cannot be represented"
+        )
+    return best
 
 
 @contextlib.contextmanager
@@ -156,3 +209,36 @@ def to_pykan(weights: KANWeights, **kwargs) -> Union["object", List["object"]]:
             model.node_scale[l].data = torch.ones_like(weights.node_scale[l])
             model.node_bias[l].data = torch.zeros_like(weights.node_bias[l])
     return model
+
+
+def save_pykan(model, path: str) -> List[str]:
+    """Save a pykan model (or :class:`~wskan_ext.KANWeights`, converted with :func:`to_pykan`)
+    with pykan's own ``saveckpt(path)``, creating missing parent directories first.
+
+    pykan writes three files, and ``kan.KAN.loadckpt(path)`` reads all three:
+
+    - ``{path}_config.yml`` -- architecture and options (YAML);
+    - ``{path}_state`` -- the ``state_dict`` (``torch.save``);
+    - ``{path}_cache_data`` -- ``model.cache_data``, pykan's cache of the last training
+      inputs, written with ``torch.save`` (a **pickle**; ``None`` for models that were never
+      trained by pykan, e.g. every model built by :func:`to_pykan`). Like ``_state`` it is
+      unpickled by ``loadckpt``: load pykan checkpoints only from sources you trust.
+
+    Returns the three paths (``realpath`` of ``path``'s directory, which is created).
+    """
+    if isinstance(model, KANWeights):
+        if model.batched:
+            raise ValueError(f"save_pykan: expected one KAN, got a batch of {model.num_models}")
+        model = to_pykan(model)
+    MultKAN = _import_kan()
+    if not isinstance(model, MultKAN):
+        raise TypeError(f"save_pykan expects a pykan KAN/MultKAN or KANWeights, got {type(model).__name__}")
+    path = os.fspath(path)
+    base = os.path.basename(path)
+    if base in ("", ".", ".."):
+        raise ValueError(f"save_pykan: {path!r} must end with a file name prefix (pykan appends _config.yml etc.)")
+    d = os.path.realpath(os.path.dirname(path) or os.curdir)
+    os.makedirs(d, exist_ok=True)
+    prefix = os.path.join(d, base)
+    model.saveckpt(prefix)
+    return [f"{prefix}_config.yml", f"{prefix}_state", f"{prefix}_cache_data"]

@@ -287,3 +287,59 @@ def test_tampered_kan_mlp_is_rejected():
         mlp_to_kan(mlp)
     with pytest.raises(ValueError, match="must follow the expansion"):
         mlp_to_kan(nn.Sequential(*list(kan_to_mlp(w))[1:]))
+
+
+# ------------------------------------------------------------------ issue 14: BatchNorm, composition
+def _bn(C, seed, affine=True):
+    g = torch.Generator().manual_seed(seed)
+    bn = nn.BatchNorm1d(C, affine=affine).double()
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(C, generator=g, dtype=torch.float64))
+        bn.running_var.copy_(0.1 + torch.rand(C, generator=g, dtype=torch.float64) * 3)
+        if affine:
+            bn.weight.copy_(torch.randn(C, generator=g, dtype=torch.float64))
+            bn.bias.copy_(torch.randn(C, generator=g, dtype=torch.float64))
+    return bn.eval()
+
+
+@pytest.mark.parametrize("where", ["after_linear", "after_activation", "first", "last", "no_affine"])
+def test_eval_batchnorm_is_folded_exactly(where):
+    """Issue 14 (conversions): an eval-mode BatchNorm1d used to be refused or, in the CLI,
+    dropped (error 0.56); it is an affine map and is folded into the neighbouring Linear."""
+    torch.manual_seed(0)
+    lin = lambda n, m: nn.Linear(n, m).double()  # noqa: E731
+    mods = {
+        "after_linear": [lin(3, 5), _bn(5, 1), nn.ReLU(), lin(5, 2)],
+        "after_activation": [lin(3, 5), nn.Tanh(), _bn(5, 2), lin(5, 2)],
+        "first": [_bn(3, 3), lin(3, 4), nn.SiLU(), lin(4, 2)],
+        "last": [lin(3, 4), nn.ReLU(), lin(4, 2), _bn(2, 4)],
+        "no_affine": [lin(3, 5), _bn(5, 5, affine=False), nn.GELU(), lin(5, 2)],
+    }[where]
+    mlp = nn.Sequential(*mods).eval()
+    w = mlp_to_kan(mlp)
+    x = wide_inputs(w.widths[0], 0)
+    assert rel_err(w(x), mlp(x)) <= 1e-12
+    # negative twin: the same network in training mode normalises with batch statistics
+    with pytest.raises(ValueError, match=r"BatchNorm1d.*training-mode normalisation.*\.eval\(\)"):
+        mlp_to_kan(mlp.train())
+
+
+def test_batchnorm_without_running_stats_is_refused():
+    bn = nn.BatchNorm1d(4, track_running_stats=False).double().eval()
+    mlp = nn.Sequential(nn.Linear(3, 4).double(), bn, nn.ReLU(), nn.Linear(4, 1).double())
+    with pytest.raises(ValueError, match=r"'1' \(BatchNorm1d\).*track_running_stats=False"):
+        mlp_to_kan(mlp)
+
+
+def test_linear_relu_linear_linear_composes_without_inserting_an_activation():
+    """Issue 14 (conversions): ``Sequential(Linear, ReLU, Linear, Linear)`` -- the last two
+    Linears are one affine map; nothing may be inserted between them."""
+    torch.manual_seed(1)
+    mlp = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 4), nn.Linear(4, 2)).double()
+    w = mlp_to_kan(mlp)
+    assert w.widths == [3, 5, 2] and w.base_fun == ["identity", "relu"]
+    x = wide_inputs(3, 1)
+    assert rel_err(w(x), mlp(x)) <= 1e-12
+    # negative twin: with a ReLU inserted between the last two Linears the function differs
+    wrong = nn.Sequential(*mlp[:3], nn.ReLU(), mlp[3])
+    assert rel_err(mlp_to_kan(wrong)(x), mlp(x)) > 1e-2

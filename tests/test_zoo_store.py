@@ -44,7 +44,7 @@ def test_layout_and_loader_alignment(tiny_zoo):
     assert sorted(os.listdir(os.path.join(tiny_zoo, "shards"))) == [
         "shard-00000.json", "shard-00000.safetensors", "shard-00001.json", "shard-00001.safetensors"]
     man = json.load(open(os.path.join(tiny_zoo, "manifest.json")))
-    assert man["format_version"] == 1 and man["config"]["size"] == 8 and man["architecture"]["widths"] == [16, 4, 10]
+    assert man["format_version"] == 2 and man["config"]["size"] == 8 and man["architecture"]["widths"] == [16, 4, 10]
     for split in ("train", "val", "test", None):
         ids = zoo.ids(split)
         if not ids:
@@ -120,7 +120,7 @@ def test_newer_version_incomplete_and_config_mismatch(tiny_zoo, tmp_path):
         Zoo(root)
     with pytest.raises(ZooFormatError, match="version 99 is newer"):
         build_zoo(BuildConfig(**TINY), root, progress=False)
-    man["format_version"] = 1
+    man["format_version"] = 2
     json.dump(man, open(mp, "w"))
     os.remove(os.path.join(root, "metadata.jsonl"))
     with pytest.raises(ZooFormatError, match="incomplete.*resume"):

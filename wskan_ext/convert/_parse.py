@@ -4,7 +4,8 @@ The normal form of a feed-forward MLP is the alternating list
 
     sigma_0, (W_0, b_0), sigma_1, (W_1, b_1), ..., sigma_{L-1}, (W_{L-1}, b_{L-1})
 
-where consecutive ``Linear`` modules are composed into one affine map, a missing
+where consecutive ``Linear`` modules (and eval-mode ``BatchNorm1d``, an affine map
+per feature) are composed into one affine map, a missing
 leading activation is the identity, two activations in a row get an identity affine
 between them, and a trailing activation gets an identity affine after it. Affine maps
 carry a model axis ``B`` (1 for a single MLP; a weight axis of 1 broadcasts).
@@ -89,6 +90,30 @@ def _identity(n: int, like: torch.Tensor, where: str) -> Affine:
     return Affine(torch.eye(n, dtype=like.dtype, device=like.device).unsqueeze(0), like.new_zeros(1, n), where)
 
 
+def _batchnorm_affine(name: str, mod: nn.BatchNorm1d, wd: torch.dtype) -> Affine:
+    """An eval-mode ``BatchNorm1d`` as the affine map it is:
+    ``y = (x - mean) * gamma / sqrt(var + eps) + beta``."""
+    where = f"module {name!r} (BatchNorm1d)"
+    if mod.training:
+        raise ValueError(
+            f"{where}: a training-mode normalisation layer normalises with batch statistics, which is "
+            "not a fixed function; call .eval() so that its running statistics are folded exactly"
+        )
+    if mod.running_mean is None or mod.running_var is None:
+        raise ValueError(
+            f"{where}: track_running_stats=False normalises with batch statistics even in eval mode "
+            "(not a fixed function); it cannot be folded"
+        )
+    mean, var = mod.running_mean.detach().to(wd), mod.running_var.detach().to(wd)
+    if not (torch.isfinite(mean).all() and torch.isfinite(var).all()) or bool((var < 0).any()):
+        raise ValueError(f"{where}: running statistics must be finite with running_var >= 0")
+    scale = torch.rsqrt(var + mod.eps)
+    if mod.weight is not None:
+        scale = scale * mod.weight.detach().to(wd)
+    bias = -mean * scale + (mod.bias.detach().to(wd) if mod.bias is not None else 0.0)
+    return Affine(torch.diag(scale).unsqueeze(0), bias.unsqueeze(0), f"module {name!r} (BatchNorm1d, folded)")
+
+
 _NORMS = tuple(
     getattr(nn, name)
     for name in ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "InstanceNorm1d", "InstanceNorm2d",
@@ -107,10 +132,16 @@ def parse_mlp(mlp: nn.Module, wd: torch.dtype):
     tokens: List[tuple] = []  # ("aff", Affine) | ("act", Activation)
     num_models = None
     i = 0
+    folded_norm = None
     while i < len(items):
         name, mod = items[i]
-        if isinstance(mod, (nn.Linear, BatchedLinear)):
-            aff = _affine(name, mod, wd)
+        is_bn = type(mod) is nn.BatchNorm1d
+        if isinstance(mod, (nn.Linear, BatchedLinear)) or is_bn:
+            if is_bn:
+                aff = _batchnorm_affine(name, mod, wd)
+                folded_norm = folded_norm or name
+            else:
+                aff = _affine(name, mod, wd)
             if isinstance(mod, BatchedLinear):
                 if num_models not in (None, mod.num_models):
                     raise ValueError(f"module {name!r}: holds {mod.num_models} models, earlier modules {num_models}")
@@ -139,8 +170,8 @@ def parse_mlp(mlp: nn.Module, wd: torch.dtype):
             tokens.append(("act", KanForm(mod, None, f"module {name!r}")))
         elif isinstance(mod, _NORMS):
             raise ValueError(
-                f"module {name!r} ({type(mod).__name__}): normalisation layers are not supported "
-                "(fold an eval-mode BatchNorm into the preceding Linear first)"
+                f"module {name!r} ({type(mod).__name__}): normalisation layers other than an eval-mode "
+                "nn.BatchNorm1d (folded exactly) are not supported"
             )
         elif any(True for _ in mod.parameters()):
             raise ValueError(
@@ -150,6 +181,11 @@ def parse_mlp(mlp: nn.Module, wd: torch.dtype):
         else:
             tokens.append(("act", (name, mod)))
         i += 1
+    if folded_norm is not None and num_models is not None:
+        raise ValueError(
+            f"module {folded_norm!r} (BatchNorm1d): cannot be folded into a batched MLP (BatchedLinear inputs "
+            "(N, s, F) would put the samples on BatchNorm1d's channel axis)"
+        )
     affs = [t[1][0] for t in tokens if t[0] == "aff"]
     if not affs:
         raise ValueError("mlp_to_kan: the MLP has no nn.Linear / BatchedLinear module")

@@ -31,15 +31,19 @@ def solve_dtype(device: torch.device) -> torch.dtype:
 
 
 def _as_weights(kans) -> KANWeights:
-    if isinstance(kans, KANWeights):
-        return kans
-    if isinstance(kans, (list, tuple)):
-        from ..registry import as_kan_weights
-
-        return KANWeights.stack([as_kan_weights(k) for k in kans])
+    """The input as validated :class:`KANWeights` (re-validated: weights may have been
+    edited in place since they were built, e.g. to NaN)."""
     from ..registry import as_kan_weights
 
-    return as_kan_weights(kans)
+    if isinstance(kans, KANWeights):
+        w = kans
+    elif isinstance(kans, (list, tuple)):
+        if not kans:
+            raise ValueError("kan_to_mlp: got an empty list of KANs")
+        w = KANWeights.stack([as_kan_weights(k) for k in kans])
+    else:
+        w = as_kan_weights(kans)
+    return w.validate()
 
 
 def basis_alpha(A: torch.Tensor, k: int) -> torch.Tensor:
@@ -144,6 +148,11 @@ def kan_to_mlp(kans, form: str = "factored", clamp: bool = True, units: str = "a
         clamp: insert the :class:`~wskan_ext.convert.Clamp` modules (recommended; needed for float32
             accuracy far outside the grid; required by ``units="basis"``).
         units: ``"auto"``, ``"knots"`` or ``"basis"`` (see above).
+
+    Raises:
+        ValueError: invalid weights (``TypeError`` for a wrong dtype), naming the layer and
+            the tensor. The weights are validated again on every call, so tensors edited in
+            place since the :class:`~wskan_ext.KANWeights` was built (e.g. to NaN) are caught.
 
     Returns:
         For one KAN, an ``nn.Sequential`` of ``nn.Linear``, :class:`~wskan_ext.convert.Clamp` and

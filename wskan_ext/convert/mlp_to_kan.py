@@ -285,7 +285,9 @@ def mlp_to_kan(mlp, route: str = "exact", input_box=None) -> KANWeights:
     The MLP is an ``nn.Sequential`` (nested ones are flattened) of ``nn.Linear`` /
     :class:`~wskan_ext.convert.BatchedLinear` layers and element-wise activations;
     ``nn.Identity``, ``nn.Dropout`` (as its eval-mode identity) and ``nn.Flatten`` are
-    skipped. Consecutive linear layers are composed. KAN layer :math:`\ell` applies the
+    skipped. Consecutive linear layers are composed, and an eval-mode ``nn.BatchNorm1d``
+    (an affine map per feature) is folded into them exactly; a training-mode one, or one
+    without running statistics, raises ``ValueError``. KAN layer :math:`\ell` applies the
     activation that *precedes* MLP linear layer :math:`\ell` on every edge (the identity
     for the first) and the linear layer through its edge weights and node bias.
 

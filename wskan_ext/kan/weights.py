@@ -291,6 +291,11 @@ class KANWeights:
                     f"layer {l}: coef must have shape {batch + ('n_in', 'n_out', 'G+k')}, got {tuple(coef.shape)}"
                 )
             n, m, nb = coef.shape[-3:]
+            if n < 1 or m < 1:
+                raise ValueError(
+                    f"layer {l}: zero width: coef has n_in={n}, n_out={m} (shape {tuple(coef.shape)}); "
+                    "every layer needs at least one input and one output neuron"
+                )
             if prev_out is not None and n != prev_out:
                 raise ValueError(
                     f"layer {l}: layers do not chain: coef has n_in={n} but layer {l - 1} has n_out={prev_out}"
