@@ -1,36 +1,51 @@
-"""Shared test configuration: Hypothesis profiles and device parametrisation.
+"""Shared test configuration: Hypothesis profiles, torch threads, markers and devices.
 
-Profiles (select with ``HYPOTHESIS_PROFILE=...``, default ``ci``):
+Hypothesis profiles (select with ``HYPOTHESIS_PROFILE=ci|thorough`` or
+``--hypothesis-profile``; default ``ci``) are the ones of
+:mod:`wskan_ext.equivariance_tests.profiles` -- one definition for the tests, the suite's
+pytest plugin and its command line:
 
-* ``ci`` -- deterministic (derandomized), bounded number of examples, no deadline;
-* ``thorough`` -- random, many more examples, for local runs.
+* ``ci`` -- deterministic (derandomized), bounded (15 examples per property, or
+  ``WSKAN_CI_EXAMPLES``), no deadline;
+* ``thorough`` -- random, 200 examples per property (or ``WSKAN_THOROUGH_EXAMPLES``).
+
+Tests that need a different size say so relative to the profile, with
+``@settings(max_examples=examples(n))`` (``n`` under ``ci``, scaled up under ``thorough``).
+
+Threads: one torch thread per process (so ``pytest -n N`` runs N single-threaded
+workers instead of N oversubscribed ones); ``WSKAN_TEST_THREADS`` overrides.
+
+Markers: ``slow`` (tests that take seconds; still run by default, deselect with
+``-m "not slow"``), ``gpu``.
 """
 
 import os
 
 import pytest
 import torch
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 
-settings.register_profile(
-    "ci",
-    derandomize=True,
-    max_examples=int(os.environ.get("WSKAN_CI_EXAMPLES", "15")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    print_blob=True,
-)
-settings.register_profile(
-    "thorough",
-    max_examples=300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+from wskan_ext.equivariance_tests.profiles import PROFILES, register_profiles
 
-torch.set_num_threads(int(os.environ.get("WSKAN_TEST_THREADS", "2")))
+register_profiles(aliases=True)
+_PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+settings.load_profile(PROFILES.get(_PROFILE, _PROFILE))
+
+torch.set_num_threads(int(os.environ.get("WSKAN_TEST_THREADS", "1")))
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def pytest_configure(config):
+    # also declared in pyproject.toml; repeated here so the tests run from any config
+    config.addinivalue_line("markers", "slow: takes seconds; still run by default (deselect with -m 'not slow')")
+    config.addinivalue_line("markers", "gpu: needs CUDA; skipped when absent")
+
+
+def pytest_report_header(config):
+    s = settings.default
+    return (f"wskan tests: hypothesis profile={_PROFILE} (max_examples={s.max_examples}, "
+            f"derandomize={s.derandomize}), torch threads={torch.get_num_threads()}")
 
 
 @pytest.fixture(params=["cpu", "cuda"])

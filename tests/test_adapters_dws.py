@@ -4,6 +4,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from wskan_ext.equivariance_tests.profiles import examples
 from torch import nn
 
 from wskan_ext import KANWeights, permute_hidden
@@ -71,7 +73,7 @@ def test_canonical_round_trip_same_function(w):
     assert not back.equal(w.unsqueeze())
 
 
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 @given(kans(min_depth=2), st.sampled_from(["raw", "canonical", "values"]))
 def test_hidden_permutation_acts_on_axes(w, features):
     """to_dws(permute_hidden(w, p)) is to_dws(w) with rows/columns permuted; without

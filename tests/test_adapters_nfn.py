@@ -5,6 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wskan_ext.equivariance_tests.profiles import examples
+
 from wskan_ext import permute_hidden
 from wskan_ext.equivariance_tests import strategies as kst
 from wskan_ext.kan.weights import random_hidden_permutations
@@ -60,7 +62,7 @@ def test_layout_spec_and_round_trip(w):
         assert torch.equal(ws_c.weights[l][:, : ef[l].shape[-1]], ef[l].permute(0, 3, 2, 1))
 
 
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 @given(kans(), st.sampled_from(["canonical", "values"]))
 def test_hnp_layer_equivariant_to_hidden_permutations(w, features):
     torch.manual_seed(0)  # test-only: nfn layer initialisation
@@ -76,7 +78,7 @@ def test_hnp_layer_equivariant_to_hidden_permutations(w, features):
     assert torch.allclose(pool(out_p), pool(layer(ws)), rtol=1e-10, atol=1e-10)
 
 
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 @given(kans())
 def test_grid_channels_must_move_with_neurons(w):
     """Negative twin: permuting hidden neurons *without* their grid rows changes the
@@ -92,7 +94,7 @@ def test_grid_channels_must_move_with_neurons(w):
     assert not torch.allclose(bad, good, rtol=1e-10, atol=1e-10)
 
 
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 @given(kans())
 def test_invariant_models(w):
     torch.manual_seed(0)
@@ -153,7 +155,7 @@ def test_values_not_invertible_and_bad_input():
         from_wsfeat((ws.weights, ws.biases), lay)
 
 
-@settings(max_examples=6)
+@settings(max_examples=examples(6))
 @given(kans())
 def test_nfn_layers_pass_the_equivariance_suite(w):
     """The project's equivariance suite on nfn layers fed with adapted KANs: HNP and NP

@@ -5,6 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wskan_ext.equivariance_tests.profiles import examples
+
 from wskan_ext import KANWeights, permute_hidden
 from wskan_ext.align import align_to, edge_values
 from wskan_ext.equivariance_tests import strategies as kst
@@ -28,7 +30,7 @@ def _stack_copies(w: KANWeights, B: int) -> KANWeights:
     return KANWeights.stack([w] * B)
 
 
-@settings(max_examples=12)
+@settings(max_examples=examples(12))
 @given(ARCHS)
 def test_align_recovers_identity_on_permuted_copies(case):
     arch, seed = case
@@ -46,7 +48,7 @@ def test_align_recovers_identity_on_permuted_copies(case):
     assert permute_hidden(shuffled, found).equal(aligned)
 
 
-@settings(max_examples=8)
+@settings(max_examples=examples(8))
 @given(ARCHS)
 def test_unrelated_kans_do_not_align_to_equality(case):
     # negative twin: alignment cannot make an unrelated KAN equal to the reference,

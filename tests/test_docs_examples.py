@@ -35,6 +35,7 @@ def readme_blocks(text: str):
         yield m.group(1)
 
 
+@pytest.mark.slow
 def test_readme_quickstart_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     blocks = list(readme_blocks((DOCS.parent / "README.md").read_text()))

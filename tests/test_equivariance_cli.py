@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
@@ -41,6 +42,7 @@ def _cli(*args, timeout=240):
                           text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_cli_subprocess_exits_nonzero_on_a_failing_model():
     bad = _cli("--model", "test_equivariance_cli:buggy_factory", "--output", "node", "--max-examples", "10",
                "--no-sensitivity")
@@ -77,6 +79,90 @@ def test_cli_fixed_architecture_and_usage_errors(capsys, monkeypatch):
     assert rc == 2 and "package.module:factory" in err
 
 
+def test_cli_failure_prints_a_replay_command_not_reproduce_failure(capsys, monkeypatch):
+    args = ("--model", "test_equivariance_cli:buggy_factory", "--output", "node", "--max-examples", "4",
+            "--no-sensitivity", "--widths", "2,3,1", "--profile", "thorough")
+    rc, out, err = _main(capsys, monkeypatch, *args)
+    assert rc == 1, out + err
+    assert "reproduce_failure" not in out + err and "@seed" not in out + err
+    replay = [line for line in out.splitlines() if line.startswith("replay")]
+    assert len(replay) == 1 and "--seed" in replay[0], out
+    command = replay[0].split(": ", 1)[1]
+    assert command.startswith("python -m wskan_ext.equivariance_tests --model test_equivariance_cli:buggy_factory "
+                              "--output node --profile thorough")
+    seed = int(replay[0].rsplit("--seed ", 1)[1])
+    rc2, out2, _ = _main(capsys, monkeypatch, *args, "--seed", str(seed))  # the replay sees the same failure
+    table = [line for line in out.splitlines() if "FAIL  " in line]
+    assert rc2 == 1 and table == [line for line in out2.splitlines() if "FAIL  " in line], (out, out2)
+
+
+def test_cli_derandomized_replay_is_the_same_command(capsys, monkeypatch):
+    rc, out, _ = _main(capsys, monkeypatch, "--model", "test_equivariance_cli:buggy_factory", "--output", "node",
+                       "--max-examples", "3", "--no-sensitivity", "--per-layer")
+    assert rc == 1 and "reproduce_failure" not in out
+    assert ("replay (derandomized profile: same examples): python -m wskan_ext.equivariance_tests --model "
+            "test_equivariance_cli:buggy_factory --output node --per-layer --max-examples 3 --no-sensitivity") in out
+
+
+def test_cli_bad_ranges_are_usage_errors(capsys, monkeypatch):
+    for flag, value in [("--grid", "a-b"), ("--k", "x"), ("--widths", "2,x")]:
+        rc, _, err = _main(capsys, monkeypatch, "--model", "test_equivariance_cli:good_factory", flag, value)
+        assert rc == 2 and err.count("\n") == 1 and flag in err and "Traceback" not in err, err
+
+
+def test_run_suite_casts_a_float32_module_on_a_copy():
+    """The docs example `run_suite(MyGNN())` with a float32 module: tested as a float64 copy."""
+    from wskan_ext.equivariance_tests.suite import run_suite
+
+    model = E.DeepSetsOverEdges()  # float32 parameters
+    rows = run_suite(model, max_examples=2, sensitivity=False)
+    assert all(r.passed for r in rows), [r.report for r in rows]
+    assert {p.dtype for p in model.parameters()} == {torch.float32}  # the user's module is untouched
+    with pytest.raises(TypeError, match=r"float32 parameters but the suite draws torch.float64 KANs"):
+        run_suite(model, max_examples=2, cast=False)
+    rows = run_suite(model, dtype=torch.float32, max_examples=2, sensitivity=False)  # or run in its dtype
+    assert all(r.passed for r in rows), [r.report for r in rows]
+
+
+def test_run_suite_says_why_a_wrapped_model_in_the_wrong_dtype_crashes():
+    from wskan_ext.equivariance_tests.suite import run_suite
+
+    model = E.DeepSetsOverEdges()
+    rows = run_suite(lambda w: model(w), max_examples=1, sensitivity=False)  # a callable: cannot be cast
+    assert not rows[0].passed and "must have the same dtype" in rows[0].report
+    assert "the suite draws KANs in torch.float64" in rows[0].report and "reproduce_failure" not in rows[0].report
+
+
+def test_examples_scale_with_the_active_profile():
+    from hypothesis import settings
+
+    from wskan_ext.equivariance_tests.profiles import CI_EXAMPLES, examples, profile_settings
+
+    with pytest.raises(ValueError):
+        examples(0)
+    current = settings._current_profile
+    try:
+        settings.load_profile("wskan-ci")
+        assert examples(8) == round(8 * profile_settings("ci").max_examples / CI_EXAMPLES)
+        settings.load_profile("wskan-thorough")
+        assert examples(8) == round(8 * profile_settings("thorough").max_examples / CI_EXAMPLES) > 8
+        assert examples(1) >= 1
+    finally:
+        settings.load_profile(current)
+
+
+def test_one_profile_definition_for_tests_suite_and_plugin():
+    from hypothesis import settings
+
+    from wskan_ext.equivariance_tests.profiles import profile_settings
+
+    for short in ("ci", "thorough"):  # the short names registered by conftest are the suite's profiles
+        assert settings.get_profile(short).max_examples == profile_settings(short).max_examples
+        assert settings.get_profile(short).derandomize == profile_settings(short).derandomize
+    assert profile_settings("ci").derandomize and profile_settings("ci").database is None
+    assert not profile_settings("thorough").derandomize
+
+
 def test_run_suite_in_process(kan_equivariance):
     from wskan_ext.equivariance_tests.suite import format_table
 
@@ -90,9 +176,13 @@ def test_run_suite_in_process(kan_equivariance):
 def test_fixture_defaults_and_no_side_effects(kan_equivariance, kan_dtype, pytestconfig):
     from hypothesis import settings
 
+    from wskan_ext.equivariance_tests.profiles import PROFILES
+
     assert kan_dtype == torch.float64 and kan_equivariance.tolerance == 1e-9
     assert pytestconfig.getoption("--wskan-profile") is None
-    assert settings._current_profile != "wskan-ci"  # the plugin loads no profile unless asked
+    # the plugin loads no profile unless asked: the one loaded is tests/conftest.py's choice
+    wanted = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+    assert settings._current_profile == PROFILES.get(wanted, wanted)
 
 
 @given(st.data())

@@ -6,6 +6,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from wskan_ext.equivariance_tests.profiles import examples
 from torch import nn
 
 from wskan_ext import KANWeights
@@ -46,7 +48,7 @@ class HiddenPositionalWSKAN(WSKAN):
 
 
 # ------------------------------------------------------------------ WSKAN on PyG graphs
-@settings(max_examples=8)
+@settings(max_examples=examples(8))
 @given(kst.batches_and_permutations(num_models=st.one_of(st.none(), st.just(2)), per_model=True, **MIXED))
 def test_wskan_passes_on_mixed_graph_batches(case):
     kans, perms = case
@@ -56,7 +58,7 @@ def test_wskan_passes_on_mixed_graph_batches(case):
         assert res.error < 1e-12
 
 
-@settings(max_examples=5)
+@settings(max_examples=examples(5))
 @given(kst.batches_and_permutations(min_size=1, max_size=3, min_depth=2, max_depth=3, max_width=3, min_hidden_width=2,
                                    per_layer=True))
 def test_wskan_values_encoding_mixes_grids_and_orders(case):
@@ -85,7 +87,7 @@ def test_wskan_with_hidden_positional_embeddings_fails(head, out):
 
 
 # ------------------------------------------------------------------ the exact simulator
-@settings(max_examples=8)
+@settings(max_examples=examples(8))
 @given(st.data())
 def test_exact_simulator_passes(data):
     kans, perms = data.draw(kst.batches_and_permutations(**MIXED))
@@ -111,7 +113,7 @@ def test_exact_simulator_is_sensitive_to_input_neurons():
 nfn_adapter = pytest.importorskip("wskan_ext.adapters.nfn")
 
 
-@settings(max_examples=6)
+@settings(max_examples=examples(6))
 @given(kst.kans_and_permutations(num_models=2, per_model=True, min_depth=2, max_depth=3, max_width=4,
                                  min_hidden_width=2, grid_sizes=G, k=K))
 def test_nfn_hnp_layers_pass(wp):
@@ -140,7 +142,7 @@ def test_nfn_negative_twins():
     assert_sensitive(hnp, w, input_format="nfn")
 
 
-@settings(max_examples=8)
+@settings(max_examples=examples(8))
 @given(kst.kans_and_permutations(min_depth=2, max_depth=3, max_width=4, min_hidden_width=2, per_layer=True))
 def test_dws_tuples(wp):
     w, perms = wp
@@ -154,7 +156,7 @@ def test_dws_tuples(wp):
 
 
 # ------------------------------------------------------------------ real pykan models
-@settings(max_examples=4)
+@settings(max_examples=examples(4))
 @given(st.data())
 def test_pykan_models_and_format(data):
     from wskan_ext.adapters.pykan import from_pykan

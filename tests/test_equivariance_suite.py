@@ -9,6 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wskan_ext.equivariance_tests.profiles import examples
+
 from wskan_ext import KANWeights, permute_hidden
 from wskan_ext.equivariance_tests import (
     FLOAT_TOLERANCE,
@@ -91,7 +93,7 @@ def test_strategies_respect_their_bounds(data):
     assert torch.isfinite(w(x)).all()
 
 
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 @given(st.data())
 def test_strategy_knobs_grid_range_dtype_and_short_architectures(data):
     from wskan_ext.kan.spline import uniform_grid
@@ -119,7 +121,7 @@ def test_strategy_knobs_grid_range_dtype_and_short_architectures(data):
     assert w.dtype in (torch.float64, torch.float32) and all(torch.all(m == 0) for m in w.mask)
 
 
-@settings(max_examples=5)
+@settings(max_examples=examples(5))
 @given(st.data())
 def test_pykan_models_knobs(data):
     pytest.importorskip("kan")
@@ -143,7 +145,7 @@ def test_kan_inputs_cover_inside_outside_and_knots():
     lo, hi = w.grid[0][:, 0], w.grid[0][:, -1]
 
     @given(kst.kan_inputs(w, min_samples=8, max_samples=8))
-    @settings(max_examples=10)
+    @settings(max_examples=examples(10))
     def collect(x):
         seen.append(x)
 
@@ -156,7 +158,7 @@ def test_kan_inputs_cover_inside_outside_and_knots():
     inside = []
 
     @given(kst.kan_inputs(w, min_samples=8, max_samples=8, outside=False))
-    @settings(max_examples=10)
+    @settings(max_examples=examples(10))
     def collect_inside(x):
         inside.append(x)
 
@@ -176,7 +178,7 @@ def test_kan_batches_mix_architectures():
     seen = set()
 
     @given(kst.kan_batches(min_size=3, max_size=3))
-    @settings(max_examples=10)
+    @settings(max_examples=examples(10))
     def collect(kans):
         seen.add(len({tuple(w.widths) for w in kans}))
 
@@ -194,7 +196,7 @@ def test_tiny_kan_net_passes(wp, readout):
     assert res.error <= 1e-12
 
 
-@settings(max_examples=8)
+@settings(max_examples=examples(8))
 @given(kst.kans_and_permutations(num_models=st.integers(1, 3), per_model=True, grid_sizes=2, k=2, min_depth=2,
                                  max_depth=3, min_hidden_width=2), st.sampled_from(["node", "edge"]))
 def test_batched_weights_with_per_model_permutations(wp, out):
@@ -205,7 +207,7 @@ def test_batched_weights_with_per_model_permutations(wp, out):
     assert_equivariant(flat, w, perms, output=out)
 
 
-@settings(max_examples=6)
+@settings(max_examples=examples(6))
 @given(kst.kans_and_permutations(dtype=torch.float32, **ARCH))
 def test_float32_passes_with_stated_tolerance(wp):
     w, perms = wp
@@ -217,7 +219,7 @@ def test_float32_passes_with_stated_tolerance(wp):
         assert sens.tolerance == 1e-5 and sens.error > 1e-5
 
 
-@settings(max_examples=6)
+@settings(max_examples=examples(6))
 @given(kst.kans_and_permutations(**ARCH))
 def test_deepsets_invariant_and_sensitive_twin(wp):
     w, perms = wp
@@ -250,6 +252,7 @@ def test_failure_is_shrunk_by_hypothesis():
     bad = E.TinyKANNet(positional_hidden=True, readout="node").double()
 
     @given(kst.kans_and_permutations(min_depth=2, max_depth=3, max_width=4, min_hidden_width=1))
+    # fixed on purpose (not examples(n)): this checks what Hypothesis shrinks a known failure to
     @settings(max_examples=30, derandomize=True, database=None)
     def prop(wp):
         assert_equivariant(bad, *wp, output="node")
@@ -270,7 +273,7 @@ def test_flat_mlp_is_not_invariant():
 
 
 @given(kst.kans_and_permutations(min_depth=2, max_depth=3, max_width=4, min_hidden_width=2))
-@settings(max_examples=8)
+@settings(max_examples=examples(8))
 def test_flat_mlp_fails_for_every_nontrivial_permutation(wp):
     w, perms = wp
     mlp = E.FlatMLP(E.FlatMLP.flatten(w).shape[-1]).double()
@@ -319,7 +322,7 @@ def test_bad_usage_errors():
 
 # ------------------------------------------------------------------ weights output, custom formats
 @given(kst.kans_and_permutations(**ARCH))
-@settings(max_examples=8)
+@settings(max_examples=examples(8))
 def test_weights_output_action(wp):
     w, perms = wp
     assert_equivariant(lambda x: x.map(torch.tanh), w, perms, output="weights")

@@ -4,6 +4,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from wskan_ext.equivariance_tests.profiles import examples
 from torch_geometric.data import Batch
 
 from wskan_ext.equivariance_tests import strategies as kst
@@ -60,7 +62,7 @@ def test_round_trip_is_exact(items):
 
 
 @given(kan_lists(max_items=2))
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 def test_round_trip_negative_twin(items):
     g = kan_to_graph(items)
     g.edge_coef = g.edge_coef.clone()
@@ -70,7 +72,7 @@ def test_round_trip_negative_twin(items):
 
 
 @given(kan_lists())
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 def test_layout_contract(items):
     g = kan_to_graph(items)
     node_ptr, e0 = g.ptr.tolist(), 0
@@ -117,7 +119,7 @@ def test_native_module_and_pykan_inputs():
 
 
 @given(kan_lists(same_basis=False))
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 def test_values_encoding_mixes_grids(items):
     P = 5
     g = kan_to_graph(items, encoding="values", num_points=P)

@@ -7,6 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wskan_ext.equivariance_tests.profiles import examples
+
 from wskan_ext import KAN, as_kan_weights
 from wskan_ext.adapters.pykan import from_pykan, to_pykan
 from wskan_ext.equivariance_tests import strategies as kst
@@ -52,7 +54,7 @@ def test_parity_float64(model):
     assert err <= 1e-12, err
 
 
-@settings(max_examples=8)
+@settings(max_examples=examples(8))
 @given(pykan_models(torch.float32))
 def test_parity_float32(model):
     """float32: errors are norm-wise relative (per output column, max |y| floored at 1).
@@ -90,7 +92,7 @@ def test_parity_negative_twin_detects_wrong_affine_fold(model):
         assert (w(x) - model(x)).abs().max() > 1e-3
 
 
-@settings(max_examples=8)
+@settings(max_examples=examples(8))
 @given(pykan_models(torch.float64))
 def test_round_trip_bitwise(model):
     w = from_pykan(model)

@@ -5,6 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wskan_ext.equivariance_tests.profiles import examples
+
 from wskan_ext.equivariance_tests import strategies as kst
 from wskan_ext import KAN, kan_to_graph, permute_hidden
 from wskan_ext.graph import NODE_EXTRA_FEATURES
@@ -106,7 +108,7 @@ def test_exact_simulator_pykan():
 
 
 @given(mixed_batches(mask_prob=0.0))  # no masked edges: a masked edge's neighbours may be dead
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 def test_negative_twins(items):
     singles = [v for w in items for v in w.unbind()]
     xs = _inputs([w.widths[0] for w in singles], 1)

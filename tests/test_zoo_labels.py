@@ -2,6 +2,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wskan_ext.equivariance_tests.profiles import examples
+
 from wskan_ext.adapters.pykan import from_pykan, to_pykan
 from wskan_ext.zoo.labels import PYKAN_EDGE_THRESHOLD, edge_attribution, evaluate, pruning_masks, psnr
 
@@ -14,7 +16,7 @@ def _pykan_model(width, seed, noise):
         return PyKAN(width=list(width), grid=5, k=3, noise_scale=noise, seed=seed, auto_save=False)
 
 
-@settings(max_examples=6)
+@settings(max_examples=examples(6))
 @given(st.lists(st.integers(1, 4), min_size=2, max_size=4), st.integers(0, 1000), st.sampled_from([0.3, 1.0, 3.0]))
 def test_pruning_matches_pykan_attribute_and_prune_edge(width, seed, noise):
     m = _pykan_model(width, seed, noise)

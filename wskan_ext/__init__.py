@@ -1,9 +1,14 @@
 """wskan_ext: weight-space learning on Kolmogorov-Arnold Networks.
 
-Public API (see ``DESIGN.md`` section 6)::
+Public API (documented in the API reference, ``docs/api.rst``)::
 
     from wskan_ext import KANWeights, KAN, as_kan_weights, register_family, permute_hidden
     from wskan_ext import kan_to_graph, graph_to_kan, WSKANLayer, WSKAN, kan_to_mlp, mlp_to_kan
+
+Subpackages: ``wskan_ext.adapters`` (pykan, efficient-kan, nfn, DWS, flat vectors),
+``wskan_ext.equivariance_tests`` (the equivariance suite, also ``wskan check``),
+``wskan_ext.zoo`` (datasets, zoo building and storage), ``wskan_ext.tasks`` (meta-learning
+tasks); the command line is ``wskan`` (``wskan --help``).
 
 Names are imported on first use (PEP 562), so ``import wskan_ext`` -- and the pytest
 plugin of the equivariance suite, which every pytest run in an environment with
