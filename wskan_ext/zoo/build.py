@@ -216,7 +216,11 @@ def _dist():
 
     created = False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
-        dist.init_process_group("gloo")
+        if torch.cuda.is_available():  # nccl with CUDA (as tasks.train.dist_info), one GPU per local rank
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+            dist.init_process_group("nccl")
+        else:
+            dist.init_process_group("gloo")
         created = True
     if dist.is_available() and dist.is_initialized():
         return dist, dist.get_rank(), dist.get_world_size(), created
