@@ -1,21 +1,27 @@
-"""Full comparison: every task the given zoos support x every model x several seeds.
+"""The results tables: every task the zoos support x every model x several seeds, under one
+fair protocol (``docs/tasks.rst``, "Protocol").
 
-Tasks are picked from each zoo's labels: ``test_acc`` -> accuracy + pruning (classifier
-zoos), ``class`` -> inr_class (+ pruning), ``a``/``b`` -> sine (+ pruning). Every model
-trains with the same splits, budget, seeds and early stopping on validation; the table
-reports test metrics as mean ± std over seeds, the best mean of each column in bold.
+* **Main table: pure weight space.** No model sees data or probe inputs (the runner refuses a
+  probe setting, see :func:`check_pure_weight_space`). Every model gets the same splits, the
+  same training budget and early-stopping rule (``BUDGET``) and the same hyperparameter
+  search budget: ``--configs N`` candidate configurations per model (``candidates``), each
+  trained with seed 0 and judged on the *validation* split only (the test split is not
+  predicted); the best one is then trained with every seed and evaluated on test once.
+* **Probe table** (``--probes P``): every model that can take probe features gets the same
+  ``P`` probe inputs (WS-KAN: node/edge activation statistics; DeepSets-style per-edge probe
+  MLP), next to two probe-only baselines (an MLP on the KAN's outputs at the probes /
+  per-edge probe statistics, and pykan's attribution score thresholded per layer).
 
 Examples::
 
-    # build the default zoos under benchmarks/out/zoos (digits classifiers, digits INRs,
-    # sine INRs), then run 3 seeds of everything
-    python benchmarks/results.py --build --seeds 0 1 2
+    # build (or reuse) the default zoos under benchmarks/out/zoos, 3 seeds, 2 worker processes
+    python benchmarks/results.py --build --seeds 0 1 2 --jobs 2
 
     # your own zoos (wskan zoo build ...), any subset of models
     python benchmarks/results.py --zoo mnist=path/to/zoo --models wskan mlp nfn
 
-Writes ``--out`` (JSON: every run's metrics, the command, the machine) and ``--md``
-(the Markdown tables, included by ``docs/tasks.rst``).
+Writes ``--out`` (JSON: every run, the command, the machine, the wall time) and the Markdown
+tables ``--md`` (main) and ``--md-probes``, which ``docs/tasks.rst`` includes.
 """
 
 from __future__ import annotations
@@ -31,18 +37,43 @@ import time
 import torch
 
 from wskan_ext.tasks import TASKS, TrainConfig, fit
-from wskan_ext.tasks.models import LEVELS, MODELS
+from wskan_ext.tasks.models import DEFAULTS, LEVELS, MODELS, PROBE_ONLY
 from wskan_ext.zoo import Zoo
 
-#: Zoos ``--build`` creates (BuildConfig fields); ``classifiers`` is the zoo ``demo`` preset.
+#: Zoos ``--build`` creates: a preset name of ``wskan zoo build`` (see ``wskan_ext.zoo.build.PRESETS``).
 DEFAULT_ZOOS = {
+    "mnist5k-classifiers": "mnist5k",
+    "mnist5k-inr": "mnist5k_inr",
     "digits-classifiers": "demo",
-    "digits-inr": dict(dataset="digits_inr", hidden=[8], size=600, shard_size=300, steps=300, checkpoints=[300],
-                       lr=[5e-3, 3e-2]),
-    "sine-inr": dict(dataset="sine", hidden=[4], size=400, shard_size=400, steps=150, checkpoints=[150],
-                     lr=[5e-3, 3e-2]),
+    "digits-inr": "digits_inr",
+    "sine": "sine",
 }
-BUDGET = {"*": dict(epochs=40, batch_size=32, patience=10), "wskan": dict(epochs=40, batch_size=32, patience=15)}
+#: The training budget and early-stopping rule: the same for every model.
+BUDGET = dict(epochs=30, batch_size=64, patience=10)
+#: Weight-space models of the main table.
+MAIN_MODELS = tuple(m for m in MODELS if m not in PROBE_ONLY)
+
+
+def check_pure_weight_space(model: str, config: dict) -> None:
+    """Refuse anything that is not pure weight space for the main table: probe-only models
+    and any probe setting."""
+    if model in PROBE_ONLY:
+        raise ValueError(f"main table is pure weight space: model {model!r} sees the KAN only through probes")
+    if int({**DEFAULTS[model], **config}.get("probe", 0) or 0):
+        raise ValueError(f"main table is pure weight space: model {model!r} was given probe features "
+                         f"(probe={config.get('probe')}); probes belong in the probe table")
+
+
+def candidates(model: str, n: int):
+    """The first ``n`` configurations of ``model``'s search space (the defaults first, then
+    learning rate x 0.5, x 2, then weight decay x 10): the same count for every model."""
+    base = DEFAULTS[model]
+    out = [{}]
+    if "lr" in base:
+        out += [{"lr": base["lr"] * 0.5}, {"lr": base["lr"] * 2}]
+    if "weight_decay" in base:
+        out += [{"weight_decay": base["weight_decay"] * 10}]
+    return out[:max(1, n)]
 
 
 def zoo_tasks(zoo: Zoo, with_pruning: bool = True):
@@ -56,8 +87,7 @@ def build_default(cache: str, names):
 
     out = {}
     for name in names:
-        spec = DEFAULT_ZOOS[name]
-        cfg = BuildConfig.from_dict(dict(PRESETS[spec]) if isinstance(spec, str) else dict(spec))
+        cfg = BuildConfig.from_dict(dict(PRESETS[DEFAULT_ZOOS[name]]))
         path = os.path.join(cache, name)
         t = time.perf_counter()
         build_zoo(cfg, path, progress=False)
@@ -74,18 +104,46 @@ def fmt(vals, digits=4):
     return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
-def tables(runs, models):
+def _better(met: str) -> int:
+    return -1 if met == "mse" else 1
+
+
+def verdict(sel, spec):
+    """WS-KAN vs the best other model on the primary metric: ahead by more than the larger
+    of the two stds across seeds?"""
+    met = spec.primary
+    by = {}
+    for r in sel:
+        by.setdefault(r["label"], []).append(r["test"][met])
+    ws = [k for k in by if k.startswith("wskan")]
+    if not ws or len(by) < 2:
+        return ""
+    w = by[ws[0]]
+    others = {k: v for k, v in by.items() if k not in ws}
+    sign = _better(met)
+    best = max(others, key=lambda k: sign * statistics.fmean(others[k]))
+    b = others[best]
+    sd = max(statistics.pstdev(w) if len(w) > 1 else 0.0, statistics.pstdev(b) if len(b) > 1 else 0.0)
+    gap = sign * (statistics.fmean(w) - statistics.fmean(b))
+    word = "ahead of" if gap > sd else ("behind" if gap < -sd else "within one std of")
+    return (f"WS-KAN is **{word}** the best other model ({best}) on {met}: "
+            f"{statistics.fmean(w):.4f} vs {statistics.fmean(b):.4f} (gap {gap:+.4f}, larger std {sd:.4f}).")
+
+
+def tables(runs, table: str):
     """Markdown: one table per (zoo, task); rows = models, columns = test metrics."""
+    runs = [r for r in runs if r["table"] == table and r.get("test")]
     out = []
     keys = sorted({(r["zoo"], r["task"]) for r in runs}, key=lambda k: (k[0], list(TASKS).index(k[1])))
     for zoo, task in keys:
         spec = TASKS[task]
         sel = [r for r in runs if r["zoo"] == zoo and r["task"] == task]
+        labels = list(dict.fromkeys(r["label"] for r in sel))
         n_seeds = len({r["seed"] for r in sel})
         means = {}
-        for m in models:
+        for m in labels:
             for met in spec.metrics:
-                v = [r["test"][met] for r in sel if r["model"] == m]
+                v = [r["test"][met] for r in sel if r["label"] == m]
                 if v:
                     means[(m, met)] = statistics.fmean(v)
         best = {}
@@ -94,20 +152,63 @@ def tables(runs, models):
             if vals:
                 best[met] = min(vals) if met == "mse" else max(vals)
         out.append(f"**{zoo} / {task}** ({spec.description}; test split, mean ± std over {n_seeds} seeds)\n")
-        out.append("| model | " + " | ".join(spec.metrics) + " | train s |")
-        out.append("|---|" + "---|" * (len(spec.metrics) + 1))
-        for m in models:
-            mine = [r for r in sel if r["model"] == m]
-            if not mine:
-                continue
+        out.append("| model | " + " | ".join(spec.metrics) + " | config | train s |")
+        out.append("|---|" + "---|" * (len(spec.metrics) + 2))
+        for m in labels:
+            mine = [r for r in sel if r["label"] == m]
             cells = []
             for met in spec.metrics:
                 c = fmt([r["test"][met] for r in mine])
                 cells.append(f"**{c}**" if means.get((m, met)) == best.get(met) else c)
+            cfg = json.dumps(mine[0]["config"], sort_keys=True) if mine[0]["config"] else "defaults"
+            cells.append(cfg.replace("|", "/"))
             cells.append(f"{statistics.fmean(r['train_time_s'] for r in mine):.1f}")
             out.append(f"| {m} | " + " | ".join(cells) + " |")
+        v = verdict(sel, spec)
         out.append("")
+        if v:
+            out.append(v)
+            out.append("")
     return "\n".join(out)
+
+
+def _job(args):
+    """One training run (in a worker process with one torch thread)."""
+    zoo_path, task, model, seed, config, read_test = args
+    torch.set_num_threads(1)
+    res = fit(zoo_path, task, model, TrainConfig(seed=seed, progress=False, model=dict(config), **BUDGET),
+              read_test=read_test)
+    return {"val": res["metrics"]["val"], "test": res["metrics"].get("test"), "train_time_s": res["train_time_s"],
+            "best_epoch": res["best_epoch"], "sizes": res["sizes"]}
+
+
+def _map(jobs, n):
+    if n <= 1 or len(jobs) <= 1:
+        return map(_job, jobs)
+    import multiprocessing as mp
+
+    pool = mp.get_context("spawn").Pool(n, maxtasksperchild=1)
+    return pool.imap(_job, jobs)
+
+
+def plan(zoos, models, probe_models, probes, with_inr_pruning):
+    """``[(zoo_name, path, task, model, label, config, table)]``: what to run."""
+    out = []
+    for zname, path in zoos.items():
+        zoo = Zoo(path)
+        pruning = with_inr_pruning or zoo.manifest.get("task") == "classification"
+        for task in zoo_tasks(zoo, pruning):
+            spec = TASKS[task]
+            for m in models:
+                if spec.level in LEVELS[m] and not (m == "magnitude" and spec.kind != "binary"):
+                    check_pure_weight_space(m, {})
+                    out.append((zname, path, task, m, m, {}, "main"))
+            if probes:
+                for m in probe_models:
+                    if spec.level in LEVELS[m] and not (m == "attribution" and spec.kind != "binary"):
+                        label = m if m in PROBE_ONLY else f"{m} + probes"
+                        out.append((zname, path, task, m, label, {"probe": probes}, "probes"))
+    return out
 
 
 def main(argv=None):
@@ -116,15 +217,22 @@ def main(argv=None):
     p.add_argument("--build", action="store_true", help="build (or reuse) the default zoos under --cache")
     p.add_argument("--only", nargs="+", choices=sorted(DEFAULT_ZOOS), help="with --build: a subset of zoos")
     p.add_argument("--cache", default="benchmarks/out/zoos")
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--models", nargs="+", default=list(MAIN_MODELS), choices=list(MAIN_MODELS))
+    p.add_argument("--probes", type=int, default=0, help="probe table with this many probe inputs (0: no probe table)")
+    p.add_argument("--probe-models", nargs="+", default=["wskan", "probe_mlp", "attribution"],
+                   choices=["wskan", "probe_mlp", "attribution"])
+    p.add_argument("--configs", type=int, default=1, help="hyperparameter configurations per model (same for all)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--jobs", type=int, default=1, help="worker processes (one torch thread each)")
     p.add_argument("--inr-pruning", action="store_true",
                    help="also run pruning-mask prediction on INR zoos (their masks keep ~99%% of edges)")
     p.add_argument("--out", default="benchmarks/out/results.json")
-    p.add_argument("--md", default="benchmarks/out/results.md")
+    p.add_argument("--md", default="docs/tasks_results.inc")
+    p.add_argument("--md-probes", default="docs/tasks_probe_results.inc")
     p.add_argument("--resume", action="store_true", help="skip runs already recorded in --out")
-    p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
+    if a.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {a.jobs}")
     zoos = {}
     if a.build:
         zoos.update(build_default(a.cache, a.only or list(DEFAULT_ZOOS)))
@@ -135,51 +243,83 @@ def main(argv=None):
         zoos[name] = path
     if not zoos:
         p.error("give --zoo NAME=DIR and/or --build")
-    runs = []
+    runs, selection = [], []
     if a.resume and os.path.exists(a.out):
         with open(a.out) as f:
-            runs = json.load(f)["runs"]
+            old = json.load(f)
+        runs, selection = old["runs"], old.get("selection", [])
         print(f"resuming: {len(runs)} runs already in {a.out}", flush=True)
-    done = {(r["zoo"], r["task"], r["model"], r["seed"]) for r in runs}
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
-               f"torch {torch.__version__} ({torch.get_num_threads()} threads), Python {platform.python_version()}")
+               f"torch {torch.__version__}, {a.jobs} worker process(es) x 1 thread, Python {platform.python_version()}")
     cmd = "python benchmarks/results.py " + " ".join(sys.argv[1:] if argv is None else argv)
     t0 = time.perf_counter()
 
     def write():
-        md = tables(runs, a.models)
-        footer = f"Command: ``{cmd}``; machine: {machine}; {len(runs)} runs, last session {time.perf_counter() - t0:.0f}s."
-        for path, data in ((a.out, json.dumps({"command": cmd, "machine": machine, "zoos": zoos, "runs": runs}, indent=1)),
-                           (a.md, md + "\n" + footer + "\n")):
+        wall = time.perf_counter() - t0
+        footer = (f"Command: ``{cmd}``; machine: {machine}; budget per run: {BUDGET} (every model), "
+                  f"{a.configs} configuration(s) per model chosen on validation; {len(runs)} test runs, "
+                  f"wall time of the last session {wall / 60:.1f} min.")
+        data = json.dumps({"command": cmd, "machine": machine, "zoos": zoos, "budget": BUDGET,
+                           "configs": a.configs, "selection": selection, "runs": runs}, indent=1)
+        outs = [(a.out, data), (a.md, tables(runs, "main") + "\n" + footer + "\n")]
+        if a.probes:
+            outs.append((a.md_probes, tables(runs, "probes") + "\n" + footer + "\n"))
+        for path, text in outs:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             with open(path + ".tmp", "w") as f:
-                f.write(data)
+                f.write(text)
             os.replace(path + ".tmp", path)
-        return md, footer
 
-    for zname, path in zoos.items():
-        zoo = Zoo(path)
-        pruning = a.inr_pruning or zoo.manifest.get("task") == "classification"
-        for task in zoo_tasks(zoo, pruning):
-            spec = TASKS[task]
-            for m in a.models:
-                if spec.level not in LEVELS[m] or (m == "magnitude" and spec.kind != "binary"):
-                    continue
-                for seed in a.seeds:
-                    if (zname, task, m, seed) in done:
-                        continue
-                    kw = {**BUDGET["*"], **BUDGET.get(m, {})}
-                    res = fit(zoo, task, m, TrainConfig(seed=seed, progress=not a.quiet, **kw))
-                    runs.append({"zoo": zname, "task": task, "model": m, "seed": seed, "test": res["metrics"]["test"],
-                                 "val": res["metrics"]["val"], "train_time_s": res["train_time_s"],
-                                 "best_epoch": res["best_epoch"], "sizes": res["sizes"]})
-                    print(f"{zname:20s} {task:9s} {m:12s} seed {seed}: "
-                          + "  ".join(f"{k}={v:.4f}" for k, v in res["metrics"]["test"].items())
-                          + f"  ({res['train_time_s']:.1f}s)", flush=True)
-                    write()  # results so far (an interrupted run resumes with --resume)
-    md, footer = write()
-    print("\n" + md + "\n" + footer)
-    print(f"wrote {a.out} and {a.md}")
+    todo = plan(zoos, a.models, a.probe_models, a.probes, a.inr_pruning)
+    # 1. model selection on validation (seed 0, test never predicted), same count per model
+    chosen = {}
+    sel_done = {(s["zoo"], s["task"], s["label"], json.dumps(s["config"], sort_keys=True)): s for s in selection}
+    sel_jobs, sel_keys = [], []
+    for zname, path, task, m, label, base, table in todo:
+        cands = candidates(m, a.configs) if TASKS[task] and m not in ("magnitude", "attribution") else [{}]
+        for c in cands if len(cands) > 1 else []:
+            cfg = {**base, **c}
+            key = (zname, task, label, json.dumps(cfg, sort_keys=True))
+            if key not in sel_done:
+                sel_jobs.append((path, task, m, 0, cfg, False))
+                sel_keys.append(key)
+    for key, res in zip(sel_keys, _map(sel_jobs, a.jobs)):
+        s = {"zoo": key[0], "task": key[1], "label": key[2], "config": json.loads(key[3]), "val": res["val"]}
+        selection.append(s)
+        sel_done[key] = s
+        print(f"select {key[0]:20s} {key[1]:9s} {key[2]:18s} {key[3]}: val {res['val']}", flush=True)
+        write()
+    for zname, path, task, m, label, base, table in todo:
+        spec = TASKS[task]
+        cands = [s for s in selection if (s["zoo"], s["task"], s["label"]) == (zname, task, label)]
+        if cands:
+            sign = -1 if not spec.higher_is_better else 1
+            chosen[(zname, task, label)] = max(cands, key=lambda s: sign * s["val"][spec.primary])["config"]
+        else:
+            chosen[(zname, task, label)] = dict(base)
+    # 2. the chosen configuration, every seed, test read once per run
+    done = {(r["zoo"], r["task"], r["label"], r["seed"]) for r in runs}
+    jobs, keys = [], []
+    for zname, path, task, m, label, base, table in todo:
+        cfg = chosen[(zname, task, label)]
+        if table == "main":
+            check_pure_weight_space(m, cfg)
+        for seed in a.seeds:
+            if (zname, task, label, seed) not in done:
+                jobs.append((path, task, m, seed, cfg, True))
+                keys.append((zname, task, m, label, seed, cfg, table))
+    for (zname, task, m, label, seed, cfg, table), res in zip(keys, _map(jobs, a.jobs)):
+        runs.append({"zoo": zname, "task": task, "model": m, "label": label, "seed": seed, "config": cfg,
+                     "table": table, **res})
+        print(f"{table:6s} {zname:20s} {task:9s} {label:18s} seed {seed}: "
+              + "  ".join(f"{k}={v:.4f}" for k, v in res["test"].items()) + f"  ({res['train_time_s']:.1f}s)",
+              flush=True)
+        write()
+    write()
+    print("\n" + tables(runs, "main"))
+    if a.probes:
+        print("\n" + tables(runs, "probes"))
+    print(f"wrote {a.out}, {a.md}" + (f", {a.md_probes}" if a.probes else ""))
 
 
 if __name__ == "__main__":

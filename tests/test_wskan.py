@@ -124,9 +124,9 @@ def test_layer_api_and_errors():
     ei = torch.tensor([[0, 0, 1, 1], [2, 3, 2, 4]])
     h, e2 = layer(x, ei, e)
     assert h.shape == (5, 8) and e2.shape == (4, 6)
-    before = layer.msg_fwd[0].weight.clone()
+    before = layer.node_proj.weight.clone()
     layer.reset_parameters()
-    assert not torch.equal(before, layer.msg_fwd[0].weight)
+    assert not torch.equal(before, layer.node_proj.weight)
     with pytest.raises(ValueError, match=r"node features must have shape \(N, 8\)"):
         layer(torch.randn(5, 7), ei, e)
     with pytest.raises(ValueError, match=r"edge features must have shape \(E, 6\)"):

@@ -28,7 +28,7 @@ from typing import Iterable, List, Optional, Sequence, Union
 
 import torch
 
-from .spline import BASE_FUNCTIONS, base_function, bspline_basis
+from .spline import BASE_FUNCTIONS, base_function, spline_sum
 
 __all__ = ["KANWeights", "permute_hidden", "FIELDS", "EDGE_FIELDS"]
 
@@ -460,8 +460,7 @@ def layer_forward(w: KANWeights, l: int, x: torch.Tensor) -> torch.Tensor:
     k = w.k[l]
     grid, coef = w.grid[l], w.coef[l]
     mask = w.mask[l]
-    basis = bspline_basis(x, grid.unsqueeze(-3), k)  # (*, s, n, nb)
-    spline = torch.einsum("...sib,...iob->...so", basis, (mask * w.scale_sp[l]).unsqueeze(-1) * coef)
+    spline = spline_sum(x, grid, (mask * w.scale_sp[l]).unsqueeze(-1) * coef, k)
     base = base_function(w.base_fun[l])(x)
     y = spline + torch.einsum("...si,...io->...so", base, mask * w.scale_base[l])
     return w.node_scale[l].unsqueeze(-2) * y + w.node_bias[l].unsqueeze(-2)

@@ -50,7 +50,9 @@ class WSKANLayer(MessagePassing):
         node_channels: size of :math:`h` (kept by the layer).
         edge_channels: size of :math:`e` (kept by the layer).
         hidden_channels: width of the MLPs (default ``max(node_channels, edge_channels)``).
-        aggr: PyG aggregation (``"sum"``, ``"mean"``, ``"max"``, ...).
+        aggr: PyG aggregation (``"sum"``, ``"mean"``, ``"max"``, ...) or a list of them
+            (PNA-style: the aggregated messages are concatenated, e.g.
+            ``["sum", "mean", "max"]``).
         backward: also send messages target -> source (a separate MLP).
         residual: add the update to the input.
         norm: ``"layer"`` (LayerNorm per node / edge) or ``None``.
@@ -74,17 +76,28 @@ class WSKANLayer(MessagePassing):
         norm: Optional[str] = "layer",
         act: str = "silu",
     ):
-        super().__init__(aggr=aggr, flow="source_to_target")
+        aggrs = [aggr] if isinstance(aggr, str) else list(aggr)
+        if not aggrs:
+            raise ValueError("aggr must be an aggregation name or a non-empty list of them")
+        super().__init__(aggr=aggrs[0] if len(aggrs) == 1 else aggrs, flow="source_to_target")
+        self.num_aggr = len(aggrs)
         if norm not in ("layer", None):
             raise ValueError(f"norm must be 'layer' or None, got {norm!r}")
         self.node_channels, self.edge_channels = int(node_channels), int(edge_channels)
         H = int(hidden_channels or max(node_channels, edge_channels))
         self.hidden_channels, self.backward, self.residual, self.norm, self.act = H, backward, residual, norm, act
         Cn, Ce = self.node_channels, self.edge_channels
-        self.msg_fwd = mlp(2 * Cn + Ce, H, Cn, act)
-        self.msg_bwd = mlp(2 * Cn + Ce, H, Cn, act) if backward else None
-        self.node_mlp = mlp((3 if backward else 2) * Cn, H, Cn, act)
-        self.edge_mlp = mlp(Ce + 2 * Cn, H, Ce, act)
+        # The first linear map of psi_fwd, psi_bwd and phi_e acts on a concatenation
+        # [h_a, h_b, e]; it is computed as W_a h_a + W_b h_b + W_e e with the node parts
+        # projected once per *node* (N rows) and the edge parts once per edge, instead of
+        # three (E, 2 Cn + Ce) concatenations. Same function class, ~3x fewer edge FLOPs.
+        self.num_parts = 3 if backward else 2  # forward message, backward message, edge update
+        self.node_proj = nn.Linear(Cn, 2 * self.num_parts * H, bias=False)
+        self.edge_proj = nn.Linear(Ce, self.num_parts * H)
+        self.msg_fwd = nn.Sequential(_ACTS[act](), nn.Linear(H, Cn))
+        self.msg_bwd = nn.Sequential(_ACTS[act](), nn.Linear(H, Cn)) if backward else None
+        self.edge_mlp = nn.Sequential(_ACTS[act](), nn.Linear(H, Ce))
+        self.node_mlp = mlp(Cn + (2 if backward else 1) * self.num_aggr * Cn, H, Cn, act)
         self.node_norm = nn.LayerNorm(Cn) if norm == "layer" else nn.Identity()
         self.edge_norm = nn.LayerNorm(Ce) if norm == "layer" else nn.Identity()
         self.reset_parameters()
@@ -95,6 +108,11 @@ class WSKANLayer(MessagePassing):
         for mod in self.modules():
             if isinstance(mod, (nn.Linear, nn.LayerNorm)):
                 mod.reset_parameters()
+        # the fused first maps get the init of one Linear on the concatenation [h_a, h_b, e]
+        bound = (2 * self.node_channels + self.edge_channels) ** -0.5
+        for lin in (self.node_proj, self.edge_proj):
+            nn.init.uniform_(lin.weight, -bound, bound)
+        nn.init.uniform_(self.edge_proj.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Update node and edge features (see the class docstring); returns ``(h', e')``."""
@@ -109,21 +127,22 @@ class WSKANLayer(MessagePassing):
                 f"WSKANLayer: edge_index must have shape (2, {edge_attr.shape[0]}) (one column per edge feature row), "
                 f"got {tuple(edge_index.shape)}"
             )
-        parts = [x, self.propagate(edge_index, x=x, edge_attr=edge_attr, direction=0)]
-        if self.backward:
-            parts.append(self.propagate(edge_index.flip(0), x=x, edge_attr=edge_attr, direction=1))
-        dh = self.node_mlp(torch.cat(parts, dim=-1))
         src, dst = edge_index
-        de = self.edge_mlp(torch.cat([edge_attr, x[src], x[dst]], dim=-1))
+        H, N = self.hidden_channels, x.shape[0]
+        P = self.node_proj(x)  # (N, 2 * parts * H): sender / receiver parts
+        Q = self.edge_proj(edge_attr)  # (E, parts * H)
+        Ps, Pd = P[src], P[dst]
+        sl = lambda T, i: T[:, i * H:(i + 1) * H]  # noqa: E731
+        # forward messages src -> dst: psi_fwd([h_src, h_dst, e])
+        parts = [x, self.aggr_module(self.msg_fwd(sl(Ps, 0) + sl(Pd, 1) + sl(Q, 0)), dst, dim_size=N)]
+        if self.backward:  # backward messages dst -> src: psi_bwd([h_dst, h_src, e])
+            parts.append(self.aggr_module(self.msg_bwd(sl(Pd, 2) + sl(Ps, 3) + sl(Q, 1)), src, dim_size=N))
+        dh = self.node_mlp(torch.cat(parts, dim=-1))
+        k = self.num_parts - 1  # phi_e([e, h_src, h_dst])
+        de = self.edge_mlp(sl(Q, k) + sl(Ps, 2 * k) + sl(Pd, 2 * k + 1))
         h = x + dh if self.residual else dh
         e = edge_attr + de if self.residual else de
         return self.node_norm(h), self.edge_norm(e)
-
-    def message(self, x_i: torch.Tensor, x_j: torch.Tensor, edge_attr: torch.Tensor, direction: int) -> torch.Tensor:
-        """Message of one edge: ``psi([h_sender, h_receiver, e])`` with the MLP of ``direction``
-        (0 forward, 1 backward; the backward pass propagates on the flipped edges)."""
-        net = self.msg_fwd if direction == 0 else self.msg_bwd
-        return net(torch.cat([x_j, x_i, edge_attr], dim=-1))
 
     def __repr__(self) -> str:
         return (

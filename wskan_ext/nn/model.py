@@ -8,11 +8,20 @@ from typing import Optional
 import torch
 from torch import nn
 from torch_geometric.nn import global_add_pool, global_mean_pool
+from torch_geometric.utils import scatter
 
 from ..graph import ROLE_INPUT, ROLE_OUTPUT, edge_output_to_kan, node_output_to_kan
 from .layer import WSKANLayer, mlp
 
 __all__ = ["WSKAN", "WSKANOutput"]
+
+
+def _head(in_channels: int, hidden: int, out_channels: int, act: str, dropout: float) -> nn.Module:
+    """``Linear -> act -> Dropout -> Linear`` (the read-out heads)."""
+    net = mlp(in_channels, hidden, out_channels, act)
+    if dropout > 0:
+        net.insert(2, nn.Dropout(dropout))
+    return net
 
 
 @dataclass
@@ -47,6 +56,16 @@ class WSKAN(nn.Module):
         y_{\text{graph}} &= \phi_g\big([\mathrm{pool}_v h^{(T)}_v, \mathrm{pool}_{uv} e^{(T)}_{uv}]\big),\quad
         y_v = \phi_n(h^{(T)}_v), \quad y_{uv} = \phi_e([e^{(T)}_{uv}, h^{(T)}_u, h^{(T)}_v])
 
+    With ``readout="layer"`` the graph read-out pools every *layer* of the KAN separately
+    (mean and max over the neurons of layer :math:`l` and over the edges of edge layer
+    :math:`l`, concatenated over layers :math:`l < ` ``max_layers``; absent layers give zeros):
+
+    .. math::
+        y_{\text{graph}} = \phi_g\Big(\big[\mathrm{mean}_{v \in V_l} h_v, \max_{v \in V_l} h_v\big]_{l \le L},
+        \big[\mathrm{mean}_{uv \in E_l} e_{uv}, \max_{uv \in E_l} e_{uv}\big]_{l < L}\Big)
+
+    which is still invariant (a hidden-neuron permutation keeps every neuron in its layer).
+
     where :math:`x_v` are the node features of the graph, :math:`\xi_v` optional extra
     node inputs (e.g. the input values of a simulated forward pass), :math:`r(v)` the role
     (input / hidden / output neuron) with a learned embedding :math:`\rho`, and
@@ -66,7 +85,11 @@ class WSKAN(nn.Module):
         max_inputs, max_outputs: size of the positional embedding tables.
         extra_node_channels: size of :math:`\xi_v` passed to :meth:`forward`.
         aggr, backward, residual, norm, act: passed to every :class:`WSKANLayer`.
-        pool: ``"mean"`` or ``"sum"`` graph pooling.
+        pool: ``"mean"`` or ``"sum"`` graph pooling (``readout="global"``).
+        readout: ``"global"`` (pool all nodes and edges) or ``"layer"`` (pool per KAN layer;
+            needs ``node_layer`` / ``edge_layer`` from :func:`~wskan_ext.kan_to_graph`).
+        max_layers: number of KAN layers the ``"layer"`` read-out has slots for.
+        dropout: dropout before the last linear map of every head.
 
     Shapes:
         - input: a KAN-graph batch with ``x: (N, node_in_channels)``,
@@ -95,10 +118,18 @@ class WSKAN(nn.Module):
         norm: Optional[str] = "layer",
         act: str = "silu",
         pool: str = "mean",
+        readout: str = "global",
+        max_layers: int = 8,
+        dropout: float = 0.0,
     ):
         super().__init__()
         if pool not in ("mean", "sum"):
             raise ValueError(f"pool must be 'mean' or 'sum', got {pool!r}")
+        if readout not in ("global", "layer"):
+            raise ValueError(f"readout must be 'global' or 'layer', got {readout!r}")
+        if int(max_layers) < 1:
+            raise ValueError(f"max_layers must be >= 1, got {max_layers}")
+        self.readout, self.max_layers, self.dropout = readout, int(max_layers), float(dropout)
         H, He = hidden_channels, edge_hidden_channels or hidden_channels
         self.node_in_channels, self.edge_in_channels = node_in_channels, edge_in_channels
         self.extra_node_channels, self.pool = extra_node_channels, pool
@@ -112,9 +143,10 @@ class WSKAN(nn.Module):
             WSKANLayer(H, He, max(H, He), aggr=aggr, backward=backward, residual=residual, norm=norm, act=act)
             for _ in range(num_layers)
         )
-        self.graph_head = mlp(H + He, H, graph_out_channels, act) if graph_out_channels else None
-        self.node_head = mlp(H, H, node_out_channels, act) if node_out_channels else None
-        self.edge_head = mlp(He + 2 * H, H, edge_out_channels, act) if edge_out_channels else None
+        g_in = H + He if readout == "global" else 2 * ((self.max_layers + 1) * H + self.max_layers * He)
+        self.graph_head = _head(g_in, H, graph_out_channels, act, dropout) if graph_out_channels else None
+        self.node_head = _head(H, H, node_out_channels, act, dropout) if node_out_channels else None
+        self.edge_head = _head(He + 2 * H, H, edge_out_channels, act, dropout) if edge_out_channels else None
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -161,15 +193,35 @@ class WSKAN(nn.Module):
             bvec = getattr(data, "batch", None)
             if bvec is None:
                 bvec = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
-            size = int(data.num_graphs) if hasattr(data, "num_graphs") else int(bvec.max()) + 1
-            pool = global_mean_pool if self.pool == "mean" else global_add_pool
-            pooled = torch.cat([pool(h, bvec, size), pool(e, bvec[edge_index[0]], size)], dim=-1)
+            size = int(data.num_graphs) if getattr(data, "num_graphs", None) is not None else int(bvec.max()) + 1
+            if self.readout == "layer":
+                pooled = self._layer_pool(data, h, e, bvec, size)
+            else:
+                pool = global_mean_pool if self.pool == "mean" else global_add_pool
+                pooled = torch.cat([pool(h, bvec, size), pool(e, bvec[edge_index[0]], size)], dim=-1)
             graph = self.graph_head(pooled)
         node = self.node_head(h) if self.node_head is not None else None
         edge = None
         if self.edge_head is not None:
             edge = self.edge_head(torch.cat([e, h[edge_index[0]], h[edge_index[1]]], dim=-1))
         return WSKANOutput(graph, node, edge, h, e)
+
+    def _layer_pool(self, data, h, e, bvec, size):
+        """Mean and max of node / edge features per (graph, KAN layer): ``(B, g_in)``."""
+        nl, el = getattr(data, "node_layer", None), getattr(data, "edge_layer", None)
+        if nl is None or el is None:
+            raise ValueError("WSKAN(readout='layer'): the graph needs node_layer and edge_layer "
+                             "(build it with kan_to_graph)")
+        L = self.max_layers
+        if int(el.max()) >= L:
+            raise ValueError(f"WSKAN(readout='layer'): a KAN has {int(el.max()) + 1} layers, more than "
+                             f"max_layers={L}")
+        parts = []
+        for feat, layer, slots, owner in ((h, nl, L + 1, bvec), (e, el, L, bvec[data.edge_index[0]])):
+            group = owner * slots + layer.long()
+            for reduce in ("mean", "max"):
+                parts.append(scatter(feat, group, 0, dim_size=size * slots, reduce=reduce).view(size, -1))
+        return torch.cat(parts, dim=-1)
 
     @staticmethod
     def edge_output_to_kan(data, edge_out: torch.Tensor):
@@ -187,5 +239,5 @@ class WSKAN(nn.Module):
         return (
             f"{self.__class__.__name__}(node_in={self.node_in_channels}, edge_in={self.edge_in_channels}, "
             f"hidden={self.hidden_channels}, edge_hidden={self.edge_hidden_channels}, layers={len(self.layers)}, "
-            f"pool={self.pool!r})"
+            f"readout={self.readout!r})"
         )

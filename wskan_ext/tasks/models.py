@@ -36,76 +36,11 @@ from torch import nn
 
 from ..kan.weights import KANWeights, permute_hidden, random_hidden_permutations
 from ..nn import baselines as B
-from .definitions import SplitData, TaskSpec
+from .definitions import TaskSpec
+from .meta_base import DEFAULTS, LEVELS, MODELS, PROBE_ONLY, MetaModel, _standardizer, check_compatible
+from .probe_models import Attribution, ProbeMLP
 
-__all__ = ["MODELS", "DEFAULTS", "MetaModel", "build_meta_model", "check_compatible"]
-
-#: Default hyperparameters of each model (overridable through ``config``).
-DEFAULTS: Dict[str, dict] = {
-    "wskan": dict(hidden=64, layers=3, num_points=16, dropout=0.0, lr=2e-3, weight_decay=1e-5, probe=0),
-    "mlp": dict(hidden=256, layers=2, lr=1e-3, weight_decay=1e-4),
-    "mlp_aligned": dict(hidden=256, layers=2, lr=1e-3, weight_decay=1e-4),
-    "mlp_augment": dict(hidden=256, layers=2, lr=1e-3, weight_decay=1e-4),
-    "deepsets": dict(hidden=64, num_points=16, lr=2e-3, weight_decay=1e-5),
-    "statnn": dict(hidden=128, layers=2, lr=2e-3, weight_decay=1e-5),
-    "nfn": dict(hidden=16, layers=2, lr=2e-3, weight_decay=1e-5),
-    "magnitude": dict(),
-}
-LEVELS = {"wskan": ("graph", "edge"), "mlp": ("graph", "edge"), "mlp_aligned": ("graph", "edge"),
-          "mlp_augment": ("graph", "edge"), "deepsets": ("graph", "edge"), "statnn": ("graph",),
-          "nfn": ("graph", "edge"), "magnitude": ("edge",)}
-MODELS = tuple(DEFAULTS)
-
-
-def check_compatible(model: str, task: TaskSpec) -> None:
-    """Raise ``ValueError`` when ``model`` cannot produce ``task``'s output level (or the
-    task's kind, for the magnitude heuristic)."""
-    if model not in DEFAULTS:
-        raise ValueError(f"unknown model {model!r}; choose from {list(MODELS)}")
-    if task.level not in LEVELS[model]:
-        raise ValueError(
-            f"model {model!r} has only {'/'.join(LEVELS[model])}-level heads, but task {task.name!r} is "
-            f"{task.level}-level ({task.description})"
-        )
-    if model == "magnitude" and task.kind != "binary":
-        raise ValueError(f"model 'magnitude' is a pruning heuristic; task {task.name!r} is {task.kind}")
-
-
-def _standardizer(t: torch.Tensor, dims):
-    mean = t.mean(dims, keepdim=True)
-    std = t.std(dims, keepdim=True, unbiased=False).clamp_min(1e-6)
-    return mean, std
-
-
-class MetaModel:
-    """Base class: see the module docstring. Subclasses set :attr:`name` and implement
-    :meth:`_features` (split -> dict of tensors) and :meth:`build_net`."""
-
-    name = "base"
-    trainable = True
-
-    def __init__(self, task: TaskSpec, train: SplitData, config: Optional[dict] = None, out_channels: int = 1):
-        self.task, self.out_channels = task, int(out_channels)
-        self.config = {**DEFAULTS[self.name], **(config or {})}
-        w = train.weights
-        self.widths, self.num_edges = list(w.widths), sum(a * b for a, b in zip(w.widths[:-1], w.widths[1:]))
-        self.fit(train)
-
-    def fit(self, train: SplitData) -> None:
-        """Fit normalisation statistics on the training split."""
-
-    def encode(self, split: SplitData) -> dict:
-        """All inputs of ``split`` (leading model axis) and its ``targets``."""
-        return {**self._features(split), "targets": split.targets}
-
-    def batch(self, enc: dict, idx: torch.Tensor, generator: Optional[torch.Generator] = None,
-              train: bool = False):
-        """``(inputs, targets)`` of the models ``idx`` (``train`` enables augmentation)."""
-        return enc["x"][idx], enc["targets"][idx]
-
-    def build_net(self) -> nn.Module:
-        raise NotImplementedError
-
+__all__ = ["MODELS", "DEFAULTS", "LEVELS", "PROBE_ONLY", "MetaModel", "build_meta_model", "check_compatible"]
 
 class _Flat(MetaModel):
     name = "mlp"
@@ -252,56 +187,32 @@ class _NFN(MetaModel):
         return KANInvariantNFN(spec, self.in_channels, c["hidden"], c["layers"], self.out_channels)
 
 
+_AGGRS = {"sum": "sum", "pna": ["sum", "mean", "max"]}
+
+
 class WSKANNet(nn.Module):
-    r""":class:`~wskan_ext.WSKAN` taking the dict of :meth:`_WSKAN.batch`.
-
-    Edge level: WS-KAN's equivariant edge head, ``(B, E, C)``. Graph level: a *per-layer*
-    invariant read-out -- the mean of the final node features of each layer and of the
-    final edge features of each edge layer, concatenated, then an MLP:
-
-    .. math::
-        y = \mathrm{MLP}\big(\big[\mathrm{mean}_{v \in \text{layer } l} h_v\big]_{l=0}^{L},
-        \big[\mathrm{mean}_{e \in \text{edge layer } l} e_e\big]_{l=0}^{L-1}\big)
-
-    (all graphs of a batch share one architecture, as in a zoo).
-    """
+    r"""The public :class:`~wskan_ext.WSKAN` on a batch built by :meth:`_WSKAN.batch`:
+    ``readout="layer"`` (per-KAN-layer mean/max pooling) for graph-level tasks, the
+    equivariant edge head ``(B, E, C)`` for edge-level tasks. All the modelling lives in
+    :class:`~wskan_ext.WSKAN`; this wrapper only reshapes the edge output."""
 
     def __init__(self, node_in: int, edge_in: int, out_channels: int, level: str, hidden: int, layers: int,
-                 node_layer: torch.Tensor, edge_layer: torch.Tensor, dropout: float = 0.0):
+                 depth: int, dropout: float = 0.0, aggr: str = "sum"):
         super().__init__()
         from ..nn.model import WSKAN
 
+        if aggr not in _AGGRS:
+            raise ValueError(f"aggr must be one of {sorted(_AGGRS)}, got {aggr!r}")
         self.level = level
-        heads = {} if level == "graph" else {"edge_out_channels": out_channels}
-        self.model = WSKAN(node_in, edge_in, hidden, layers, **heads)
-        L = int(edge_layer.max()) + 1
-        self.register_buffer("node_pool", _pool_matrix(node_layer, L + 1), persistent=False)
-        self.register_buffer("edge_pool", _pool_matrix(edge_layer, L), persistent=False)
-        if level == "graph":
-            self.head = nn.Sequential(nn.Linear((2 * L + 1) * hidden, hidden), nn.SiLU(), nn.Dropout(dropout),
-                                      nn.Linear(hidden, out_channels))
+        heads = {"graph_out_channels": out_channels} if level == "graph" else {"edge_out_channels": out_channels}
+        self.model = WSKAN(node_in, edge_in, hidden, layers, readout="layer", max_layers=depth, dropout=dropout,
+                           aggr=_AGGRS[aggr], **heads)
 
-    def forward(self, inputs: dict) -> torch.Tensor:
-        out = self.model(_GraphView(inputs))
-        b = inputs["num_graphs"]
+    def forward(self, data) -> torch.Tensor:
+        out = self.model(data)
         if self.level == "edge":
-            return out.edge.view(b, -1, out.edge.shape[-1])
-        h = torch.einsum("gn,bnc->bgc", self.node_pool, out.node_embedding.view(b, self.node_pool.shape[1], -1))
-        e = torch.einsum("ge,bec->bgc", self.edge_pool, out.edge_embedding.view(b, self.edge_pool.shape[1], -1))
-        return self.head(torch.cat([h.flatten(1), e.flatten(1)], 1))
-
-
-def _pool_matrix(groups: torch.Tensor, num: int) -> torch.Tensor:
-    """``(num, n)`` row-normalised indicator: row ``g`` averages the entries of group ``g``."""
-    m = torch.nn.functional.one_hot(groups.long(), num).t().float()
-    return m / m.sum(1, keepdim=True).clamp_min(1)
-
-
-class _GraphView:
-    """Attribute access to the batch dict (what :class:`~wskan_ext.WSKAN` reads)."""
-
-    def __init__(self, d):
-        self.__dict__.update(d)
+            return out.edge.view(int(data.num_graphs), -1, out.edge.shape[-1])
+        return out.graph
 
 
 class _WSKAN(MetaModel):
@@ -351,16 +262,20 @@ class _WSKAN(MetaModel):
         b, N, E = x.shape[0], x.shape[1], e.shape[1]
         t = self.template
         off = (torch.arange(b) * N).repeat_interleave(E)
-        inputs = dict(x=x.reshape(b * N, -1), edge_attr=e.reshape(b * E, -1),
+        from torch_geometric.data import Data
+
+        inputs = Data(x=x.reshape(b * N, -1), edge_attr=e.reshape(b * E, -1),
                       edge_index=t["edge_index"].repeat(1, b) + off, node_role=t["node_role"].repeat(b),
-                      node_pos=t["node_pos"].repeat(b), batch=torch.arange(b).repeat_interleave(N), num_graphs=b)
+                      node_pos=t["node_pos"].repeat(b), node_layer=t["node_layer"].repeat(b),
+                      edge_layer=t["edge_layer"].repeat(b), batch=torch.arange(b).repeat_interleave(N))
+        inputs.num_graphs = b
         return inputs, enc["targets"][idx]
 
     def build_net(self):
         c = self.config
         t = self.template
         return WSKANNet(self.dims[0], self.dims[1], self.out_channels, self.task.level, c["hidden"], c["layers"],
-                        t["node_layer"], t["edge_layer"], c["dropout"])
+                        int(t["edge_layer"].max()) + 1, c["dropout"], c["aggr"])
 
 
 class _Magnitude(MetaModel):
@@ -378,7 +293,8 @@ class _Magnitude(MetaModel):
         return self.heuristic.logits(enc["x"]).unsqueeze(-1)
 
 
-_CLASSES = {c.name: c for c in (_Flat, _FlatAligned, _FlatAugment, _DeepSets, _Stat, _NFN, _WSKAN, _Magnitude)}
+_CLASSES = {c.name: c for c in (_Flat, _FlatAligned, _FlatAugment, _DeepSets, _Stat, _NFN, _WSKAN, _Magnitude,
+                                 ProbeMLP, Attribution)}
 
 
 def build_meta_model(name: str, task: TaskSpec, train: SplitData, config: Optional[dict] = None,

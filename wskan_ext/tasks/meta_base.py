@@ -1,0 +1,87 @@
+"""The meta-model base class, the model registry's data (defaults, output levels) and the
+shared normalisation helper; the models themselves live in :mod:`wskan_ext.tasks.models`
+(weight-space models) and :mod:`wskan_ext.tasks.probe_models` (probe-only baselines)."""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+from .definitions import SplitData, TaskSpec
+
+__all__ = ["DEFAULTS", "LEVELS", "MODELS", "PROBE_ONLY", "MetaModel", "check_compatible"]
+
+#: Default hyperparameters of each model (overridable through ``config``).
+DEFAULTS: Dict[str, dict] = {
+    "wskan": dict(hidden=64, layers=3, num_points=16, dropout=0.0, lr=2e-3, weight_decay=1e-5, probe=0, aggr="sum"),
+    "mlp": dict(hidden=256, layers=2, lr=1e-3, weight_decay=1e-4),
+    "mlp_aligned": dict(hidden=256, layers=2, lr=1e-3, weight_decay=1e-4),
+    "mlp_augment": dict(hidden=256, layers=2, lr=1e-3, weight_decay=1e-4),
+    "deepsets": dict(hidden=64, num_points=16, lr=2e-3, weight_decay=1e-5),
+    "statnn": dict(hidden=128, layers=2, lr=2e-3, weight_decay=1e-5),
+    "nfn": dict(hidden=16, layers=2, lr=2e-3, weight_decay=1e-5),
+    "magnitude": dict(),
+    "probe_mlp": dict(hidden=256, layers=2, lr=1e-3, weight_decay=1e-4, probe=128),
+    "attribution": dict(probe=128),
+}
+LEVELS = {"wskan": ("graph", "edge"), "mlp": ("graph", "edge"), "mlp_aligned": ("graph", "edge"),
+          "mlp_augment": ("graph", "edge"), "deepsets": ("graph", "edge"), "statnn": ("graph",),
+          "nfn": ("graph", "edge"), "magnitude": ("edge",), "probe_mlp": ("graph", "edge"),
+          "attribution": ("edge",)}
+#: Models that see a KAN only through its forward pass on probe inputs (second table only).
+PROBE_ONLY = ("probe_mlp", "attribution")
+MODELS = tuple(DEFAULTS)
+
+
+def check_compatible(model: str, task: TaskSpec) -> None:
+    """Raise ``ValueError`` when ``model`` cannot produce ``task``'s output level (or the
+    task's kind, for the magnitude heuristic)."""
+    if model not in DEFAULTS:
+        raise ValueError(f"unknown model {model!r}; choose from {list(MODELS)}")
+    if task.level not in LEVELS[model]:
+        raise ValueError(
+            f"model {model!r} has only {'/'.join(LEVELS[model])}-level heads, but task {task.name!r} is "
+            f"{task.level}-level ({task.description})"
+        )
+    if model in ("magnitude", "attribution") and task.kind != "binary":
+        raise ValueError(f"model {model!r} is a pruning heuristic; task {task.name!r} is {task.kind}")
+
+
+def _standardizer(t: torch.Tensor, dims):
+    mean = t.mean(dims, keepdim=True)
+    std = t.std(dims, keepdim=True, unbiased=False).clamp_min(1e-6)
+    return mean, std
+
+
+class MetaModel:
+    """Base class: see the module docstring. Subclasses set :attr:`name` and implement
+    :meth:`_features` (split -> dict of tensors) and :meth:`build_net`."""
+
+    name = "base"
+    trainable = True
+
+    def __init__(self, task: TaskSpec, train: SplitData, config: Optional[dict] = None, out_channels: int = 1):
+        self.task, self.out_channels = task, int(out_channels)
+        self.config = {**DEFAULTS[self.name], **(config or {})}
+        w = train.weights
+        self.widths, self.num_edges = list(w.widths), sum(a * b for a, b in zip(w.widths[:-1], w.widths[1:]))
+        self.fit(train)
+
+    def fit(self, train: SplitData) -> None:
+        """Fit normalisation statistics on the training split."""
+
+    def encode(self, split: SplitData) -> dict:
+        """All inputs of ``split`` (leading model axis) and its ``targets``."""
+        return {**self._features(split), "targets": split.targets}
+
+    def batch(self, enc: dict, idx: torch.Tensor, generator: Optional[torch.Generator] = None,
+              train: bool = False):
+        """``(inputs, targets)`` of the models ``idx`` (``train`` enables augmentation)."""
+        return enc["x"][idx], enc["targets"][idx]
+
+    def build_net(self) -> nn.Module:
+        raise NotImplementedError
+
+
