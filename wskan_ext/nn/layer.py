@@ -129,17 +129,18 @@ class WSKANLayer(MessagePassing):
             )
         src, dst = edge_index
         H, N = self.hidden_channels, x.shape[0]
-        P = self.node_proj(x)  # (N, 2 * parts * H): sender / receiver parts
+        P = self.node_proj(x)  # (N, 2 * parts * H): [sender parts | receiver parts] as seen from src / dst
         Q = self.edge_proj(edge_attr)  # (E, parts * H)
-        Ps, Pd = P[src], P[dst]
+        k = self.num_parts
+        Ps, Pd = P[:, : k * H][src], P[:, k * H:][dst]  # each (E, parts * H)
         sl = lambda T, i: T[:, i * H:(i + 1) * H]  # noqa: E731
-        # forward messages src -> dst: psi_fwd([h_src, h_dst, e])
-        parts = [x, self.aggr_module(self.msg_fwd(sl(Ps, 0) + sl(Pd, 1) + sl(Q, 0)), dst, dim_size=N)]
-        if self.backward:  # backward messages dst -> src: psi_bwd([h_dst, h_src, e])
-            parts.append(self.aggr_module(self.msg_bwd(sl(Pd, 2) + sl(Ps, 3) + sl(Q, 1)), src, dim_size=N))
+        # part 0: forward messages src -> dst, psi_fwd([h_src, h_dst, e])
+        parts = [x, self.aggr_module(self.msg_fwd(sl(Ps, 0) + sl(Pd, 0) + sl(Q, 0)), dst, dim_size=N)]
+        if self.backward:  # part 1: backward messages dst -> src, psi_bwd([h_dst, h_src, e])
+            parts.append(self.aggr_module(self.msg_bwd(sl(Pd, 1) + sl(Ps, 1) + sl(Q, 1)), src, dim_size=N))
         dh = self.node_mlp(torch.cat(parts, dim=-1))
-        k = self.num_parts - 1  # phi_e([e, h_src, h_dst])
-        de = self.edge_mlp(sl(Q, k) + sl(Ps, 2 * k) + sl(Pd, 2 * k + 1))
+        # last part: edge update phi_e([e, h_src, h_dst])
+        de = self.edge_mlp(sl(Q, k - 1) + sl(Ps, k - 1) + sl(Pd, k - 1))
         h = x + dh if self.residual else dh
         e = edge_attr + de if self.residual else de
         return self.node_norm(h), self.edge_norm(e)

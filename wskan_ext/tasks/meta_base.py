@@ -15,7 +15,7 @@ __all__ = ["DEFAULTS", "LEVELS", "MODELS", "PROBE_ONLY", "MetaModel", "check_com
 
 #: Default hyperparameters of each model (overridable through ``config``).
 DEFAULTS: Dict[str, dict] = {
-    "wskan": dict(hidden=64, layers=3, num_points=16, dropout=0.0, lr=2e-3, weight_decay=1e-5, probe=0, aggr="sum"),
+    "wskan": dict(hidden=64, layers=4, num_points=16, dropout=0.1, lr=2e-3, weight_decay=1e-5, probe=0, aggr="sum"),
     "mlp": dict(hidden=256, layers=2, lr=1e-3, weight_decay=1e-4),
     "mlp_aligned": dict(hidden=256, layers=2, lr=1e-3, weight_decay=1e-4),
     "mlp_augment": dict(hidden=256, layers=2, lr=1e-3, weight_decay=1e-4),
