@@ -1,0 +1,48 @@
+"""One model configuration on one zoo task, seed 0: validation and test metrics and time.
+
+The design attempts for WS-KAN in ``docs/tasks.rst`` ("Attempts") were measured with this
+script, one command per row; every model gets the same budget (30 epochs, batch 64,
+patience 10 unless given).
+
+    python benchmarks/attempts.py ZOO TASK MODEL[:JSON_CONFIG] [MODEL[:JSON_CONFIG] ...]
+    python benchmarks/attempts.py benchmarks/out/zoos/mnist5k-inr inr_class nfn 'wskan:{"layers": 4, "dropout": 0.1}'
+
+Keys ``epochs``, ``batch_size``, ``patience``, ``lr``, ``weight_decay``, ``schedule`` of the
+JSON go to :class:`~wskan_ext.tasks.TrainConfig`, the others to the model.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import torch
+
+from wskan_ext.tasks import TrainConfig, fit
+
+TRAIN_KEYS = ("epochs", "batch_size", "patience", "lr", "weight_decay", "schedule")
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) < 3 or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 2
+    torch.set_num_threads(1)
+    zoo, task = argv[0], argv[1]
+    for spec in argv[2:]:
+        model, _, cfg = spec.partition(":")
+        kw = json.loads(cfg) if cfg else {}
+        tc = {k: kw.pop(k) for k in list(kw) if k in TRAIN_KEYS}
+        tc = {"epochs": 30, "patience": 10, "batch_size": 64, **tc}
+        t = time.time()
+        r = fit(zoo, task, model, TrainConfig(seed=0, progress=False, model=kw, **tc))
+        fmt = lambda d: {k: round(v, 4) for k, v in d.items()}  # noqa: E731
+        print(spec, "val", fmt(r["metrics"]["val"]), "test", fmt(r["metrics"]["test"]),
+              f"{time.time() - t:.0f}s best_epoch {r['best_epoch']}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
