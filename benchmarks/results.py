@@ -270,51 +270,51 @@ def main(argv=None):
                 f.write(text)
             os.replace(path + ".tmp", path)
 
-    todo = plan(zoos, a.models, a.probe_models, a.probes, a.inr_pruning)
-    # 1. model selection on validation (seed 0, test never predicted), same count per model
-    chosen = {}
+    todo_all = plan(zoos, a.models, a.probe_models, a.probes, a.inr_pruning)
     sel_done = {(s["zoo"], s["task"], s["label"], json.dumps(s["config"], sort_keys=True)): s for s in selection}
-    sel_jobs, sel_keys = [], []
-    for zname, path, task, m, label, base, table in todo:
-        cands = candidates(m, a.configs) if TASKS[task] and m not in ("magnitude", "attribution") else [{}]
-        for c in cands if len(cands) > 1 else []:
-            cfg = {**base, **c}
-            key = (zname, task, label, json.dumps(cfg, sort_keys=True))
-            if key not in sel_done:
-                sel_jobs.append((path, task, m, 0, cfg, False))
-                sel_keys.append(key)
-    for key, res in zip(sel_keys, _map(sel_jobs, a.jobs)):
-        s = {"zoo": key[0], "task": key[1], "label": key[2], "config": json.loads(key[3]), "val": res["val"]}
-        selection.append(s)
-        sel_done[key] = s
-        print(f"select {key[0]:20s} {key[1]:9s} {key[2]:18s} {key[3]}: val {res['val']}", flush=True)
-        write()
-    for zname, path, task, m, label, base, table in todo:
-        spec = TASKS[task]
-        cands = [s for s in selection if (s["zoo"], s["task"], s["label"]) == (zname, task, label)]
-        if cands:
-            sign = -1 if not spec.higher_is_better else 1
-            chosen[(zname, task, label)] = max(cands, key=lambda s: sign * s["val"][spec.primary])["config"]
-        else:
-            chosen[(zname, task, label)] = dict(base)
-    # 2. the chosen configuration, every seed, test read once per run
     done = {(r["zoo"], r["task"], r["label"], r["seed"]) for r in runs}
-    jobs, keys = [], []
-    for zname, path, task, m, label, base, table in todo:
-        cfg = chosen[(zname, task, label)]
-        if table == "main":
-            check_pure_weight_space(m, cfg)
-        for seed in a.seeds:
-            if (zname, task, label, seed) not in done:
-                jobs.append((path, task, m, seed, cfg, True))
-                keys.append((zname, task, m, label, seed, cfg, table))
-    for (zname, task, m, label, seed, cfg, table), res in zip(keys, _map(jobs, a.jobs)):
-        runs.append({"zoo": zname, "task": task, "model": m, "label": label, "seed": seed, "config": cfg,
-                     "table": table, **res})
-        print(f"{table:6s} {zname:20s} {task:9s} {label:18s} seed {seed}: "
-              + "  ".join(f"{k}={v:.4f}" for k, v in res["test"].items()) + f"  ({res['train_time_s']:.1f}s)",
-              flush=True)
-        write()
+    for zone in zoos:  # zoo by zoo: a finished zoo has complete tables even if a later one is cut short
+        todo = [t for t in todo_all if t[0] == zone]
+        # 1. model selection on validation (seed 0, test never predicted), same count per model
+        sel_jobs, sel_keys = [], []
+        for zname, path, task, m, label, base, table in todo:
+            cands = candidates(m, a.configs) if m not in ("magnitude", "attribution") else [{}]
+            for c in cands if len(cands) > 1 else []:
+                cfg = {**base, **c}
+                key = (zname, task, label, json.dumps(cfg, sort_keys=True))
+                if key not in sel_done:
+                    sel_jobs.append((path, task, m, 0, cfg, False))
+                    sel_keys.append(key)
+        for key, res in zip(sel_keys, _map(sel_jobs, a.jobs)):
+            s = {"zoo": key[0], "task": key[1], "label": key[2], "config": json.loads(key[3]), "val": res["val"]}
+            selection.append(s)
+            sel_done[key] = s
+            print(f"select {key[0]:20s} {key[1]:9s} {key[2]:18s} {key[3]}: val {res['val']}", flush=True)
+            write()
+        chosen = {}
+        for zname, path, task, m, label, base, table in todo:
+            spec = TASKS[task]
+            cands = [s for s in selection if (s["zoo"], s["task"], s["label"]) == (zname, task, label)]
+            sign = 1 if spec.higher_is_better else -1
+            chosen[(zname, task, label)] = (max(cands, key=lambda s: sign * s["val"][spec.primary])["config"]
+                                            if cands else dict(base))
+        # 2. the chosen configuration, every seed, test read once per run
+        jobs, keys = [], []
+        for zname, path, task, m, label, base, table in todo:
+            cfg = chosen[(zname, task, label)]
+            if table == "main":
+                check_pure_weight_space(m, cfg)
+            for seed in a.seeds:
+                if (zname, task, label, seed) not in done:
+                    jobs.append((path, task, m, seed, cfg, True))
+                    keys.append((zname, task, m, label, seed, cfg, table))
+        for (zname, task, m, label, seed, cfg, table), res in zip(keys, _map(jobs, a.jobs)):
+            runs.append({"zoo": zname, "task": task, "model": m, "label": label, "seed": seed, "config": cfg,
+                         "table": table, **res})
+            print(f"{table:6s} {zname:20s} {task:9s} {label:18s} seed {seed}: "
+                  + "  ".join(f"{k}={v:.4f}" for k, v in res["test"].items()) + f"  ({res['train_time_s']:.1f}s)",
+                  flush=True)
+            write()
     write()
     print("\n" + tables(runs, "main"))
     if a.probes:
