@@ -172,6 +172,40 @@ def tables(runs, table: str):
     return "\n".join(out)
 
 
+def summary(runs) -> str:
+    """Compact Markdown for the README: per (zoo, task) of the main table, WS-KAN's primary
+    test metric, the best other model's, and the verdict."""
+    runs = [r for r in runs if r["table"] == "main" and r.get("test")]
+    lines = ["| zoo / task | metric | WS-KAN | best other model | verdict |", "|---|---|---|---|---|"]
+    keys = sorted({(r["zoo"], r["task"]) for r in runs}, key=lambda k: (k[0], list(TASKS).index(k[1])))
+    for zoo, task in keys:
+        spec = TASKS[task]
+        sel = [r for r in runs if r["zoo"] == zoo and r["task"] == task]
+        by = {}
+        for r in sel:
+            by.setdefault(r["label"], []).append(r["test"][spec.primary])
+        if "wskan" not in by or len(by) < 2:
+            continue
+        sign = _better(spec.primary)
+        best = max((k for k in by if k != "wskan"), key=lambda k: sign * statistics.fmean(by[k]))
+        v = verdict(sel, spec)
+        word = v.split("**")[1] if "**" in v else ""
+        lines.append(f"| {zoo} / {task} | {spec.primary} | {fmt(by['wskan'])} | {best}: {fmt(by[best])} | {word} |")
+    return "\n".join(lines)
+
+
+def write_readme_block(path: str, text: str) -> None:
+    """Replace the block between ``<!-- results:start -->`` and ``<!-- results:end -->``."""
+    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    body = open(path).read()
+    if start not in body or end not in body:
+        raise ValueError(f"{path}: no {start} ... {end} block to write the summary into")
+    a, b = body.index(start) + len(start), body.index(end)
+    with open(path + ".tmp", "w") as f:
+        f.write(body[:a] + "\n" + text + "\n" + body[b:])
+    os.replace(path + ".tmp", path)
+
+
 def _job(args):
     """One training run (in a worker process with one torch thread)."""
     zoo_path, task, model, seed, config, read_test = args
@@ -230,6 +264,7 @@ def main(argv=None):
     p.add_argument("--md", default="docs/tasks_results.inc")
     p.add_argument("--md-probes", default="docs/tasks_probe_results.inc")
     p.add_argument("--resume", action="store_true", help="skip runs already recorded in --out")
+    p.add_argument("--readme", help="also write the compact summary into this file's results block (README.md)")
     a = p.parse_args(argv)
     if a.jobs < 1:
         p.error(f"--jobs must be >= 1, got {a.jobs}")
@@ -269,6 +304,8 @@ def main(argv=None):
             with open(path + ".tmp", "w") as f:
                 f.write(text)
             os.replace(path + ".tmp", path)
+        if a.readme:
+            write_readme_block(a.readme, summary(runs) + "\n\n" + footer)
 
     todo_all = plan(zoos, a.models, a.probe_models, a.probes, a.inr_pruning)
     sel_done = {(s["zoo"], s["task"], s["label"], json.dumps(s["config"], sort_keys=True)): s for s in selection}

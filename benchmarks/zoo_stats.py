@@ -1,0 +1,59 @@
+"""Describe built zoos: architecture, members per split and status, label quantiles and the
+build wall time each build recorded (``DIR/build_log.jsonl``), as a text table for the docs.
+
+    python benchmarks/zoo_stats.py [--root benchmarks/out/zoos] [--md docs/zoo_stats.inc]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+from wskan_ext.zoo import Zoo
+
+
+def build_time(root: str) -> str:
+    path = os.path.join(root, "build_log.jsonl")
+    if not os.path.exists(path):
+        return "not recorded"
+    rows = [json.loads(ln) for ln in open(path) if ln.strip()]
+    total = sum(r["seconds"] for r in rows)
+    procs = sorted({r.get("world_size", 1) for r in rows})
+    return f"{total / 60:.1f} min wall over {len(rows)} session(s), {'/'.join(map(str, procs))} process(es)"
+
+
+def describe(name: str, root: str) -> str:
+    zoo = Zoo(root)
+    arch = zoo.architecture
+    counts = {s: len(zoo.ids(s)) for s in Zoo.SPLITS}
+    diverged = sum(r["status"] != "ok" for r in zoo.metadata)
+    key = "test_acc" if zoo.manifest.get("task") == "classification" else "psnr"
+    vals = np.asarray([r["labels"][key] for r in zoo.metadata if r["status"] == "ok" and r["labels"].get(key)
+                       is not None], dtype=float)
+    q = np.quantile(vals, [0, 0.05, 0.5, 0.95, 1]) if len(vals) else [float("nan")] * 5
+    runs = len({r["run"] for r in zoo.metadata})
+    return (f"{name}: {len(zoo)} members from {runs} runs, widths {arch['widths']}, G={arch['grid_sizes'][0]}, "
+            f"k={arch['k'][0]}, dataset {zoo.manifest['config']['dataset']}\n"
+            f"  splits (ok members) {counts}, diverged {diverged}\n"
+            f"  {key}: min {q[0]:.3f}, p5 {q[1]:.3f}, median {q[2]:.3f}, p95 {q[3]:.3f}, max {q[4]:.3f}\n"
+            f"  build: {build_time(root)}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", default=os.path.join(os.path.dirname(__file__), "out", "zoos"))
+    ap.add_argument("--md", default=os.path.join(os.path.dirname(__file__), "..", "docs", "zoo_stats.inc"))
+    a = ap.parse_args(argv)
+    names = sorted(d for d in os.listdir(a.root) if os.path.exists(os.path.join(a.root, d, "metadata.jsonl")))
+    text = "\n\n".join(describe(n, os.path.join(a.root, n)) for n in names)
+    print(text)
+    with open(a.md, "w") as f:
+        f.write(text + "\n")
+    print(f"wrote {a.md}")
+
+
+if __name__ == "__main__":
+    main()
