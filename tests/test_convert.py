@@ -6,6 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wskan_ext.equivariance_tests.profiles import examples
 from wskan_ext import KANWeights, kan_to_mlp
 from wskan_ext.convert import (
     BatchedLinear,
@@ -136,7 +137,7 @@ def test_kan_to_mlp_exact_float64_inside_and_far_outside(spec, form):
     assert rel_err(kan_to_mlp(w, form=form, clamp=False)(inside), w(inside)) <= 1e-8
 
 
-@settings(max_examples=8)
+@settings(max_examples=examples(8))
 @given(spec=kan_specs(), form=st.sampled_from(["factored", "merged"]))
 def test_kan_to_mlp_float32_basis_units_relative(spec, form):
     """units='basis' meets 1e-4 relative in float32 for any grid size and depth."""
@@ -148,7 +149,7 @@ def test_kan_to_mlp_float32_basis_units_relative(spec, form):
     assert rel_err(out, y) <= 1e-4
 
 
-@settings(max_examples=8)
+@settings(max_examples=examples(8))
 @given(spec=kan_specs(max_depth=1), form=st.sampled_from(["factored", "merged"]))
 def test_kan_to_mlp_float32_knot_units_relative(spec, form):
     """units='knots': the truncated powers cancel across the grid, so float32 error grows
@@ -205,7 +206,7 @@ def test_factored_and_merged_parameter_counts():
 
 
 # ------------------------------------------------------------------ batching and devices
-@settings(max_examples=6)
+@settings(max_examples=examples(6))
 @given(spec=kan_specs(max_depth=2), models=st.integers(1, 4), form=st.sampled_from(["factored", "merged"]))
 def test_batched_conversion_matches_every_model(spec, models, form):
     w = random_kan(**spec, models=models)

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from wskan_ext.equivariance_tests.profiles import examples
 from wskan_ext import KANWeights, kan_to_mlp, mlp_to_kan
 from wskan_ext.convert import BatchedLinear, ReLUPower, unbatch_mlp
 from wskan_ext.kan.spline import uniform_grid
@@ -108,7 +109,7 @@ def random_kan(seed, widths, G, k, base, models=None):
     return KANWeights(**kw, k=k, base_fun=base)
 
 
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 @given(
     seed=st.integers(0, 10**6),
     widths=st.lists(st.integers(1, 4), min_size=2, max_size=4),
@@ -171,7 +172,7 @@ def test_relu_spline_route_exact_in_box_not_outside(spec, seed):
         assert rel_err(w(out), mlp(out)) > 1e-6
 
 
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 @given(seed=st.integers(0, 10**6), power=st.integers(1, 3), widths=st.lists(st.integers(1, 4), min_size=2, max_size=4))
 def test_relu_power_route_marsden(seed, power, widths):
     torch.manual_seed(seed)

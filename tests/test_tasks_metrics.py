@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from scipy.stats import kendalltau
 from sklearn.metrics import accuracy_score, f1_score, mean_squared_error, r2_score
 
+from wskan_ext.equivariance_tests.profiles import examples
 from wskan_ext import KAN, permute_hidden
 from wskan_ext.kan.weights import random_hidden_permutations
 from wskan_ext.nn.baselines import MagnitudeHeuristic, edge_magnitudes, permute_edge_labels, weight_statistics
@@ -70,7 +71,7 @@ def kans_and_perms(draw):
     return w, labels, random_hidden_permutations(w, g, per_model=True)
 
 
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 @given(kans_and_perms())
 def test_permute_edge_labels_moves_labels_like_permute_hidden(case):
     w, labels, perms = case

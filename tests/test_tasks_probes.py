@@ -7,6 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wskan_ext.equivariance_tests.profiles import examples
 from wskan_ext.equivariance_tests import assert_equivariant
 from wskan_ext.equivariance_tests import examples as E
 from wskan_ext.equivariance_tests import strategies as kst
@@ -56,7 +57,7 @@ class ProbeWSKAN:
         return self.model(g)
 
 
-@settings(max_examples=8)
+@settings(max_examples=examples(8))
 @given(kst.batches_and_permutations(num_models=st.one_of(st.none(), st.just(2)), per_model=True, **MIXED))
 def test_probe_wskan_is_invariant_and_equivariant_float64(case):
     kans, perms = case

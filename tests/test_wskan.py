@@ -5,6 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wskan_ext.equivariance_tests.profiles import examples
 from wskan_ext import KAN, WSKAN, WSKANLayer, kan_to_graph, permute_hidden
 from wskan_ext.graph import edge_output_to_kan, node_output_to_kan
 from wskan_ext.kan.weights import random_hidden_permutations
@@ -48,7 +49,7 @@ def _perm_blocks(t, perms_in, perms_out):
 
 
 @given(batched_kans(), st.sampled_from([("sum", True, "mean"), ("mean", False, "sum"), ("sum", True, "sum")]))
-@settings(max_examples=10)
+@settings(max_examples=examples(10))
 def test_invariance_and_equivariance(w, cfg):
     aggr, backward, pool = cfg
     perms = random_hidden_permutations(w, torch.Generator().manual_seed(1), per_model=True)
@@ -69,7 +70,7 @@ def test_invariance_and_equivariance(w, cfg):
 
 
 @given(batched_kans())
-@settings(max_examples=8)
+@settings(max_examples=examples(8))
 def test_negative_twin_input_permutation_changes_output(w):
     p = torch.roll(torch.arange(w.widths[0]), 1)  # a non-identity permutation of the inputs
     kw = {f: list(getattr(w, f)) for f in ("grid", "coef", "scale_base", "scale_sp", "mask")}

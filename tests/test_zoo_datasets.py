@@ -6,6 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wskan_ext.equivariance_tests.profiles import examples
 from wskan_ext.zoo.datasets import (SineData, digits_inr_data, downsample_images, image_coordinates,
                                     image_inr_data, load_digits_data, load_idx_data, read_idx, seed_for)
 
@@ -23,7 +24,7 @@ def test_digits_range_split_and_determinism():
     assert small.num_inputs == 16 and small.x_train.min() >= -1 and small.x_train.max() <= 1
 
 
-@settings(max_examples=8)
+@settings(max_examples=examples(8))
 @given(st.sampled_from([(8, 4), (8, 2), (28, 7), (28, 14), (6, 3)]), st.integers(0, 1000))
 def test_downsample_is_block_mean(sizes, seed):
     H, s = sizes

@@ -4,6 +4,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wskan_ext.equivariance_tests.profiles import examples
 from wskan_ext import KAN
 from wskan_ext.kan.spline import truncated_power_spline
 from wskan_ext.zoo.trainer import RunHParams, _FastForward, diverged_at, init_models, train_batched
@@ -28,7 +29,7 @@ def _reference(width, x, y, lr, seed, init_scale, subset, steps):
     return m.weights(detach=True)
 
 
-@settings(max_examples=2)
+@settings(max_examples=examples(2))
 @given(st.integers(2, 5), st.sampled_from(["truncated", "exact"]), st.integers(0, 100))
 def test_batched_adam_equals_torch_adam_per_model(h, spline, seed):
     width = [5, h, 3]

@@ -60,8 +60,10 @@ def _interval(x: torch.Tensor, grid: torch.Tensor):
     position ``f = (x - t_0)/h - j`` and the inside flag (``t_0 <= x < t_last``; ``True`` for
     NaN, so that NaN propagates).
 
-    The interval is checked against the stored knot ``t_{j+1}``, so a point exactly on a
-    knot falls in the interval that starts there, as in Cox--de Boor's half-open rule.
+    The interval is checked against the stored knots ``t_j`` and ``t_{j+1}`` (the rounded
+    ``floor`` can be one off either way), so a point exactly on a knot falls in the interval
+    that starts there and a point just below a knot in the one that ends there, as in
+    Cox--de Boor's half-open rule.
 
     Shapes: ``x (*, s, n)``, ``grid (*, n, K)``; returns three ``(*, s, n)`` tensors.
     """
@@ -71,7 +73,12 @@ def _interval(x: torch.Tensor, grid: torch.Tensor):
     u = (x - t0) * ((K - 1) / (tl - t0))
     jf = torch.nan_to_num(u.floor(), nan=0.0).clamp_(0, K - 2)
     j = jf.long()
-    tj1 = torch.gather(g.expand(*x.shape, K), -1, (j + 1).unsqueeze(-1)).squeeze(-1)
+    ge = g.expand(*x.shape, K)
+    tj = torch.gather(ge, -1, j.unsqueeze(-1)).squeeze(-1)
+    down = ((x < tj) & (j > 0)).to(j.dtype)
+    j -= down
+    jf -= down
+    tj1 = torch.gather(ge, -1, (j + 1).unsqueeze(-1)).squeeze(-1)
     step = (x >= tj1) & (j < K - 2)
     j += step
     jf += step
@@ -235,7 +242,8 @@ def local_spline_eval(x: torch.Tensor, grid: torch.Tensor, coef: torch.Tensor, k
     nb = coef.shape[-1]
     first, v, dv = local_basis(x.detach(), grid, k)
     if x.requires_grad:  # values as a differentiable function of x (first-order exact)
-        v = v + (x - x.detach()).unsqueeze(-1) * dv
+        dx = torch.where(x.isinf(), 0.0, x - x.detach())  # inf - inf would turn the 0 outside into NaN
+        v = v + dx.unsqueeze(-1) * dv
     b = (first.unsqueeze(-1) + torch.arange(k + 1, device=x.device)).clamp_(0, nb - 1)  # (*, s, n, k+1)
     m = coef.shape[-2]
     cf = coef.unsqueeze(-4).expand(*b.shape[:-1], m, nb)  # (*, s, n, m, nb)

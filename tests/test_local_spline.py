@@ -1,0 +1,377 @@
+"""The local-support B-spline kernel (:mod:`wskan_ext.kan.local_spline`) against the
+Cox--de Boor recursion (:func:`~wskan_ext.kan.spline.bspline_basis`), and its dispatch.
+
+Tolerances (every error is measured relative to the magnitude the quantity can have, so the
+numbers do not depend on the scale of the coefficients or of the grid spacing ``h``):
+
+* forward ``spline_sum``  ``y[s, o]``:    ``|coef|_o = sum_i max_b |coef[i, o, b]|``;
+* forward ``spline_eval`` ``y[s, i, o]``: ``max_b |coef[i, o, b]|``;
+* ``d/dx``:    ``sum_o |g[s, (i,) o]| * max_b |coef[i, o, b]| / h_i`` (``g`` the upstream gradient);
+* ``d/dcoef``: ``sum_s |g[s, (i,) o]|``.
+
+``RTOL64 = 1e-12`` in float64 (the issue's bound; the worst seen over 1,500 random cases is
+3.8e-14, on ``d/dx``, with grid ranges ``lo in [-4, 4]``, width ``[0.25, 8]``, so
+``max|t| / h`` up to ~1000) and ``RTOL32 = 2e-4`` in float32 (local float32 vs recursion
+float32; worst seen 2.6e-5 -- both round the knots: ``max|t| / h`` times float32's eps).
+
+Grids whose rounded knots miss the 64-eps uniformity test (``grid_is_uniform``; about 2 % of
+random ranges, e.g. a narrow range far from 0) take the general path under ``auto`` and make
+``method="local"`` raise; the exactness test checks exactly that for them.
+
+Edge cases: ``x`` exactly on every knot, one ulp either side of every knot (where the rounded
+``floor((x - t_0) / h)`` is off by one and the kernel must correct it against the stored
+knots), on ``t_0`` and ``t_last`` (0 from ``t_last`` on, half-open as Cox--de Boor), inside
+and outside. NaN: the local kernel propagates it (value, and ``d/dx`` for ``k >= 2``; for
+``k = 1`` the slope is constant per interval); Cox--de Boor does
+NOT -- its ``nan_to_num`` turns a NaN input into a 0 value (its ``x``-gradient there is 0
+or NaN depending on ``k``). ``±inf``: both give the value 0; the local kernel's gradient is 0.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from wskan_ext import KAN
+from wskan_ext.equivariance_tests.profiles import examples
+from wskan_ext.kan import local_spline as LS
+from wskan_ext.kan import weights as kan_weights_module
+from wskan_ext.kan.local_spline import grid_is_uniform, local_basis, local_spline_eval, local_spline_sum
+from wskan_ext.kan.spline import bspline_basis, spline_eval, spline_sum, uniform_grid
+from wskan_ext.zoo.trainer import RunHParams, train_batched
+
+RTOL64 = 1e-12
+RTOL32 = 2e-4
+RTOL = {torch.float64: RTOL64, torch.float32: RTOL32}
+
+
+# ----------------------------------------------------------------- helpers
+def make_grid(k, G, ranges, dtype):
+    """One uniform pykan grid row per input neuron, each with its own ``(lo, width)``:
+    ``(n, G + 2k + 1)``."""
+    return torch.cat([uniform_grid(1, G, k, (lo, lo + w), dtype=dtype) for lo, w in ranges])
+
+
+def edge_points(grid, seed, inside=12, outside=4):
+    """Per input neuron (column): every knot, one ulp below and above every knot, random
+    points inside ``[t_0, t_last)`` and outside on both sides; columns shuffled
+    independently. ``grid (n, K)`` -> ``x (3K + inside + 2 outside, n)``."""
+    g = torch.Generator().manual_seed(seed)
+    dt = grid.dtype
+    cols = []
+    for t in grid:
+        t0, tl = t[0].item(), t[-1].item()
+        span = tl - t0
+        pts = [t, torch.nextafter(t, t - span), torch.nextafter(t, t + span),
+               t0 + span * torch.rand(inside, generator=g, dtype=dt),
+               t0 - span * (0.01 + torch.rand(outside, generator=g, dtype=dt)),
+               tl + span * (0.01 + torch.rand(outside, generator=g, dtype=dt))]
+        c = torch.cat(pts)
+        cols.append(c[torch.randperm(c.numel(), generator=g)])
+    return torch.stack(cols, -1)
+
+
+def run(fn, x, coef, g_up, method):
+    """Value, d/dx and d/dcoef of ``<fn(x, method), g_up>``."""
+    x = x.clone().requires_grad_(True)
+    c = coef.clone().requires_grad_(True)
+    y = fn(x, c, method)
+    gx, gc = torch.autograd.grad(y, (x, c), g_up)
+    return y.detach(), gx, gc
+
+
+def spacing(grid):
+    """``h`` per row: ``(*, n)``."""
+    return (grid[..., -1] - grid[..., 0]) / (grid.shape[-1] - 1)
+
+
+def assert_close_scaled(a, b, scale, rtol, what):
+    err = ((a - b).abs() / scale).max().item()
+    assert err <= rtol, f"{what}: max scaled error {err:.3e} > {rtol:.1e}"
+    return err
+
+
+def compare_sum(x, grid, coef, k, seed, rtol):
+    """spline_sum local vs recursion, forward and both gradients (scaled errors)."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    lead = torch.broadcast_shapes(x.shape[:-2], grid.shape[:-2], coef.shape[:-3])
+    g_up = torch.randn(*lead, x.shape[-2], coef.shape[-2], generator=gen, dtype=x.dtype)  # (*, s, m)
+    fn = lambda xx, cc, meth: spline_sum(xx, grid, cc, k, method=meth)  # noqa: E731
+    (yl, gxl, gcl), (yr, gxr, gcr) = run(fn, x, coef, g_up, "local"), run(fn, x, coef, g_up, "recursion")
+    cmax = coef.abs().amax(-1)  # (*, n, m)
+    gx_scale = (g_up.abs() @ cmax.transpose(-1, -2)) / spacing(grid).unsqueeze(-2)  # (*, s, n)
+    gc_scale = g_up.abs().sum(-2).unsqueeze(-2).unsqueeze(-1).expand(*lead, *coef.shape[-3:])
+    return [
+        assert_close_scaled(yl, yr, cmax.sum(-2).unsqueeze(-2), rtol, "spline_sum value"),
+        assert_close_scaled(gxl, gxr, gx_scale.sum_to_size(x.shape) + 1e-300, rtol, "spline_sum d/dx"),
+        assert_close_scaled(gcl, gcr, gc_scale.sum_to_size(coef.shape) + 1e-300, rtol, "spline_sum d/dcoef"),
+    ]
+
+
+def compare_eval(x, grid, coef, k, seed, rtol):
+    """spline_eval local vs recursion, forward and both gradients (scaled errors)."""
+    gen = torch.Generator().manual_seed(seed + 2)
+    m = coef.shape[-2]
+    g_up = torch.randn(*x.shape, m, generator=gen, dtype=x.dtype)  # (*, s, n, m)
+    fn = lambda xx, cc, meth: spline_eval(xx, grid, cc, k, method=meth)  # noqa: E731
+    (yl, gxl, gcl), (yr, gxr, gcr) = run(fn, x, coef, g_up, "local"), run(fn, x, coef, g_up, "recursion")
+    cmax = coef.abs().amax(-1)  # (*, n, m)
+    return [
+        assert_close_scaled(yl, yr, cmax.unsqueeze(-3) + 1e-300, rtol, "spline_eval value"),
+        assert_close_scaled(gxl, gxr, (g_up.abs() * cmax.unsqueeze(-3)).sum(-1) / spacing(grid).unsqueeze(-2) + 1e-300,
+                            rtol, "spline_eval d/dx"),
+        assert_close_scaled(gcl, gcr, g_up.abs().sum(-3).unsqueeze(-1) + 1e-300, rtol, "spline_eval d/dcoef"),
+    ]
+
+
+ranges = st.tuples(st.floats(-4, 4), st.floats(0.25, 8))
+
+
+# ------------------------------------------------ exactness vs Cox--de Boor
+@settings(max_examples=examples(15))
+@given(k=st.integers(1, 3), G=st.integers(1, 20), rngs=st.lists(ranges, min_size=1, max_size=3),
+       m=st.integers(1, 3), seed=st.integers(0, 2**31 - 1), dtype=st.sampled_from([torch.float64, torch.float32]))
+@example(k=1, G=2, rngs=[(0.1, 0.25)], m=1, seed=0, dtype=torch.float64)  # x one ulp below a knot (a fixed bug)
+@example(k=3, G=20, rngs=[(-4.0, 8.0), (4.0, 0.25)], m=2, seed=1, dtype=torch.float64)
+@example(k=2, G=1, rngs=[(-1.0, 2.0)], m=1, seed=2, dtype=torch.float32)
+def test_local_matches_cox_de_boor_everywhere(k, G, rngs, m, seed, dtype):
+    grid = make_grid(k, G, rngs, dtype)
+    n = grid.shape[0]
+    coef = torch.randn(n, m, G + k, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    x = edge_points(grid, seed)
+    if not grid_is_uniform(grid):
+        # a rounded range can fail the 64-eps uniformity test: auto then takes the general
+        # path silently (same result as the recursion), and "local" refuses
+        assert torch.equal(spline_sum(x, grid, coef, k), spline_sum(x, grid, coef, k, method="recursion"))
+        with pytest.raises(ValueError, match="uniform"):
+            spline_sum(x, grid, coef, k, method="local")
+        return
+    compare_sum(x, grid, coef, k, seed, RTOL[dtype])
+    compare_eval(x, grid, coef, k, seed, RTOL[dtype])
+
+
+def test_boundary_points_exactly():
+    """``t_0`` is inside (first interval), ``t_last`` and beyond are outside (0), in both
+    kernels, values and slopes."""
+    G = 4
+    for k in (1, 2, 3):
+        grid = uniform_grid(1, G, k, (-1.0, 1.0), dtype=torch.float64)
+        coef = torch.randn(1, 1, G + k, dtype=torch.float64, generator=torch.Generator().manual_seed(k))
+        t0, tl = grid[0, 0].item(), grid[0, -1].item()
+        x = torch.tensor([[t0], [tl], [tl + 1.0], [t0 - 1.0]], dtype=torch.float64)
+        compare_sum(x, grid, coef, k, 0, RTOL64)
+        compare_eval(x, grid, coef, k, 0, RTOL64)
+        first, v, dv = local_basis(x, grid, k)
+        assert first[0, 0] == -k and (v[1:] == 0).all() and (dv[1:] == 0).all()
+        assert torch.allclose(v[0, 0, -1], bspline_basis(x[:1], grid, k)[0, 0, 0], atol=1e-15)
+        # the basis sums to 1 on [t_k, t_{G+k}] (partition of unity) -- on the stored knots too
+        xs = grid[:, k:G + k + 1].T.contiguous()
+        assert torch.allclose(local_basis(xs, grid, k)[1].sum(-1), torch.ones_like(xs), atol=1e-14)
+
+
+# ---------------------------------------------------------------- NaN, inf
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_nan_propagates_in_local_kernel_but_not_in_cox_de_boor(k):
+    grid = uniform_grid(2, 5, k, dtype=torch.float64)
+    coef = torch.randn(2, 3, 5 + k, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    nan, inf = float("nan"), float("inf")
+    x = torch.tensor([[nan, 0.1], [0.3, 0.2], [inf, -0.4], [-inf, 0.5]], dtype=torch.float64)
+    for fn in (spline_sum, spline_eval):
+        xl = x.clone().requires_grad_(True)
+        y = fn(xl, grid, coef, k, method="local")
+        y.sum().backward()
+        hit = torch.zeros(y.shape, dtype=torch.bool)
+        hit[0] = True  # spline_sum: the NaN sample's outputs; spline_eval: its edges from input 0
+        if fn is spline_eval:
+            hit[0, 1] = False
+        assert y[hit].isnan().all() and y[~hit].isfinite().all()
+        assert xl.grad[1:].isfinite().all() and (xl.grad[2:, 0] == 0).all()
+        # d/dx at the NaN point: NaN for k >= 2; for k = 1 the slope is a constant per
+        # interval, so it is finite (the value is NaN, and so is any loss built on it)
+        assert xl.grad[0, 0].isnan() if k >= 2 else xl.grad[0, 0].isfinite()
+        # Cox--de Boor hides the NaN: its basis is nan_to_num'ed, the NaN sample gives 0
+        xr = x.clone().requires_grad_(True)
+        yr = fn(xr, grid, coef, k, method="recursion")
+        yr.sum().backward()
+        assert yr.isfinite().all()
+        if fn is spline_eval:
+            assert (yr[0, 0] == 0).all() and (yr[2:, 0] == 0).all()
+        # every finite value and the ±inf ones (0 outside the grid) agree
+        assert torch.allclose(y[1:], yr[1:], atol=1e-12, rtol=0)
+    # the auto path on a uniform grid is the local one: NaN reaches the output
+    assert spline_sum(x, grid, coef, k)[0].isnan().all()
+    # a NaN coefficient gradient only where the NaN sample's active coefficients are
+    c = coef.clone().requires_grad_(True)
+    spline_sum(x, grid, c, k, method="local").sum().backward()
+    assert c.grad[1].isfinite().all() and c.grad[0].isnan().any()
+
+
+# ------------------------------------------------------ uniformity checks
+def test_grid_is_uniform_detects_non_uniform_grids_and_auto_falls_back():
+    k, G = 3, 6
+    base = uniform_grid(3, G, k, (-1.0, 2.0), dtype=torch.float64)
+    assert grid_is_uniform(base)
+    assert grid_is_uniform(make_grid(k, G, [(-1.0, 2.0), (0.5, 0.3), (-3.0, 7.0)], torch.float64))  # rows differ
+    assert grid_is_uniform(base.float())
+    h = spacing(base)[0].item()
+
+    repeated = base.clone()
+    repeated[1] = 0.25  # a dead neuron after pykan's update_grid_from_samples: every knot equal
+    partly = base.clone()
+    partly[0, 4] = partly[0, 3]  # one repeated knot
+    perturbed = base.clone()
+    perturbed[2, 5] += 1e-3 * h  # non-uniform (still increasing)
+    tiny = base.clone()
+    tiny[0, 5] += 1e-9 * h  # far above rounding
+    needs_grad = base.clone().requires_grad_(True)
+    coef = torch.randn(3, 2, G + k, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    x = edge_points(base, 5)
+    for bad in (repeated, partly, perturbed, tiny, needs_grad):
+        assert not grid_is_uniform(bad)
+        # method="auto" silently takes the general path, with the recursion's (correct) result
+        for fn in (spline_sum, spline_eval):
+            assert torch.equal(fn(x, bad, coef, k), fn(x, bad, coef, k, method="recursion"))
+            with pytest.raises(ValueError, match="uniform"):
+                fn(x, bad, coef, k, method="local")
+    # the grid that needs a gradient gets one (general path), with the local kernel's value
+    y = spline_sum(x, needs_grad, coef, k)
+    y.sum().backward()
+    assert needs_grad.grad is not None and needs_grad.grad.abs().sum() > 0
+    assert torch.allclose(y.detach(), spline_sum(x, base, coef, k, method="local"), atol=1e-12, rtol=0)
+    # one non-uniform model in a batch sends the whole batch to the general path
+    batch = torch.stack([base, perturbed])
+    assert not grid_is_uniform(batch) and grid_is_uniform(batch[:1])
+
+
+def test_local_maths_on_non_uniform_grid_differs_from_cox_de_boor():
+    """Negative twin: the check is needed -- the local kernel's maths on a perturbed grid
+    (called directly, bypassing the dispatch) is NOT Cox--de Boor's B-spline."""
+    k, G = 3, 6
+    grid = uniform_grid(2, G, k, (-1.0, 1.0), dtype=torch.float64)
+    h = spacing(grid)[0].item()
+    grid[0, 6] += 0.3 * h
+    grid[1, 4] -= 0.2 * h
+    assert not grid_is_uniform(grid)
+    coef = torch.randn(1, 2, 2, G + k, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x = torch.linspace(-1, 1, 50, dtype=torch.float64).unsqueeze(-1).expand(50, 2).unsqueeze(0).contiguous()
+    ref = spline_sum(x, grid, coef[0], k, method="recursion")
+    wrong = local_spline_sum(x, grid.unsqueeze(0), coef, k)[0]
+    scale = coef.abs().amax(-1).sum(-2).max().item()
+    assert (wrong - ref).abs().max().item() > 1e-3 * scale
+    wrong_eval = local_spline_eval(x[0], grid, coef[0], k)
+    assert (wrong_eval - spline_eval(x[0], grid, coef[0], k, method="recursion")).abs().max() > 1e-3 * scale
+    # ...while on the unperturbed grid the same direct call agrees
+    uni = uniform_grid(2, G, k, (-1.0, 1.0), dtype=torch.float64)
+    assert torch.allclose(local_spline_sum(x, uni.unsqueeze(0), coef, k)[0],
+                          spline_sum(x, uni, coef[0], k, method="recursion"), atol=1e-12 * scale, rtol=0)
+
+
+def test_unknown_method_is_an_error():
+    grid = uniform_grid(1, 3, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="method"):
+        spline_sum(torch.zeros(2, 1, dtype=torch.float64), grid, torch.zeros(1, 1, 5, dtype=torch.float64), 2,
+                   method="fast")
+
+
+# -------------------------------------------------------- batched shapes
+@settings(max_examples=examples(10))
+@given(k=st.integers(1, 3), G=st.integers(1, 12), n=st.integers(1, 4), m=st.integers(1, 3), B=st.integers(1, 3),
+       layout=st.sampled_from(["all", "shared_x", "shared_grid", "shared_coef", "two_axes"]),
+       seed=st.integers(0, 2**31 - 1))
+def test_batched_and_broadcast_shapes_match_recursion(k, G, n, m, B, layout, seed):
+    """``spline_sum`` with a model axis on some or all of ``x``, ``grid``, ``coef``
+    (broadcast), and two leading axes; gradients reach the un-broadcast tensors."""
+    gen = torch.Generator().manual_seed(seed)
+    dt = torch.float64
+    rng = [(float(lo), float(w))
+           for lo, w in zip(torch.rand(n, generator=gen) * 4 - 2, torch.rand(n, generator=gen) + 0.5)]
+    grid1 = make_grid(k, G, rng, dt)
+    if not grid_is_uniform(grid1):
+        grid1 = make_grid(k, G, [(-1.0, 2.0)] * n, dt)
+    x1 = edge_points(grid1, seed, inside=6, outside=2)  # (s, n)
+    lead = {"two_axes": (2, B)}.get(layout, (B,))
+    jitter = lambda t: t + 0.1 * torch.randn(*lead, *t.shape, generator=gen, dtype=dt)  # noqa: E731
+    x = x1 if layout == "shared_x" else jitter(x1)
+    grid = grid1 if layout == "shared_grid" else (grid1 + torch.arange(B, dtype=dt).view(B, 1, 1) * 0.5).expand(
+        *lead, *grid1.shape).contiguous()
+    coef = torch.randn(*(() if layout == "shared_coef" else lead), n, m, G + k, generator=gen, dtype=dt)
+    assert grid_is_uniform(grid)
+    compare_sum(x, grid, coef, k, seed, RTOL64)
+    out = spline_sum(x, grid, coef, k)
+    assert out.shape == torch.broadcast_shapes(x.shape[:-2], grid.shape[:-2], coef.shape[:-3]) + (x.shape[-2], m)
+    if layout in ("all", "two_axes"):  # spline_eval shares its leading axis across x, grid, coef
+        compare_eval(x, grid, coef, k, seed, RTOL64)
+
+
+def _recursion_forward(monkeypatch):
+    """Make KANWeights.forward use Cox--de Boor (the reference)."""
+    monkeypatch.setattr(kan_weights_module, "spline_sum", functools.partial(spline_sum, method="recursion"))
+
+
+@settings(max_examples=examples(8))
+@given(widths=st.lists(st.integers(1, 4), min_size=2, max_size=4), G=st.integers(1, 10), k=st.integers(1, 3),
+       B=st.sampled_from([None, 1, 3]), seed=st.integers(0, 2**31 - 1), shared_x=st.booleans())
+def test_kan_weights_forward_uses_local_kernel_and_matches_recursion(widths, G, k, B, seed, shared_x):
+    gen = torch.Generator().manual_seed(seed)
+    model = KAN(widths, grid=G, k=k, num_models=B, generator=gen, dtype=torch.float64,
+                noise_scale=3.0, scale_base_sigma=3.0)  # large weights: hidden values leave the grid
+    w = model.weights()
+    s = 17
+    x = 2.5 * torch.randn(*((B,) if B and not shared_x else ()), s, widths[0], generator=gen, dtype=torch.float64)
+    x.requires_grad_(True)
+    calls = []
+    real = LS.local_spline_sum
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(LS, "local_spline_sum", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+        y = w.forward(x)
+    assert len(calls) == len(widths) - 1  # every layer took the local kernel
+    params = [p for p in model.parameters()]
+    gy = torch.randn(y.shape, generator=gen, dtype=torch.float64)
+    grads = torch.autograd.grad(y, [x] + params, gy)
+    with pytest.MonkeyPatch.context() as mp:
+        _recursion_forward(mp)
+        y_ref = w.forward(x)
+        grads_ref = torch.autograd.grad(y_ref, [x] + params, gy)
+    scale = y_ref.abs().max().item() + 1.0
+    assert torch.allclose(y, y_ref, rtol=0, atol=1e-11 * scale)
+    for g, gr in zip(grads, grads_ref):
+        assert torch.allclose(g, gr, rtol=0, atol=1e-11 * (gr.abs().max().item() + 1.0))
+    assert y.shape == ((B,) if B else ()) + (s, widths[-1])
+
+
+# ------------------------------------------------------------------ trainer
+def test_trainer_local_spline_gives_exact_losses_float64():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(48, 4, generator=g, dtype=torch.float64) * 2 - 1
+    y = torch.randint(3, (48,), generator=g)
+    hp = RunHParams(lr=[3e-2, 1e-2, 5e-2], seed=[1, 2, 3], init_scale=[1.0, 2.0, 4.0], subset_fraction=[1.0, 0.7, 0.9])
+    kw = dict(steps=8, checkpoints=[2, 4, 6, 8], grid=5, k=3)
+    width = [4, 5, 4, 3]
+    loc = train_batched(width, x, y, hp, spline="local", **kw)
+    ex = train_batched(width, x, y, hp, spline="exact", **kw)
+    assert loc.extra["spline"] == "local"
+    assert torch.allclose(loc.train_loss, ex.train_loss, rtol=1e-10, atol=0)
+    for a, b in zip(loc.checkpoints, ex.checkpoints):
+        assert a.allclose(b, rtol=1e-8, atol=1e-10)
+    # negative twin: another learning rate gives other losses
+    hp2 = RunHParams(lr=[3e-3, 1e-2, 5e-2], seed=[1, 2, 3], init_scale=[1.0, 2.0, 4.0], subset_fraction=[1.0, 0.7, 0.9])
+    other = train_batched(width, x, y, hp2, spline="local", **kw)
+    assert not torch.allclose(other.train_loss[0], ex.train_loss[0], rtol=1e-6, atol=0)
+    assert torch.allclose(other.train_loss[1:], ex.train_loss[1:], rtol=1e-10, atol=0)
+
+
+def test_kan_weights_on_device(device):
+    """The local kernel on the device agrees with the CPU recursion (float64)."""
+    k, G = 3, 7
+    grid = uniform_grid(3, G, k, (-1.0, 1.0), dtype=torch.float64)
+    coef = torch.randn(2, 3, 2, G + k, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x = edge_points(grid, 0).expand(2, -1, -1).contiguous()
+    gb = grid.expand(2, -1, -1).contiguous()
+    ref = spline_sum(x, gb, coef, k, method="recursion")
+    out = spline_sum(x.to(device), gb.to(device), coef.to(device), k, method="local")
+    assert out.device.type == device.type
+    assert torch.allclose(out.cpu(), ref, rtol=0, atol=1e-12 * coef.abs().max().item() * 3)
