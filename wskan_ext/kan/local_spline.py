@@ -41,7 +41,8 @@ __all__ = ["grid_is_uniform", "local_basis", "local_spline_sum", "local_spline_e
 
 def grid_is_uniform(grid: torch.Tensor, rtol: float | None = None) -> bool:
     """Whether every knot row of ``grid`` ``(*, K)`` is uniform: all spacings equal the
-    row's mean spacing ``h > 0`` to ``rtol * h`` (default ``64 * eps`` of the dtype).
+    row's mean spacing ``h > 0`` to ``rtol * max(h, max |t|)`` (default ``rtol = 64 * eps`` of
+    the dtype; knots are rounded relative to their own magnitude).
 
     Grids that need gradients, repeated knots (dead neurons after pykan's
     ``update_grid_from_samples``) and hand-made non-uniform grids return ``False``.
@@ -52,7 +53,10 @@ def grid_is_uniform(grid: torch.Tensor, rtol: float | None = None) -> bool:
         rtol = 64 * torch.finfo(grid.dtype).eps
     d = grid[..., 1:] - grid[..., :-1]
     h = (grid[..., -1:] - grid[..., :1]) / (grid.shape[-1] - 1)
-    return bool(((h > 0) & ((d - h).abs() <= rtol * h)).all())
+    # knots are rounded relative to their magnitude, so narrow ranges far from 0 need the
+    # tolerance on max(h, |t|), not on h alone
+    scale = torch.maximum(h, grid.abs().amax(-1, keepdim=True))
+    return bool(((h > 0) & ((d - h).abs() <= rtol * scale)).all())
 
 
 def _interval(x: torch.Tensor, grid: torch.Tensor):
