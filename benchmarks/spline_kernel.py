@@ -221,6 +221,8 @@ def main(argv=None):
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=os.path.join("benchmarks", "out", "spline_kernel.json"))
+    p.add_argument("--md", default=os.path.join("docs", "spline_kernel_results.inc"),
+                   help="also write the printed tables here (included by docs/benchmarks.rst)")
     args = p.parse_args(argv)
     if args.threads < 1:
         p.error(f"--threads must be a positive integer, got {args.threads}")
@@ -241,11 +243,21 @@ def main(argv=None):
                f"torch {torch.__version__}, Python {platform.python_version()}"
                + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    print(f"\nB-spline kernels, forward + backward (x and coef), {args.dtype}, {device}, "
-          f"{args.threads} thread(s), median of {args.repeats}")
-    print(f"machine: {machine}; 1-min load average at start: {load}")
-    print_table("spline_sum (layer: splines summed over inputs)", sums, ["local", "truncated", "recursion"], peak)
-    print_table("spline_eval (every edge function)", evals, ["local", "recursion"], peak)
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        print(f"B-spline kernels, forward + backward (x and coef), {args.dtype}, {device}, "
+              f"{args.threads} thread(s), median of {args.repeats}")
+        print(f"command: {cmd}")
+        print(f"machine: {machine}; 1-min load average at start: {load}; GEMM peak {peak:.1f} GFLOP/s")
+        print_table("spline_sum (layer: splines summed over inputs)", sums, ["local", "truncated", "recursion"], peak)
+        print_table("spline_eval (every edge function)", evals, ["local", "recursion"], peak)
+    print("\n" + buf.getvalue())
+    if args.md:
+        with open(args.md, "w") as f:
+            f.write(buf.getvalue())
     total = time.perf_counter() - t_start
     out = {"command": cmd, "machine": machine, "threads": args.threads, "device": str(device),
            "dtype": args.dtype, "repeats": args.repeats, "load_average_1min": load,
