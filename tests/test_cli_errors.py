@@ -85,9 +85,6 @@ def test_train_missing_zoo(capsys, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("wskan train:") and "missing_zoo" in lines[0], err
 
 
-@pytest.mark.xfail(strict=False, reason="wskan_ext/tasks/cli.py catches ValueError itself and prints "
-                                        "'wskan train: <msg>' without 'error:'; letting it propagate to "
-                                        "wskan_ext.cli.main applies the common format")
 def test_train_missing_zoo_uses_the_common_format(capsys, tmp_path):
     rc, _, err = run(capsys, "train", "--zoo", str(tmp_path / "missing_zoo"), "--task", "accuracy",
                      "--model", "wskan", "--out", str(tmp_path / "run"))

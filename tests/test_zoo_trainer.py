@@ -129,3 +129,59 @@ def test_regression_and_bad_inputs():
         RunHParams(lr=[1e-2], seed=[0], subset_fraction=[0.0])
     with pytest.raises(ValueError, match="expected 2 values"):
         RunHParams(lr=[1e-2, 1e-2], seed=[0])
+
+
+# ---------------------------------------------------------------- divergence (issue 14.2)
+def test_initial_and_checkpoint_losses_are_the_subset_objective():
+    x, y = _data(s=30)
+    hp = RunHParams(lr=[1e-2, 5e-2], seed=[1, 2], subset_fraction=[0.6, 1.0], label_noise=[0.2, 0.0])
+    full = train_batched([5, 3, 3], x, y, hp, steps=4, checkpoints=[1, 4])
+    mini = train_batched([5, 3, 3], x, y, hp, steps=4, checkpoints=[1, 4], batch_size=7)
+    # full batch: the initial objective is step 1's loss; mini-batches compute it on the whole subset
+    assert torch.equal(full.initial_loss, full.train_loss[:, 0])
+    assert torch.allclose(mini.initial_loss, full.initial_loss, rtol=1e-12, atol=0)
+    assert full.checkpoint_loss.shape == (2, 2) and (full.checkpoint_loss[:, 1] < full.initial_loss).all()
+
+
+def test_loss_far_above_its_initial_value_is_diverged():
+    """Issue 14.2: a run whose loss went from 2 to 1e10 was "ok" (only NaN/Inf counted)."""
+    x, y = _data(s=30)
+    res = train_batched([5, 3, 3], x, y, RunHParams(lr=[1e-2, 3e3], seed=[1, 2]), steps=6, checkpoints=[6])
+    assert (res.diverged_step == -1).all()  # finite all along: the old test saw nothing
+    assert res.checkpoint_loss[1, 0] > 10 * res.initial_loss[1]
+    flags = diverged_at(res, loss_factor=10.0, weight_bound=None)
+    assert flags[:, 0].tolist() == [False, True]
+    # negative twins: with the test off, or a factor above the observed ratio, nothing is flagged
+    assert not diverged_at(res, loss_factor=None, weight_bound=None).any()
+    ratio = float(res.checkpoint_loss[1, 0] / res.initial_loss[1])
+    assert not diverged_at(res, loss_factor=2 * ratio, weight_bound=None).any()
+
+
+def test_weights_above_the_bound_are_diverged():
+    x, y = _data(s=30)
+    res = train_batched([5, 3, 3], x, y, RunHParams(lr=[1e-2, 1e-2], seed=[1, 2]), steps=3, checkpoints=[3])
+    assert not diverged_at(res).any()  # defaults: 10x loss, |w| <= 1e4
+    res.checkpoints[0].coef[1][1, 0, 0, 0] = 2e4  # one trained weight of model 1 past the bound
+    assert diverged_at(res, loss_factor=None)[:, 0].tolist() == [False, True]
+    assert not diverged_at(res, loss_factor=None, weight_bound=None).any()
+    res.checkpoints[0].grid[0][0, 0, 0] = -5e4  # the fixed grid is not a trained weight
+    assert diverged_at(res, loss_factor=None)[:, 0].tolist() == [False, True]
+
+
+@pytest.mark.parametrize("spline", ["truncated", "exact", "local"])
+def test_nan_inputs_propagate_through_the_kernel_and_flag_the_run(spline):
+    """A kernel fed NaN must return NaN (B-splines are zero outside the grid, and a NaN
+    compares as outside: a kernel could silently map it to 0); the trainer then flags the run."""
+    x, y = _data(s=20, n=4)
+    hp = RunHParams(lr=[1e-2, 1e-2], seed=[1, 2])
+    model = init_models([4, 5, 3], 5, 3, hp, dtype=x.dtype)
+    with torch.no_grad():  # only the spline part of every layer may carry the NaN
+        for layer in model.layers:
+            layer.scale_base.zero_()
+    bad = x.clone()
+    bad[3, 1] = float("nan")
+    out = _FastForward(model, bad, spline)(model, bad, None)
+    assert torch.isnan(out[:, 3]).all() and torch.isfinite(out[:, torch.arange(20) != 3]).all()
+    res = train_batched([4, 5, 3], bad, y, hp, steps=3, checkpoints=[1, 3], spline=spline)
+    assert (res.diverged_step == 1).all() and diverged_at(res).all()
+    assert not diverged_at(train_batched([4, 5, 3], x, y, hp, steps=3, checkpoints=[1, 3], spline=spline)).any()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 __all__ = ["add_parser"]
 
@@ -38,7 +37,9 @@ def add_parser(subparsers) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--max-time", type=float, help="stop training after this many seconds")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="model hyperparameter, e.g. --set hidden=128 --set layers=4 (JSON values)")
+                   help="model hyperparameter, e.g. --set hidden=128 --set layers=4 (JSON values; keys and "
+                        "bounds: wskan_ext.tasks.train.MODEL_BOUNDS)")
+    _threads_arg(t)
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
 
@@ -53,6 +54,7 @@ def add_parser(subparsers) -> None:
     e.add_argument("--zoo", help="zoo to evaluate on (default: the training zoo)")
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
     e.add_argument("--out", help="write the metrics as JSON here")
+    _threads_arg(e)
     e.set_defaults(func=_evaluate)
 
     d = subparsers.add_parser(
@@ -75,10 +77,15 @@ def add_parser(subparsers) -> None:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--models", nargs="+", choices=[m for m in MODELS if m not in PROBE_ONLY],
                    help="a subset of models (default: wskan nfn deepsets mlp_augment mlp_aligned statnn magnitude)")
-    d.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; use 1 on an "
-                                              "oversubscribed machine)")
+    _threads_arg(d)
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=_demo)
+
+
+def _threads_arg(p) -> None:
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads per process, >= 1 (default: 1 under torchrun, else torch's choice; "
+                        "use 1 on an oversubscribed machine)")
 
 
 def _parse_sets(items):
@@ -95,17 +102,17 @@ def _parse_sets(items):
 
 
 def _train(a) -> int:
-    from .train import TrainConfig, fit
+    from ..zoo.cli import set_threads
+    from .train import TrainConfig, fit, validate_model_config
 
+    # every flag and --set key is checked before any work (ValueError: one line, exit 2)
     cfg = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, patience=a.patience, lr=a.lr,
                       weight_decay=a.weight_decay, seed=a.seed, max_time=a.max_time, progress=not a.quiet,
                       model=_parse_sets(a.set))
+    validate_model_config(a.model, cfg.model, where="--set")
+    set_threads(a.threads)
     out = a.out or f"runs/{a.task}_{a.model}_s{a.seed}"
-    try:
-        res = fit(a.zoo, a.task, a.model, cfg, out_dir=out)
-    except ValueError as err:
-        print(f"wskan train: {err}", file=sys.stderr)
-        return 2
+    res = fit(a.zoo, a.task, a.model, cfg, out_dir=out)
     if res["world_size"] == 1 or _rank() == 0:
         print(f"{a.task} / {a.model}: best epoch {res['best_epoch']} of {res['epochs_run']}, "
               f"{res['train_time_s']:.1f}s")
@@ -122,24 +129,20 @@ def _rank() -> int:
 
 
 def _evaluate(a) -> int:
+    from ..zoo.cli import set_threads
     from .train import evaluate_run
 
-    try:
-        res = evaluate_run(a.run, a.zoo, a.split, a.out)
-    except ValueError as err:
-        print(f"wskan evaluate: {err}", file=sys.stderr)
-        return 2
+    set_threads(a.threads)
+    res = evaluate_run(a.run, a.zoo, a.split, a.out)
     print(f"{res['task']} / {res['model']} on {res['zoo']} [{a.split}]: "
           + "  ".join(f"{k}={v:.4f}" for k, v in res["metrics"].items()))
     return 0
 
 
 def _demo(a) -> int:
+    from ..zoo.cli import set_threads
     from .demo import run_demo
 
-    if a.threads:
-        import torch
-
-        torch.set_num_threads(a.threads)
+    set_threads(a.threads)
     run_demo(a.cache, smoke=a.smoke, seed=a.seed, progress=not a.quiet, models=a.models, dataset=a.dataset)
     return 0

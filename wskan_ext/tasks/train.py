@@ -43,7 +43,66 @@ from .definitions import get_task, load_splits
 from .metrics import compute_metrics
 from .models import DEFAULTS, build_meta_model, check_compatible
 
-__all__ = ["TrainConfig", "fit", "predict", "dist_info"]
+__all__ = ["TrainConfig", "fit", "predict", "dist_info", "validate_model_config", "MODEL_BOUNDS"]
+
+
+def _int_in(lo: int, hi: Optional[int] = None):
+    ok = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)  # noqa: E731
+    return ok, f"an integer in [{lo}, {hi}]" if hi is not None else f"an integer >= {lo}"
+
+
+def _real(ok, bound: str):
+    return (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and ok(v)), bound
+
+
+def _aggr_bound():
+    from .models import _AGGRS
+
+    return (lambda v: v in _AGGRS), f"one of {sorted(_AGGRS)}"
+
+
+#: Allowed values of every model hyperparameter (``wskan_ext.tasks.models.DEFAULTS``): a
+#: test and the bound stated in errors. The size bounds also keep ``evaluate`` from building
+#: an absurd network from an edited ``metrics.json``.
+MODEL_BOUNDS = {
+    "hidden": _int_in(1, 4096),
+    "layers": _int_in(1, 64),
+    "num_points": _int_in(1, 1024),
+    "probe": _int_in(2, 16384),
+    "dropout": _real(lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "lr": _real(lambda v: v > 0, "a finite number > 0"),
+    "weight_decay": _real(lambda v: v >= 0, "a finite number >= 0"),
+    "epochs": _int_in(1),
+    "batch_size": _int_in(1),
+    "patience": _int_in(1),
+}
+
+
+def validate_model_config(model: str, config, where: str = "model config") -> None:
+    """Check model hyperparameters ``config`` of meta-model ``model`` before any work:
+    every key must be one of the model's (``DEFAULTS[model]``; ``epochs``, ``batch_size``
+    and ``patience`` are also accepted) and every value within ``MODEL_BOUNDS``
+    (``probe``: ``0`` switches WS-KAN's probes off; ``aggr``: ``sum`` or ``pna``).
+    ``ValueError`` naming ``where``, the key, the bound and the value otherwise."""
+    if model not in DEFAULTS:
+        raise ValueError(f"{where}: unknown model {model!r}; choose from {list(DEFAULTS)}")
+    if not isinstance(config, dict):
+        raise ValueError(f"{where}: expected an object of hyperparameters, got {type(config).__name__}")
+    unknown = sorted(set(config) - set(DEFAULTS[model]) - {"epochs", "batch_size", "patience"})
+    if unknown:
+        raise ValueError(f"{where}: model {model!r}: unknown config keys {unknown}; known {sorted(DEFAULTS[model])}")
+    for key, v in config.items():
+        if key == "probe" and model == "wskan" and v == 0 and not isinstance(v, bool):
+            continue
+        ok, bound = _aggr_bound() if key == "aggr" else MODEL_BOUNDS[key]
+        if key == "probe" and model == "wskan":
+            bound = f"0 (no probes) or {bound}"
+        if not ok(v):
+            raise ValueError(f"{where}: {key}={v!r} is not allowed: {key} of model {model!r} must be {bound}")
+
+
+_FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "patience": "--patience", "lr": "--lr",
+          "weight_decay": "--weight-decay", "seed": "--seed", "max_time": "--max-time"}
 
 
 @dataclass
@@ -51,7 +110,9 @@ class TrainConfig:
     """Meta-training settings (``model`` holds model hyperparameters, see
     ``wskan_ext.tasks.models.DEFAULTS``; ``lr``/``weight_decay`` default to the model's;
     ``schedule``: ``"cosine"`` decays the learning rate to 0 over ``epochs`` per step, or
-    ``"constant"``)."""
+    ``"constant"``). Validated on construction (``ValueError`` naming the field, its
+    ``wskan train`` flag and the bound); ``model`` is checked against the model by
+    ``validate_model_config`` when :func:`fit` starts."""
 
     epochs: int = 100
     batch_size: int = 32
@@ -64,6 +125,26 @@ class TrainConfig:
     eval_batch_size: int = 256
     progress: bool = True
     model: Dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        checks = {
+            "epochs": _int_in(1), "batch_size": _int_in(1), "patience": _int_in(1), "eval_batch_size": _int_in(1),
+            "seed": _int_in(0, 2 ** 32 - 1),
+            "lr": _real(lambda v: v > 0, "a finite number > 0"),
+            "weight_decay": _real(lambda v: v >= 0, "a finite number >= 0"),
+            "max_time": _real(lambda v: v > 0, "a finite number of seconds > 0"),
+        }
+        for name, (ok, bound) in checks.items():
+            v = getattr(self, name)
+            if v is None and name in ("lr", "weight_decay", "max_time"):
+                continue
+            if not ok(v):
+                flag = f" ({_FLAGS[name]})" if name in _FLAGS else ""
+                raise ValueError(f"train config: {name}{flag} must be {bound}, got {v!r}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"train config: schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+        if not isinstance(self.model, dict):
+            raise ValueError(f"train config: model must be a dict of hyperparameters, got {type(self.model).__name__}")
 
 
 def dist_info(create: bool = True):
@@ -132,6 +213,7 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
     cfg = config or TrainConfig()
     task = get_task(task)
     check_compatible(model, task)
+    validate_model_config(model, cfg.model)
     zoo = zoo if isinstance(zoo, Zoo) else Zoo(zoo)
     splits = load_splits(zoo, task)
     num_classes = None
@@ -259,6 +341,29 @@ def write_outputs(result: dict, net, out_dir: str) -> None:
                             os.path.join(out_dir, "pruning_mask.png"), title, int(result["test_ids"][0]))
 
 
+def _read_run(run_dir: str) -> dict:
+    """``run_dir/metrics.json``, checked before anything is built from it: task, model, zoo
+    and the model config (``validate_model_config``: known keys, sizes within bounds)."""
+    path = os.path.join(run_dir, "metrics.json")
+    try:
+        with open(path, "rb") as f:
+            info = json.loads(f.read())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: not found ({run_dir} is not a run directory written by wskan train)") from None
+    except ValueError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    for key in ("task", "model", "zoo"):
+        if not isinstance(info.get(key), str):
+            raise ValueError(f"{path}: field {key!r}: expected a string, got {info.get(key)!r:.60}")
+    cfg = info.get("config")
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
+        raise ValueError(f"{path}: field 'config.model': expected an object of model hyperparameters")
+    validate_model_config(info["model"], cfg["model"], where=f"{path}: config.model")
+    return info
+
+
 def evaluate_run(run_dir: str, zoo=None, split: str = "test", out: Optional[str] = None) -> dict:
     """Re-evaluate a trained run (``metrics.json`` + ``model.safetensors`` written by
     :func:`wskan_ext.tasks.train.fit`) on ``split`` of ``zoo`` (default: the zoo it was trained on).
@@ -269,8 +374,7 @@ def evaluate_run(run_dir: str, zoo=None, split: str = "test", out: Optional[str]
     from ..zoo.store import Zoo
     from .definitions import load_split
 
-    with open(os.path.join(run_dir, "metrics.json")) as f:
-        info = json.load(f)
+    info = _read_run(run_dir)
     task, model = get_task(info["task"]), info["model"]
     train_zoo = Zoo(info["zoo"])
     target = train_zoo if zoo is None else (zoo if isinstance(zoo, Zoo) else Zoo(zoo))
@@ -289,7 +393,12 @@ def evaluate_run(run_dir: str, zoo=None, split: str = "test", out: Optional[str]
         from safetensors.torch import load_file
 
         net = mm.build_net()
-        net.load_state_dict(load_file(os.path.join(run_dir, "model.safetensors")))
+        wpath = os.path.join(run_dir, "model.safetensors")
+        try:
+            net.load_state_dict(load_file(wpath))
+        except RuntimeError as e:  # names, shapes: the file does not belong to this run's model
+            raise ValueError(f"{wpath}: does not fit model {model!r} of {run_dir}/metrics.json "
+                             f"({str(e).splitlines()[0]})") from None
     y_mean, y_std = 0.0, 1.0
     if task.kind == "regression":
         y_mean, y_std = train.targets.mean(0), train.targets.std(0, unbiased=False).clamp_min(1e-8)

@@ -10,6 +10,7 @@ thread count assumed: CPU reductions may round differently with other thread cou
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -24,12 +25,14 @@ from .. import __version__
 from .datasets import (SineData, cifar10_inr_data, digits_inr_data, idx_inr_data, load_cifar10_data,
                        load_digits_data, load_idx_data, load_mnist5k_data, mnist5k_inr_data, seed_for)
 from .labels import PYKAN_EDGE_THRESHOLD, evaluate, pruning_masks
-from .store import (FORMAT, FORMAT_VERSION, ZooFormatError, atomic_write, clean_float, dumps, iter_rows,
-                    shard_done, write_shard)
-from .trainer import RunHParams, diverged_at, train_batched
+from .store import (FORMAT, FORMAT_VERSION, ZooFormatError, ZooLockedError, atomic_write, clean_float,
+                    config_fingerprint, dumps, iter_rows, resolve_dir, shard_done, verify_fingerprint, write_shard,
+                    zoo_lock)
+from .trainer import DIVERGE_FACTOR, DIVERGE_WEIGHT_BOUND, RunHParams, diverged_at, init_models, train_batched
 from ..kan.weights import FIELDS
 
-__all__ = ["BuildConfig", "PRESETS", "build_zoo", "load_dataset", "run_hparams", "split_of"]
+__all__ = ["BuildConfig", "PRESETS", "build_zoo", "load_dataset", "run_hparams", "split_of", "DivergedBuildError",
+           "divergence_summary", "check_divergence"]
 
 #: Classifier datasets (one shared train/test set; labels: accuracy, pruning masks).
 CLASSIFIER_DATASETS = ("digits", "mnist5k", "idx", "cifar10")
@@ -37,6 +40,47 @@ CLASSIFIER_DATASETS = ("digits", "mnist5k", "idx", "cifar10")
 FUNCTION_DATASETS = ("digits_inr", "mnist5k_inr", "idx_inr", "cifar10_inr", "sine")
 DATASETS = CLASSIFIER_DATASETS + FUNCTION_DATASETS
 _NEEDS_DIR = ("idx", "idx_inr", "cifar10", "cifar10_inr")
+
+
+def _bad(name: str, bound: str, value) -> ValueError:
+    return ValueError(f"build config: {name} must be {bound}, got {value!r}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_int(name: str, v, lo: int, optional: bool = False) -> None:
+    if not ((optional and v is None) or (_is_int(v) and v >= lo)):
+        raise _bad(name, f"an integer >= {lo}" + (" or null" if optional else ""), v)
+
+
+def _check_real(name: str, v, bound: str, ok, optional: bool = False) -> None:
+    if not ((optional and v is None) or (_is_real(v) and ok(v))):
+        raise _bad(name, bound + (" or null" if optional else ""), v)
+
+
+def _check_range(name: str, v, bound: str, ok) -> None:
+    """``[low, high]``: two finite numbers with ``ok(x)`` each and ``low <= high``."""
+    if not (isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_real(x) and ok(x) for x in v) and v[0] <= v[1]):
+        raise _bad(name, f"[low, high] with {bound} and low <= high", v)
+
+
+#: Side length of the images of each image dataset (``downsample`` must divide it).
+_IMAGE_SIDE = {"digits": 8, "digits_inr": 8, "mnist5k": 28, "mnist5k_inr": 28, "cifar10": 32, "cifar10_inr": 32}
+_RANGES = {  # field: (bound as stated in the error, test of each end)
+    "lr": ("0 < low, high (finite)", lambda x: x > 0),
+    "weight_decay": ("0 <= low, high (finite)", lambda x: x >= 0),
+    "init_scale": ("0 < low, high (finite)", lambda x: x > 0),
+    "subset_fraction": ("0 < low, high <= 1", lambda x: 0 < x <= 1),
+    "label_noise": ("0 <= low, high <= 1", lambda x: 0 <= x <= 1),
+    "sine_a": ("finite low, high", lambda x: True),
+    "sine_b": ("finite low, high", lambda x: True),
+}
 
 
 @dataclass
@@ -47,6 +91,15 @@ class BuildConfig:
     (``weight_decay`` uniformly if ``low == 0``), the others uniformly.
     ``size`` is the number of training *runs*; each run contributes one member per entry
     of ``checkpoints`` (steps), so the zoo has ``size * len(checkpoints)`` members.
+
+    **Divergence.** A member (a run at a checkpoint) has status ``"diverged"`` when its
+    loss was non-finite, when its training loss exceeds ``diverge_factor`` times its initial
+    loss, or when a trained weight exceeds ``diverge_weight_bound`` in absolute value
+    (``null`` switches either test off; see ``wskan_ext.zoo.diverged_at``). A
+    run diverged when any of its members did; :func:`build_zoo` fails when every run, or
+    more than ``max_diverged_fraction`` of them, diverged (unless ``allow_diverged``).
+
+    Every field is validated on construction (``ValueError`` stating the bound).
     """
 
     dataset: str = "digits"
@@ -76,28 +129,60 @@ class BuildConfig:
     sine_b: List[float] = field(default_factory=lambda: [1.0, 6.0])
     seed: int = 0
     dtype: str = "float32"
+    diverge_factor: Optional[float] = DIVERGE_FACTOR
+    diverge_weight_bound: Optional[float] = DIVERGE_WEIGHT_BOUND
+    max_diverged_fraction: float = 0.5
 
     def __post_init__(self):
         if self.dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
+            raise ValueError(f"build config: dataset must be one of {DATASETS}, got {self.dataset!r}")
+        for name in ("data_dir", "data_name"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, str) and v):
+                raise _bad(name, "a non-empty string or null", v)
         if self.dataset in _NEEDS_DIR and not self.data_dir:
             raise ValueError(f"dataset {self.dataset!r} needs data_dir (--data-dir: "
                              + ("a folder of MNIST-format IDX files)" if "idx" in self.dataset
                                 else "the cifar-10-batches-bin folder)"))
         if self.subset_fraction is None:  # INRs fit every pixel; classifiers see 30-100 % of the data
             self.subset_fraction = [1.0, 1.0] if self.dataset in FUNCTION_DATASETS else [0.3, 1.0]
-        if self.limit is not None and int(self.limit) < 1:
-            raise ValueError(f"limit must be a positive number of images, got {self.limit}")
-        if self.size < 1 or self.shard_size < 1:
-            raise ValueError(f"size and shard_size must be >= 1, got {self.size}, {self.shard_size}")
-        if not self.checkpoints or min(self.checkpoints) < 1 or max(self.checkpoints) > self.steps:
-            raise ValueError(f"checkpoints must lie in [1, steps={self.steps}], got {self.checkpoints}")
-        self.checkpoints = sorted(set(int(c) for c in self.checkpoints))
-        if abs(sum(self.split_fractions) - 1) > 1e-9 or len(self.split_fractions) != 3:
-            raise ValueError(f"split_fractions must be 3 numbers summing to 1, got {self.split_fractions}")
+        if not isinstance(self.grey, bool):
+            raise _bad("grey", "true or false", self.grey)
+        _check_int("limit", self.limit, 1, optional=True)
+        _check_int("downsample", self.downsample, 1, optional=True)
+        side = _IMAGE_SIDE.get(self.dataset)
+        if self.downsample is not None and side is not None and (self.downsample > side or side % self.downsample):
+            raise _bad("downsample", f"a divisor of the {side}x{side} images of {self.dataset!r} (side length "
+                                     "after average pooling)", self.downsample)
+        _check_real("test_fraction", self.test_fraction, "in (0, 1)", lambda v: 0 < v < 1)
+        if not (isinstance(self.hidden, (list, tuple)) and all(_is_int(h) and h >= 1 for h in self.hidden)):
+            raise _bad("hidden", "a list of hidden-layer widths, each an integer >= 1", self.hidden)
+        for name in ("grid", "k", "size", "shard_size", "steps", "prune_samples"):
+            _check_int(name, getattr(self, name), 1)
+        _check_int("batch_size", self.batch_size, 1, optional=True)
+        _check_int("seed", self.seed, 0)
+        c = self.checkpoints
+        if not (isinstance(c, (list, tuple)) and c and all(_is_int(x) and 1 <= x <= self.steps for x in c)):
+            raise _bad("checkpoints", f"a non-empty list of steps in [1, steps={self.steps}]", c)
+        self.checkpoints = sorted(set(int(x) for x in c))
+        for name, (bound, ok) in _RANGES.items():
+            _check_range(name, getattr(self, name), bound, ok)
+        f = self.split_fractions
+        if not (isinstance(f, (list, tuple)) and len(f) == 3 and all(_is_real(x) and 0 <= x <= 1 for x in f)
+                and abs(sum(f) - 1) <= 1e-9):
+            raise _bad("split_fractions", "3 numbers (train, val, test), each in [0, 1], summing to 1", f)
+        _check_real("prune_threshold", self.prune_threshold, ">= 0 (finite)", lambda v: v >= 0)
+        if self.dtype not in ("float32", "float64"):
+            raise _bad("dtype", "'float32' or 'float64'", self.dtype)
+        _check_real("diverge_factor", self.diverge_factor, "> 1 (finite)", lambda v: v > 1, optional=True)
+        _check_real("diverge_weight_bound", self.diverge_weight_bound, "> 0 (finite)", lambda v: v > 0,
+                    optional=True)
+        _check_real("max_diverged_fraction", self.max_diverged_fraction, "in [0, 1]", lambda v: 0 <= v <= 1)
 
     @classmethod
     def from_dict(cls, d: dict) -> "BuildConfig":
+        if not isinstance(d, dict):
+            raise TypeError(f"build config: expected a JSON object of BuildConfig fields, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -210,7 +295,11 @@ def build_shard(cfg: BuildConfig, data, shard: int, progress: bool = False):
                         batch_size=cfg.batch_size, checkpoints=cfg.checkpoints, seed=seed_for(cfg.seed, 3, shard),
                         progress=progress, desc=f"shard {shard}")
     xp = x[: cfg.prune_samples]
-    div = diverged_at(res)
+    div = diverged_at(res, cfg.diverge_factor, cfg.diverge_weight_bound)
+    loss_key = "train_loss" if task == "classification" else "mse"
+    if cfg.diverge_factor is not None:  # the same test on the data the labels are measured on
+        w0 = init_models(width, cfg.grid, cfg.k, hp, dtype=x.dtype, device=x.device).weights(detach=True)
+        loss0 = evaluate(w0, x, y, task=task)["loss" if task == "classification" else "mse"].to(torch.float64)
     per_ckpt = {f"layers.{l}.{f}": [] for l in range(len(width) - 1) for f in FIELDS}
     masks = {f"prune_mask.{l}": [] for l in range(len(width) - 1)}
     labels = {}
@@ -222,6 +311,8 @@ def build_shard(cfg: BuildConfig, data, shard: int, progress: bool = False):
             lab.update({f"test_{k}": v for k, v in evaluate(w, data.x_test, data.y_test).items()})
         else:
             lab = evaluate(w, x, y, task="regression")
+        if cfg.diverge_factor is not None:  # NaN counts as above the bound
+            div[:, c] |= ~(lab[loss_key].to(torch.float64) <= cfg.diverge_factor * loss0).cpu()
         pm = [torch.cat(p) for p in zip(*[pruning_masks(w[a:a + 16], xp, cfg.prune_threshold)
                                           for a in range(0, len(runs), 16)])]
         lab["edges_kept"] = sum(p.flatten(1).sum(1) for p in pm) / sum(p[0].numel() for p in pm)
@@ -268,59 +359,155 @@ def _dist():
     return None, 0, 1, False
 
 
-def build_zoo(cfg: BuildConfig, out: str, progress: bool = True, step_progress: bool = False) -> str:
-    """Build (or resume) the zoo described by ``cfg`` in directory ``out``.
+class DivergedBuildError(ValueError):
+    """Too many runs of a build diverged (see ``check_divergence``); the shards are kept."""
 
-    Under ``torchrun`` (``WORLD_SIZE > 1``) a gloo process group is created if none exists;
-    rank ``r`` builds shards ``r, r + N, ...``; rank 0 writes the manifest first and the
-    metadata table last. Re-running after an interruption skips finished shards; an
-    existing directory built from a different config raises ``ValueError``.
-    """
-    dist, rank, world, created = _dist()
-    manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "library_version": __version__,
-        "config": cfg.to_dict(), "num_shards": cfg.num_shards,
-        "checkpoints_per_run": len(cfg.checkpoints), "num_members": cfg.size * len(cfg.checkpoints),
-    }
-    data = load_dataset(cfg)
-    n_in = data.num_inputs
-    n_out = data.num_classes if data.task == "classification" else data.num_outputs
-    depth = len(cfg.hidden) + 1
-    manifest["architecture"] = {"widths": [n_in, *cfg.hidden, n_out], "grid_sizes": [cfg.grid] * depth,
-                                "k": [cfg.k] * depth, "base_fun": ["silu"] * depth}
-    manifest["task"] = data.task
+
+def divergence_summary(rows: Sequence[dict]) -> dict:
+    """``{"runs", "runs_diverged", "members", "members_diverged"}`` of metadata ``rows``
+    (a run diverged when any of its members has status ``"diverged"``)."""
+    runs: dict = {}
+    for r in rows:
+        runs[r["run"]] = runs.get(r["run"], False) or r["status"] != "ok"
+    return {"runs": len(runs), "runs_diverged": sum(runs.values()), "members": len(rows),
+            "members_diverged": sum(r["status"] != "ok" for r in rows)}
+
+
+def check_divergence(summary: dict, max_fraction: float, allow: bool = False, out: str = "") -> None:
+    """Raise ``DivergedBuildError`` when every run, or more than ``max_fraction`` of the
+    runs, diverged (``summary`` from ``divergence_summary``), unless ``allow``."""
+    n, d = summary["runs"], summary["runs_diverged"]
+    if allow or d == 0 or (d < n and d <= max_fraction * n):
+        return
+    why = "every run diverged" if d == n else f"more than max_diverged_fraction={max_fraction:g} of the runs diverged"
+    raise DivergedBuildError(
+        f"{d} of {n} runs diverged ({summary['members_diverged']} of {summary['members']} members): {why} "
+        "(non-finite loss, loss above diverge_factor x the initial loss, or a weight above diverge_weight_bound); "
+        "lower the learning rate range, or re-run with --allow-diverged (build_zoo(..., allow_diverged=True)) "
+        f"to finish the zoo anyway{' in ' + out if out else ''} (its shards are kept)"
+    )
+
+
+_BROADCAST_ERRORS = {c.__name__: c for c in (ZooLockedError, ZooFormatError, DivergedBuildError, ValueError)}
+
+
+def _agree(dist, rank: int, err: Optional[BaseException], src: Optional[int] = 0) -> None:
+    """Make a failure every rank's, so that no rank waits at a barrier for one that has
+    failed: ``src=0`` broadcasts rank 0's outcome, ``src=None`` gathers every rank's. A
+    rank re-raises its own error; the others raise the same type with the same message."""
+    if dist is not None:
+        mine = None if err is None else (type(err).__name__, str(err))
+        if src is None:
+            box = [None] * dist.get_world_size()
+            dist.all_gather_object(box, mine)
+        else:
+            box = [mine]
+            dist.broadcast_object_list(box, src=src)
+        first = next(((r if src is None else src, b) for r, b in enumerate(box) if b is not None), None)
+        if err is None and first is not None:
+            raise _BROADCAST_ERRORS.get(first[1][0], ValueError)(f"rank {first[0]} failed: {first[1][1]}")
+    if err is not None:
+        raise err
+
+
+def _prepare_dir(out: str, manifest: dict, config: dict) -> None:
+    """Rank 0, holding the lock: refuse a newer format or anything built from another
+    config (manifest, shards), then write the manifest if there is none."""
     mpath = os.path.join(out, "manifest.json")
+    old = None
+    if os.path.exists(mpath):
+        with open(mpath, "rb") as f:
+            old = json.loads(f.read())
+        v = old.get("format_version", 0) if isinstance(old, dict) else 0
+        if isinstance(v, int) and v > FORMAT_VERSION:
+            raise ZooFormatError(f"{mpath}: zoo format version {v} is newer than this library supports "
+                                 f"({FORMAT_VERSION})")
+    verify_fingerprint(out, config)
+    if old is None:
+        atomic_write(mpath, dumps(manifest), root=out)
+        return
+    keys = sorted(k for k in set(old) | set(manifest) if k != "library_version" and old.get(k) != manifest.get(k))
+    if keys:
+        raise ValueError(f"{out}: holds a zoo built with a different config (manifest entries {keys} differ); "
+                         "use a new directory")
+
+
+def build_zoo(cfg: BuildConfig, out: str, progress: bool = True, step_progress: bool = False,
+              allow_diverged: bool = False) -> str:
+    """Build (or resume) the zoo described by ``cfg`` in directory ``out``; returns the
+    directory (resolved with ``realpath`` once, and used for every write).
+
+    **One writer, one identity.** Rank 0 holds the zoo's lock
+    (``wskan_ext.zoo.store.zoo_lock``) from before the manifest is written until
+    ``metadata.jsonl`` is: a second build into the same directory fails at once with
+    ``ZooLockedError``. Before writing anything it checks that
+    the manifest and every shard already there were built from ``cfg``
+    (``verify_fingerprint``; :class:`ZooFormatError` naming the
+    file and the differing entries otherwise); the manifest and every shard carry the
+    config fingerprint. Re-running after an interruption skips finished shards.
+
+    **Divergence.** When every run, or more than ``cfg.max_diverged_fraction`` of them,
+    diverged (see :class:`BuildConfig`), ``DivergedBuildError`` (a ``ValueError``) is
+    raised before ``metadata.jsonl`` is written, unless ``allow_diverged``.
+
+    **Ranks.** Under ``torchrun`` (``WORLD_SIZE > 1``) a process group is created if none
+    exists (nccl with CUDA, one GPU per local rank; gloo otherwise); rank ``r`` builds
+    shards ``r, r + N, ...``; rank 0 writes the manifest first and the metadata table last.
+    A failure on any rank (lock, config mismatch, a shard, divergence) reaches every rank,
+    so all of them raise instead of waiting.
+    """
+    out = resolve_dir(out)
+    config = cfg.to_dict()
+    dist, rank, world, created = _dist()
     try:
-        if rank == 0:
-            if os.path.exists(mpath):
-                with open(mpath, "rb") as f:
-                    old = json.loads(f.read())
-                if old.get("format_version", 0) > FORMAT_VERSION:
-                    raise ZooFormatError(f"{mpath}: zoo format version {old['format_version']} is newer than "
-                                         f"this library supports ({FORMAT_VERSION})")
-                if old != manifest:
-                    raise ValueError(f"{out}: holds a zoo built with a different config; use a new directory")
-            else:
-                atomic_write(mpath, dumps(manifest))
-        if dist is not None:
-            dist.barrier()
-        mine = [s for s in range(cfg.num_shards) if s % world == rank]
-        todo = [s for s in mine if not shard_done(out, s)]
-        bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"zoo shards (rank {rank})",
-                   unit="shard", disable=not progress)
-        for s in todo:
-            tensors, rows = build_shard(cfg, data, s, progress=step_progress)
-            write_shard(out, s, tensors, rows)
-            bar.update(1)
-        bar.close()
-        if dist is not None:
-            dist.barrier()
-        if rank == 0:
-            rows = sorted(iter_rows(out, cfg.num_shards), key=lambda r: r["id"])
-            body = b"".join(json.dumps(r, sort_keys=True, allow_nan=False).encode() + b"\n" for r in rows)
-            atomic_write(os.path.join(out, "metadata.jsonl"), body)
-        if dist is not None:
-            dist.barrier()
+        with contextlib.ExitStack() as held:
+            err = None
+            if rank == 0:
+                try:
+                    held.enter_context(zoo_lock(out))
+                except Exception as e:  # noqa: BLE001 - shared with every rank, then re-raised
+                    err = e
+            _agree(dist, rank, err)
+            try:
+                data = load_dataset(cfg)
+                n_out = data.num_classes if data.task == "classification" else data.num_outputs
+                depth = len(cfg.hidden) + 1
+                manifest = {
+                    "format": FORMAT, "format_version": FORMAT_VERSION, "library_version": __version__,
+                    "config": config, "config_fingerprint": config_fingerprint(config),
+                    "num_shards": cfg.num_shards, "checkpoints_per_run": len(cfg.checkpoints),
+                    "num_members": cfg.size * len(cfg.checkpoints),
+                    "architecture": {"widths": [data.num_inputs, *cfg.hidden, n_out], "grid_sizes": [cfg.grid] * depth,
+                                     "k": [cfg.k] * depth, "base_fun": ["silu"] * depth},
+                    "task": data.task,
+                }
+                if rank == 0:
+                    _prepare_dir(out, manifest, config)
+            except Exception as e:  # noqa: BLE001
+                err = e
+            _agree(dist, rank, err, src=None)
+            try:
+                mine = [s for s in range(cfg.num_shards) if s % world == rank]
+                todo = [s for s in mine if not shard_done(out, s, config=config)]
+                bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"zoo shards (rank {rank})",
+                           unit="shard", disable=not progress)
+                for s in todo:
+                    tensors, rows = build_shard(cfg, data, s, progress=step_progress)
+                    write_shard(out, s, tensors, rows, config=config)
+                    bar.update(1)
+                bar.close()
+            except Exception as e:  # noqa: BLE001
+                err = e
+            _agree(dist, rank, err, src=None)
+            if rank == 0:
+                try:
+                    rows = sorted(iter_rows(out, cfg.num_shards), key=lambda r: r["id"])
+                    check_divergence(divergence_summary(rows), cfg.max_diverged_fraction, allow_diverged, out)
+                    body = b"".join(json.dumps(r, sort_keys=True, allow_nan=False).encode() + b"\n" for r in rows)
+                    atomic_write(os.path.join(out, "metadata.jsonl"), body, root=out)
+                except Exception as e:  # noqa: BLE001
+                    err = e
+            _agree(dist, rank, err)
     finally:
         if created:
             dist.destroy_process_group()

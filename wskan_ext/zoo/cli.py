@@ -32,6 +32,7 @@ def add_parser(subparsers) -> None:
         epilog="examples:\n  wskan zoo build --dataset digits --size 64 --out my_zoo\n"
                "  wskan zoo build --preset demo --out demo_zoo\n"
                "  wskan zoo build --config zoo.json --out my_zoo   # keys: see BuildConfig\n"
+               "  wskan zoo build --config high_lr.json --allow-diverged --out risky_zoo   # keep diverged runs\n"
                "  torchrun --nproc_per_node=2 -m wskan_ext.cli zoo build --preset demo --out demo_zoo",
     )
     b.add_argument("--out", required=True, help="zoo directory (created; resumed if it exists)")
@@ -53,6 +54,9 @@ def add_parser(subparsers) -> None:
     b.add_argument("--seed", type=int, help="zoo seed")
     b.add_argument("--threads", type=int, default=None,
                    help="torch threads per process (default 1 under torchrun, else all cores)")
+    b.add_argument("--allow-diverged", action="store_true",
+                   help="finish the zoo even when every run, or more than max_diverged_fraction of them, "
+                        "diverged (they are kept with status 'diverged')")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=_build)
 
@@ -71,8 +75,8 @@ def add_parser(subparsers) -> None:
     e = zsub.add_parser(
         "export", help="export one member as a native KAN or a pykan model", formatter_class=_RAW,
         description="Export member ID. native: a safetensors file (load with "
-                    "wskan_ext.zoo.load_kan_weights). pykan: pykan checkpoint files OUT_config.yml / "
-                    "OUT_state (load with kan.KAN.loadckpt(OUT)).",
+                    "wskan_ext.zoo.load_kan_weights). pykan: pykan checkpoint files OUT_config.yml, "
+                    "OUT_state and OUT_cache_data (load with kan.KAN.loadckpt(OUT); needs pykan).",
         epilog="examples:\n  wskan zoo export demo_zoo 17 --to native --out m17.safetensors\n"
                "  wskan zoo export demo_zoo 17 --to pykan --out m17",
     )
@@ -113,8 +117,26 @@ def set_threads(threads) -> int:
     return n
 
 
+def _read_config(path: str) -> dict:
+    """The JSON object of BuildConfig fields in file ``path`` (``--config``)."""
+    where = f"--config {path}"
+    try:
+        with open(path) as f:
+            raw = f.read()
+    except OSError as e:
+        raise ValueError(f"{where}: cannot read the file ({e.strerror or e})") from None
+    try:
+        d = json.loads(raw)
+    except ValueError as e:
+        raise ValueError(f"{where}: not valid JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: expected a JSON object of BuildConfig fields, got {type(d).__name__}")
+    return d
+
+
 def _build(a) -> int:
-    from .build import PRESETS, BuildConfig, build_zoo
+    from .build import PRESETS, BuildConfig, build_zoo, divergence_summary
+    from .store import iter_rows
 
     d = {}
     if a.preset:
@@ -122,8 +144,7 @@ def _build(a) -> int:
             raise SystemExit(f"unknown preset {a.preset!r}; choose from {sorted(PRESETS)}")
         d.update(PRESETS[a.preset])
     if a.config:
-        with open(a.config) as f:
-            d.update(json.load(f))
+        d.update(_read_config(a.config))
     set_threads(a.threads)
     for key in ("dataset", "data_dir", "data_name", "limit", "size", "hidden", "steps", "downsample", "seed",
                 "grid", "k"):
@@ -134,13 +155,14 @@ def _build(a) -> int:
         d["grey"] = False
     if "steps" in d and "checkpoints" not in d and not a.preset:
         d["checkpoints"] = default_checkpoints(d["steps"])
-    try:
-        cfg = BuildConfig.from_dict(d)
-    except (ValueError, TypeError) as err:
-        raise SystemExit(f"wskan zoo build: {err}")
-    build_zoo(cfg, a.out, progress=not a.quiet)
-    if not a.quiet:
-        print(f"zoo written to {a.out}: {cfg.size} runs x {len(cfg.checkpoints)} checkpoints", file=sys.stderr)
+    cfg = BuildConfig.from_dict(d)  # every field validated before any work (ValueError: one line, exit 2)
+    out = build_zoo(cfg, a.out, progress=not a.quiet, allow_diverged=a.allow_diverged)
+    if int(os.environ.get("RANK", "0")) == 0:
+        s = divergence_summary(list(iter_rows(out, cfg.num_shards)))
+        print(f"zoo build: {s['runs_diverged']} of {s['runs']} runs diverged ({s['members_diverged']} of "
+              f"{s['members']} members have status 'diverged')", file=sys.stderr)
+        if not a.quiet:
+            print(f"zoo written to {out}: {cfg.size} runs x {len(cfg.checkpoints)} checkpoints", file=sys.stderr)
     return 0
 
 
@@ -188,12 +210,14 @@ def _info(a) -> int:
 def _export(a) -> int:
     from .store import Zoo, save_kan_weights
 
-    zoo = Zoo(a.dir)
+    zoo = Zoo(a.dir)  # a missing, incomplete or corrupted zoo, or an unknown id: ValueError (one line)
+    member = zoo.member(a.id)
     if a.to == "native":
-        save_kan_weights(a.out, zoo.member(a.id))
-        print(f"member {a.id} written to {a.out}")
+        path = save_kan_weights(a.out, member)
+        print(f"member {a.id} written to {path}")
     else:
-        model = zoo.to_pykan(a.id)
-        model.saveckpt(a.out)
-        print(f"member {a.id} written to {a.out}_config.yml / {a.out}_state")
+        from wskan_ext.adapters.pykan import save_pykan
+
+        paths = save_pykan(member, a.out)
+        print(f"member {a.id} written to " + ", ".join(paths))
     return 0

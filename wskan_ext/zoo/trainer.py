@@ -37,7 +37,13 @@ from ..kan.local_spline import grid_is_uniform, local_spline_sum
 from ..kan.spline import base_function, bspline_basis, truncated_power_coefficients, truncated_power_spline
 from ..kan.weights import KANWeights, layer_forward
 
-__all__ = ["RunHParams", "TrainResult", "train_batched", "init_models", "batched_loss", "diverged_at"]
+__all__ = ["RunHParams", "TrainResult", "train_batched", "init_models", "batched_loss", "diverged_at",
+           "DIVERGE_FACTOR", "DIVERGE_WEIGHT_BOUND"]
+
+#: A checkpoint whose training loss exceeds this many times the model's initial loss diverged.
+DIVERGE_FACTOR = 10.0
+#: A checkpoint with a trainable weight of absolute value above this bound diverged.
+DIVERGE_WEIGHT_BOUND = 1e4
 
 
 @dataclass
@@ -88,7 +94,11 @@ class TrainResult:
           of the step just taken, on the model's own subset / noisy labels);
         - ``diverged_step``: ``(B,)`` first step with a non-finite loss, ``-1`` if none;
         - ``subset``: ``(B, s)`` bool training subset; ``labels``: ``(B, s)`` noisy labels
-          (classification) or ``None``.
+          (classification) or ``None``;
+        - ``initial_loss``: ``(B,)`` training objective of the initial model on its whole
+          subset (its own noisy labels), before any update; ``checkpoint_loss``:
+          ``(B, len(steps))`` the same objective of each checkpoint's weights (both ``None``
+          in results made without them).
     """
 
     steps: List[int]
@@ -98,6 +108,8 @@ class TrainResult:
     subset: torch.Tensor
     labels: Optional[torch.Tensor] = None
     extra: Dict = field(default_factory=dict)
+    initial_loss: Optional[torch.Tensor] = None
+    checkpoint_loss: Optional[torch.Tensor] = None
 
 
 def init_models(width, grid, k, hp: RunHParams, *, grid_range=(-1.0, 1.0), base_fun="silu",
@@ -276,7 +288,14 @@ def train_batched(
     full = batch_size is None or batch_size >= s
     weight_full = subset.to(dtype)
     diverged = torch.full((B,), -1, dtype=torch.long)
-    kept, losses = [], []
+    kept, losses, ckpt_losses = [], [], []
+
+    @torch.no_grad()
+    def subset_objective():  # each model's objective on its whole subset (no update, no RNG)
+        pred = fwd(model, x, None) if fwd is not None else model(x.expand(B, s, x.shape[1]))
+        return ((batched_loss(pred, target, task) * weight_full).sum(1) / weight_full.sum(1).clamp_min(1)).cpu()
+
+    initial = None if full else subset_objective()  # full batch: step 1's loss is exactly this
     for t in tqdm(range(1, steps + 1), desc=desc, disable=not progress, leave=False):
         if full:
             idx, w = None, weight_full
@@ -293,6 +312,8 @@ def train_batched(
                                           else target[torch.arange(B, device=device)[:, None], idx])
         per = batched_loss(pred, tgt, task)
         loss_b = (per * w).sum(1) / w.sum(1).clamp_min(1)
+        if initial is None:
+            initial = loss_b.detach().cpu()
         bad = ~torch.isfinite(loss_b.detach()).cpu()
         diverged[(diverged < 0) & bad] = t
         for p in params:
@@ -310,20 +331,42 @@ def train_batched(
         if t in checkpoints:
             kept.append(model.weights(detach=True).clone())
             losses.append(loss_b.detach().clone())
+            ckpt_losses.append(subset_objective())
     return TrainResult(checkpoints, kept, torch.stack(losses, 1).cpu(), diverged, subset.cpu(), labels,
-                       {"fast": fast, "spline": spline})
+                       {"fast": fast, "spline": spline}, initial, torch.stack(ckpt_losses, 1))
 
 
-def diverged_at(result: TrainResult) -> torch.Tensor:
-    """``(B, len(steps))`` bool: model diverged at or before each checkpoint, or its
-    checkpoint weights contain NaN/Inf."""
+#: Trainable weight tensors (``grid`` is fixed, ``mask`` is 0/1), checked against the bound.
+_TRAINED = ("coef", "scale_base", "scale_sp", "node_scale", "node_bias")
+
+
+def diverged_at(result: TrainResult, loss_factor: Optional[float] = DIVERGE_FACTOR,
+                weight_bound: Optional[float] = DIVERGE_WEIGHT_BOUND) -> torch.Tensor:
+    """``(B, len(steps))`` bool: whether model ``b`` had diverged by checkpoint ``c``.
+
+    A checkpoint is diverged when
+
+    * the training loss was non-finite at some step up to it, or its weights hold NaN/Inf;
+    * the training objective of its weights (``checkpoint_loss[b, c]``, on the model's
+      whole subset) exceeds ``loss_factor`` times the initial one (``initial_loss[b]``);
+    * a trainable weight (``coef``, ``scale_base``, ``scale_sp``, node affine) exceeds
+      ``weight_bound`` in absolute value.
+
+    ``loss_factor=None`` / ``weight_bound=None`` switch the respective test off.
+    """
     steps = torch.tensor(result.steps)
     d = result.diverged_step
     flag = (d[:, None] >= 0) & (d[:, None] <= steps[None, :])
     for c, w in enumerate(result.checkpoints):
         finite = torch.ones(d.shape[0], dtype=torch.bool)
-        for t in w.tensors().values():
-            finite &= torch.isfinite(t.reshape(t.shape[0], -1)).all(1).cpu()
+        for name, t in w.tensors().items():
+            t = t.reshape(t.shape[0], -1)
+            finite &= torch.isfinite(t).all(1).cpu()
+            if weight_bound is not None and name.rsplit(".", 1)[-1] in _TRAINED and t.shape[1]:
+                finite &= (t.abs().amax(1) <= weight_bound).cpu()
         flag[:, c] |= ~finite
+    if loss_factor is not None and result.initial_loss is not None and result.checkpoint_loss is not None:
+        bound = loss_factor * result.initial_loss.to(torch.float64)
+        flag |= ~(result.checkpoint_loss.to(torch.float64) <= bound[:, None])  # NaN counts as above
     return flag
 
