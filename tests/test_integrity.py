@@ -59,7 +59,7 @@ def test_manifest_deleted_then_rebuilt_with_other_seed_is_refused(zoos, tmp_path
     with pytest.raises(ZooFormatError, match=r"shard-00000\.json: built from a different config .*seed: 0 .* vs 1"):
         _build({**SMALL, "seed": 1}, root)
     # negative twin: the same config resumes (nothing to do) and loads
-    os.remove(os.path.join(root, "manifest.json"))
+    assert not os.path.exists(os.path.join(root, "manifest.json"))  # the refused build wrote nothing
     _build(SMALL, root)
     assert len(Zoo(root).weights()) == len(Zoo(zoos[0]).ids())
 
@@ -287,7 +287,7 @@ def test_out_through_missing_dir_and_dotdot_builds_one_zoo(zoos, tmp_path):
     out = str(tmp_path / "a" / "sub" / ".." / "z")
     _build(SMALL, out)
     z = tmp_path / "a" / "z"
-    assert sorted(os.listdir(z)) == ["manifest.json", "metadata.jsonl", "shards"]
+    assert sorted(os.listdir(z)) == ["build_log.jsonl", "manifest.json", "metadata.jsonl", "shards"]
     assert not (tmp_path / "a" / "sub").exists()
     assert [n for n in os.listdir(z / "shards") if ".tmp" in n] == []
     assert len(Zoo(str(z)).weights()) == len(Zoo(zoos[0]).ids())
@@ -302,7 +302,7 @@ def test_out_through_symlink_and_dotdot_builds_one_zoo(zoos, tmp_path):
     out = str(tmp_path / "a" / "link" / ".." / "z")  # the OS resolves this to b/z
     _build(SMALL, out)
     assert not (tmp_path / "a" / "z").exists()
-    assert sorted(os.listdir(tmp_path / "b" / "z")) == ["manifest.json", "metadata.jsonl", "shards"]
+    assert sorted(os.listdir(tmp_path / "b" / "z")) == ["build_log.jsonl", "manifest.json", "metadata.jsonl", "shards"]
     assert len(Zoo(out).weights()) == len(Zoo(zoos[0]).ids())
 
 

@@ -11,14 +11,9 @@ from wskan_ext.zoo import Zoo, load_kan_weights
 
 
 def _files(root):
-    out = {}
-    for d, _, names in os.walk(root):
-        for n in names:
-            if n.endswith(".png"):
-                continue
-            p = os.path.join(d, n)
-            out[os.path.relpath(p, root)] = open(p, "rb").read()
-    return out
+    from wskan_ext.zoo.store import content_files
+
+    return content_files(root)
 
 
 def test_help_texts_have_examples(capsys):

@@ -17,12 +17,9 @@ TINY = dict(PRESETS["tiny"])
 
 
 def _files(root):
-    out = {}
-    for d, _, names in os.walk(root):
-        for n in names:
-            p = os.path.join(d, n)
-            out[os.path.relpath(p, root)] = open(p, "rb").read()
-    return out
+    from wskan_ext.zoo.store import content_files
+
+    return content_files(root)
 
 
 @pytest.fixture(scope="module")

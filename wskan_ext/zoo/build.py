@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import time
 import os
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence
@@ -432,6 +433,14 @@ def _prepare_dir(out: str, manifest: dict, config: dict) -> None:
                          "use a new directory")
 
 
+def _log_build(out: str, entry: dict) -> None:
+    """Append one session's record (wall seconds, shards built, processes, threads) to
+    ``DIR/build_log.jsonl``: the zoo's build time, summed over resumed sessions."""
+    path = os.path.join(out, "build_log.jsonl")
+    old = open(path, "rb").read() if os.path.exists(path) else b""
+    atomic_write(path, old + json.dumps(entry, sort_keys=True).encode() + b"\n", root=out)
+
+
 def build_zoo(cfg: BuildConfig, out: str, progress: bool = True, step_progress: bool = False,
               allow_diverged: bool = False) -> str:
     """Build (or resume) the zoo described by ``cfg`` in directory ``out``; returns the
@@ -459,6 +468,7 @@ def build_zoo(cfg: BuildConfig, out: str, progress: bool = True, step_progress: 
     out = resolve_dir(out)
     config = cfg.to_dict()
     dist, rank, world, created = _dist()
+    t_start, started = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%S%z")
     try:
         with contextlib.ExitStack() as held:
             err = None
@@ -505,6 +515,10 @@ def build_zoo(cfg: BuildConfig, out: str, progress: bool = True, step_progress: 
                     check_divergence(divergence_summary(rows), cfg.max_diverged_fraction, allow_diverged, out)
                     body = b"".join(json.dumps(r, sort_keys=True, allow_nan=False).encode() + b"\n" for r in rows)
                     atomic_write(os.path.join(out, "metadata.jsonl"), body, root=out)
+                    _log_build(out, {"started": started, "seconds": time.perf_counter() - t_start,
+                                     "shards_built": len(todo) * world, "num_shards": cfg.num_shards,
+                                     "world_size": world, "threads_per_process": torch.get_num_threads(),
+                                     "library_version": __version__})
                 except Exception as e:  # noqa: BLE001
                     err = e
             _agree(dist, rank, err)

@@ -266,6 +266,25 @@ def zoo_lock(out: str, clean_temp: bool = True):
 
 
 # ---------------------------------------------------------------------- identity
+#: Files of a zoo directory that are records of a build session, not zoo content.
+SESSION_FILES = ("build_log.jsonl",)
+
+
+def content_files(root: str) -> Dict[str, bytes]:
+    """``{relative path: bytes}`` of every file that makes up the zoo: what a resumed or
+    multi-process build reproduces byte for byte. Leaves out the build log
+    (:data:`SESSION_FILES`: wall times), the lock file and figures (``*.png``)."""
+    out = {}
+    for d, _, names in os.walk(root):
+        for n in names:
+            if n in SESSION_FILES or n == LOCK_NAME or n.endswith(".png"):
+                continue
+            p = os.path.join(d, n)
+            with open(p, "rb") as f:
+                out[os.path.relpath(p, root)] = f.read()
+    return out
+
+
 def clean_float(v) -> Optional[float]:
     """A JSON-safe float (``None`` for NaN/Inf)."""
     v = float(v)
