@@ -112,3 +112,21 @@ def test_statistics_and_magnitudes_are_hidden_permutation_invariant():
     torch.testing.assert_close(permute_edge_labels(edge_magnitudes(w), w.widths, perms), edge_magnitudes(p),
                                rtol=1e-12, atol=1e-12)
     assert not torch.allclose(edge_magnitudes(p), edge_magnitudes(w))  # negative twin: order changes
+
+
+def test_nan_pruning_mask_gets_a_clear_error_not_sklearns():
+    """Issue 14.5: a NaN pruning mask gave scikit-learn's 'Input contains NaN'."""
+    from wskan_ext.tasks.metrics import compute_metrics
+
+    y = torch.tensor([[1.0, float("nan")], [0.0, 1.0]])
+    with pytest.raises(ValueError, match=r"target value\(s\) are NaN/Inf .*pruning mask"):
+        compute_metrics(["accuracy", "f1"], "binary", y, torch.zeros(2, 2))
+    assert compute_metrics(["accuracy"], "binary", torch.tensor([[1.0, 0.0]]), torch.tensor([[2.0, -1.0]]))["accuracy"] == 1.0
+
+
+def test_diverged_training_names_the_divergence():
+    """Issue 14.5: `train --lr 1e6` ended in 'Input contains NaN.' without naming the divergence."""
+    from wskan_ext.tasks.metrics import compute_metrics
+
+    with pytest.raises(ValueError, match="training diverged .*lower the learning rate"):
+        compute_metrics(["mse", "r2"], "regression", torch.ones(3, 1), torch.tensor([[1.0], [float("nan")], [0.0]]))

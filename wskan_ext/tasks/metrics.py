@@ -82,6 +82,13 @@ def compute_metrics(names: Sequence[str], kind: str, targets, output) -> Dict[st
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; available {sorted(METRICS)}")
     y = to_numpy(targets)
+    if not np.isfinite(np.asarray(y, dtype=float)).all():
+        bad = int((~np.isfinite(np.asarray(y, dtype=float))).sum())
+        raise ValueError(f"compute_metrics: {bad} target value(s) are NaN/Inf (e.g. a NaN pruning mask or label "
+                         "in the zoo); rebuild the zoo or exclude those members")
+    if not torch.isfinite(torch.as_tensor(output)).all():
+        raise ValueError("compute_metrics: the model's outputs contain NaN/Inf: training diverged "
+                         "(lower the learning rate, e.g. --lr)")
     p = predictions(kind, output)
     if kind == "binary":
         y = y.reshape(-1).round().astype(np.int64)
