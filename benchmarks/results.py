@@ -288,12 +288,14 @@ def main(argv=None):
                f"torch {torch.__version__}, {a.jobs} worker process(es) x 1 thread, Python {platform.python_version()}")
     cmd = "python benchmarks/results.py " + " ".join(sys.argv[1:] if argv is None else argv)
     t0 = time.perf_counter()
+    new_runs = [0]  # runs added by this session
 
     def write():
         wall = time.perf_counter() - t0
         footer = (f"Command: ``{cmd}``; machine: {machine}; budget per run: {BUDGET} (every model), "
                   f"{a.configs} configuration(s) per model chosen on validation; {len(runs)} test runs, "
-                  f"wall time of the last session {wall / 60:.1f} min.")
+                  f"their training times summed {sum(r['train_time_s'] for r in runs) / 3600:.1f} h"
+                  + (f"; wall time of this session {wall / 60:.1f} min." if new_runs[0] else "."))
         data = json.dumps({"command": cmd, "machine": machine, "zoos": zoos, "budget": BUDGET,
                            "configs": a.configs, "selection": selection, "runs": runs}, indent=1)
         outs = [(a.out, data), (a.md, tables(runs, "main") + "\n" + footer + "\n")]
@@ -348,6 +350,7 @@ def main(argv=None):
         for (zname, task, m, label, seed, cfg, table), res in zip(keys, _map(jobs, a.jobs)):
             runs.append({"zoo": zname, "task": task, "model": m, "label": label, "seed": seed, "config": cfg,
                          "table": table, **res})
+            new_runs[0] += 1
             print(f"{table:6s} {zname:20s} {task:9s} {label:18s} seed {seed}: "
                   + "  ".join(f"{k}={v:.4f}" for k, v in res["test"].items()) + f"  ({res['train_time_s']:.1f}s)",
                   flush=True)

@@ -255,38 +255,41 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
             best, best_state, bad = None, None, 0
             bar = tqdm(range(cfg.epochs), desc=f"{task.name}/{model}", disable=not cfg.progress or rank != 0,
                        leave=False)
-            for epoch in bar:
-                perm = torch.randperm(n, generator=gen)
-                tot, cnt = 0.0, 0
-                for a in range(0, n, GB):
-                    idx = perm[a: a + GB]
-                    local, weight = idx[rank::world], 1.0
-                    if local.numel() == 0:
-                        local, weight = idx[:1], 0.0
-                    x, y = mm.batch(scaled, local, aug, train=True)
-                    out = ddp(x)
-                    per_item = out[0].numel() if task.kind != "classification" else 1
-                    loss = _loss(task.kind, out, y) * (weight * world / (idx.numel() * per_item))
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    sched.step()
-                    tot, cnt = tot + float(loss.detach()) / world, cnt + 1  # this rank's share
-                if dist is not None:  # the epoch's loss over all ranks
-                    t = torch.tensor([tot], dtype=torch.float64)
-                    dist.all_reduce(t)
-                    tot = float(t)
-                out = predict(mm, net, enc["val"], cfg.eval_batch_size)
-                val = _split_metrics(task, enc["val"], out, y_mean, y_std)[0][task.primary]
-                history.append({"epoch": epoch, "train_loss": tot / max(cnt, 1), f"val_{task.primary}": val})
-                better = best is None or (val > best if task.higher_is_better else val < best)
-                if better:
-                    best, best_state, best_epoch, bad = val, copy.deepcopy(net.state_dict()), epoch, 0
-                else:
-                    bad += 1
-                bar.set_postfix({f"val_{task.primary}": f"{val:.4f}", "best": f"{best:.4f}"})
-                if bad >= cfg.patience or (cfg.max_time and time.perf_counter() - t0 > cfg.max_time):
-                    break
+            # dropout draws from the global RNG: seed it per run and rank, and leave the caller's RNG as it was
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed * 1000003 + 7919 + rank)
+                for epoch in bar:
+                    perm = torch.randperm(n, generator=gen)
+                    tot, cnt = 0.0, 0
+                    for a in range(0, n, GB):
+                        idx = perm[a: a + GB]
+                        local, weight = idx[rank::world], 1.0
+                        if local.numel() == 0:
+                            local, weight = idx[:1], 0.0
+                        x, y = mm.batch(scaled, local, aug, train=True)
+                        out = ddp(x)
+                        per_item = out[0].numel() if task.kind != "classification" else 1
+                        loss = _loss(task.kind, out, y) * (weight * world / (idx.numel() * per_item))
+                        opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        opt.step()
+                        sched.step()
+                        tot, cnt = tot + float(loss.detach()) / world, cnt + 1  # this rank's share
+                    if dist is not None:  # the epoch's loss over all ranks
+                        t = torch.tensor([tot], dtype=torch.float64)
+                        dist.all_reduce(t)
+                        tot = float(t)
+                    out = predict(mm, net, enc["val"], cfg.eval_batch_size)
+                    val = _split_metrics(task, enc["val"], out, y_mean, y_std)[0][task.primary]
+                    history.append({"epoch": epoch, "train_loss": tot / max(cnt, 1), f"val_{task.primary}": val})
+                    better = best is None or (val > best if task.higher_is_better else val < best)
+                    if better:
+                        best, best_state, best_epoch, bad = val, copy.deepcopy(net.state_dict()), epoch, 0
+                    else:
+                        bad += 1
+                    bar.set_postfix({f"val_{task.primary}": f"{val:.4f}", "best": f"{best:.4f}"})
+                    if bad >= cfg.patience or (cfg.max_time and time.perf_counter() - t0 > cfg.max_time):
+                        break
             bar.close()
             net.load_state_dict(best_state)
         metrics, outs = {}, {}
