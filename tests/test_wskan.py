@@ -48,14 +48,19 @@ def _perm_blocks(t, perms_in, perms_out):
     return t
 
 
-@given(batched_kans(), st.sampled_from([("sum", True, "mean"), ("mean", False, "sum"), ("sum", True, "sum")]))
-@settings(max_examples=examples(10))
+CONFIGS = [dict(aggr="sum", backward=True, pool="mean"), dict(aggr="mean", backward=False, pool="sum"),
+           dict(aggr="sum", backward=True, pool="sum"), dict(readout="layer", max_layers=3),
+           dict(readout="layer", max_layers=3, io_readout=True, aggr=["sum", "max"]),
+           dict(io_readout=True)]
+
+
+@given(batched_kans(), st.sampled_from(CONFIGS))
+@settings(max_examples=examples(12))
 def test_invariance_and_equivariance(w, cfg):
-    aggr, backward, pool = cfg
     perms = random_hidden_permutations(w, torch.Generator().manual_seed(1), per_model=True)
     wp = permute_hidden(w, perms)
     g, gp = kan_to_graph(w), kan_to_graph(wp)
-    model = make_model(g, aggr=aggr, backward=backward, pool=pool)
+    model = make_model(g, **cfg)
     with torch.no_grad():
         o, op = model(g), model(gp)
     assert (o.graph - op.graph).abs().max() <= TOL
@@ -69,9 +74,9 @@ def test_invariance_and_equivariance(w, cfg):
         assert (_perm_blocks(a, full[l], full[l + 1]) - b).abs().max() <= TOL
 
 
-@given(batched_kans())
+@given(batched_kans(), st.sampled_from([{}, dict(readout="layer", max_layers=3, io_readout=True)]))
 @settings(max_examples=examples(8))
-def test_negative_twin_input_permutation_changes_output(w):
+def test_negative_twin_input_permutation_changes_output(w, cfg):
     p = torch.roll(torch.arange(w.widths[0]), 1)  # a non-identity permutation of the inputs
     kw = {f: list(getattr(w, f)) for f in ("grid", "coef", "scale_base", "scale_sp", "mask")}
     kw["grid"][0], kw["coef"][0] = w.grid[0][:, p], w.coef[0][:, p]
@@ -79,7 +84,7 @@ def test_negative_twin_input_permutation_changes_output(w):
         kw[f][0] = getattr(w, f)[0][:, p]
     wp = w._replace(**kw)
     g, gp = kan_to_graph(w), kan_to_graph(wp)
-    model = make_model(g)
+    model = make_model(g, **cfg)
     with torch.no_grad():
         assert (model(g).graph - model(gp).graph).abs().max() > 1e-6
     # and hidden permutations that forget the grid rows are not symmetries either
@@ -88,10 +93,11 @@ def test_negative_twin_input_permutation_changes_output(w):
         assert (model(g).graph - model(kan_to_graph(wbad)).graph).abs().max() > 1e-9
 
 
-def test_batch_equals_individual_mixed_architectures():
+@pytest.mark.parametrize("cfg", [{}, dict(readout="layer", max_layers=3, io_readout=True)])
+def test_batch_equals_individual_mixed_architectures(cfg):
     items = [rand_kan([3, 4, 2], 2, 2, 2, 0), rand_kan([2, 5, 3, 1], 2, 2, 1, 1)[0], rand_kan([3, 2], 2, 2, 1, 2)[0]]
     g = kan_to_graph(items)
-    model = make_model(g)
+    model = make_model(g, **cfg)
     with torch.no_grad():
         o = model(g)
         for b, d in enumerate(g.to_data_list()):

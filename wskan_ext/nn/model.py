@@ -90,6 +90,10 @@ class WSKAN(nn.Module):
             needs ``node_layer`` / ``edge_layer`` from :func:`~wskan_ext.kan_to_graph`).
         max_layers: number of KAN layers the ``"layer"`` read-out has slots for.
         dropout: dropout before the last linear map of every head.
+        io_readout: the graph head also reads :math:`\sum_{v \in \text{in}} h_v \odot
+            \gamma^{\text{in}}_{p(v)}` and the same over output neurons, with learned gates
+            :math:`\gamma` per position: input and output neurons are never permuted, so the
+            read-out may tell them apart (mean/max pooling cannot), as NFN's HNP read-out does.
 
     Shapes:
         - input: a KAN-graph batch with ``x: (N, node_in_channels)``,
@@ -121,6 +125,7 @@ class WSKAN(nn.Module):
         readout: str = "global",
         max_layers: int = 8,
         dropout: float = 0.0,
+        io_readout: bool = False,
     ):
         super().__init__()
         if pool not in ("mean", "sum"):
@@ -130,6 +135,7 @@ class WSKAN(nn.Module):
         if int(max_layers) < 1:
             raise ValueError(f"max_layers must be >= 1, got {max_layers}")
         self.readout, self.max_layers, self.dropout = readout, int(max_layers), float(dropout)
+        self.io_readout = bool(io_readout)
         H, He = hidden_channels, edge_hidden_channels or hidden_channels
         self.node_in_channels, self.edge_in_channels = node_in_channels, edge_in_channels
         self.extra_node_channels, self.pool = extra_node_channels, pool
@@ -144,6 +150,9 @@ class WSKAN(nn.Module):
             for _ in range(num_layers)
         )
         g_in = H + He if readout == "global" else 2 * ((self.max_layers + 1) * H + self.max_layers * He)
+        if self.io_readout:
+            self.input_gate, self.output_gate = nn.Embedding(max_inputs, H), nn.Embedding(max_outputs, H)
+            g_in += 2 * H
         self.graph_head = _head(g_in, H, graph_out_channels, act, dropout) if graph_out_channels else None
         self.node_head = _head(H, H, node_out_channels, act, dropout) if node_out_channels else None
         self.edge_head = _head(He + 2 * H, H, edge_out_channels, act, dropout) if edge_out_channels else None
@@ -199,6 +208,8 @@ class WSKAN(nn.Module):
             else:
                 pool = global_mean_pool if self.pool == "mean" else global_add_pool
                 pooled = torch.cat([pool(h, bvec, size), pool(e, bvec[edge_index[0]], size)], dim=-1)
+            if self.io_readout:
+                pooled = torch.cat([pooled, self._io_pool(data, h, bvec, size)], dim=-1)
             graph = self.graph_head(pooled)
         node = self.node_head(h) if self.node_head is not None else None
         edge = None
@@ -221,6 +232,14 @@ class WSKAN(nn.Module):
             group = owner * slots + layer.long()
             for reduce in ("mean", "max"):
                 parts.append(scatter(feat, group, 0, dim_size=size * slots, reduce=reduce).view(size, -1))
+        return torch.cat(parts, dim=-1)
+
+    def _io_pool(self, data, h, bvec, size):
+        """Position-gated sums over input and output neurons per graph: ``(B, 2 H)``."""
+        role, pos, parts = data.node_role.long(), data.node_pos.long(), []
+        for r, gate in ((ROLE_INPUT, self.input_gate), (ROLE_OUTPUT, self.output_gate)):
+            sel = (role == r).nonzero().squeeze(1)
+            parts.append(scatter(h[sel] * gate(pos[sel]), bvec[sel], 0, dim_size=size, reduce="sum"))
         return torch.cat(parts, dim=-1)
 
     @staticmethod

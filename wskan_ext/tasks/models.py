@@ -197,7 +197,7 @@ class WSKANNet(nn.Module):
     :class:`~wskan_ext.WSKAN`; this wrapper only reshapes the edge output."""
 
     def __init__(self, node_in: int, edge_in: int, out_channels: int, level: str, hidden: int, layers: int,
-                 depth: int, dropout: float = 0.0, aggr: str = "sum"):
+                 depth: int, dropout: float = 0.0, aggr: str = "sum", io: bool = False):
         super().__init__()
         from ..nn.model import WSKAN
 
@@ -206,7 +206,7 @@ class WSKANNet(nn.Module):
         self.level = level
         heads = {"graph_out_channels": out_channels} if level == "graph" else {"edge_out_channels": out_channels}
         self.model = WSKAN(node_in, edge_in, hidden, layers, readout="layer", max_layers=depth, dropout=dropout,
-                           aggr=_AGGRS[aggr], **heads)
+                           aggr=_AGGRS[aggr], io_readout=bool(io) and level == "graph", **heads)
 
     def forward(self, data) -> torch.Tensor:
         out = self.model(data)
@@ -234,6 +234,8 @@ class _WSKAN(MetaModel):
         return g, x, e
 
     def fit(self, train):
+        if self.config["dropout"] is None:  # measured: dropout helps classification, hurts regression
+            self.config["dropout"] = 0.0 if self.task.kind == "regression" else 0.1
         self.probe_x = None
         if int(self.config["probe"]):
             from .probes import probe_inputs
@@ -275,7 +277,7 @@ class _WSKAN(MetaModel):
         c = self.config
         t = self.template
         return WSKANNet(self.dims[0], self.dims[1], self.out_channels, self.task.level, c["hidden"], c["layers"],
-                        int(t["edge_layer"].max()) + 1, c["dropout"], c["aggr"])
+                        int(t["edge_layer"].max()) + 1, c["dropout"], c["aggr"], c["io"])
 
 
 class _Magnitude(MetaModel):

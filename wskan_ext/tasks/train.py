@@ -75,6 +75,7 @@ MODEL_BOUNDS = {
     "epochs": _int_in(1),
     "batch_size": _int_in(1),
     "patience": _int_in(1),
+    "io": ((lambda v: isinstance(v, bool)), "true or false"),
 }
 
 
@@ -303,7 +304,7 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
         "task": task.name, "model": model, "zoo": os.path.abspath(zoo.root), "seed": cfg.seed,
         "world_size": world, "epochs_run": len(history), "best_epoch": best_epoch,
         "train_time_s": time.perf_counter() - t0, "sizes": {s: len(d) for s, d in splits.items()},
-        "config": {**asdict(cfg), "model": {**DEFAULTS[model], **cfg.model}},
+        "config": {**asdict(cfg), "model": dict(mm.config)},  # defaults resolved for this task
         "metrics": metrics, "history": history,
         "test_pred": outs.get("test"), "test_true": enc["test"]["targets"] if read_test else None,
         "test_ids": splits["test"].ids if read_test else None,
