@@ -44,7 +44,6 @@ import torch
 from einops import rearrange, repeat
 from torch import nn
 
-from wskan_ext.align import edge_values
 from wskan_ext.kan.weights import KANWeights
 
 __all__ = [
@@ -154,7 +153,7 @@ def encode_channels(kans: KANWeights, layout: ChannelLayout) -> Tuple[List[torch
             lo, hi = grid[..., k], grid[..., grid.shape[-1] - k - 1]  # (B, n)
             s = torch.linspace(0.0, 1.0, layout.num_points, dtype=grid.dtype, device=grid.device)
             pts = lo[..., None] + (hi - lo)[..., None] * s  # (B, n, P): each neuron's own grid range
-            parts = [edge_values(w, l, pts)]
+            parts = [rearrange(w.edge_functions(l, rearrange(pts, "b n p -> b p n")), "b p n m -> b n m p")]
             grid = torch.stack([lo, hi], dim=-1)
         if layout.include_grid:
             parts.append(repeat(grid, "b i K -> b i m K", m=m))

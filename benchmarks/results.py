@@ -225,8 +225,9 @@ def _map(jobs, n):
     return pool.imap(_job, jobs)
 
 
-def plan(zoos, models, probe_models, probes, with_inr_pruning):
-    """``[(zoo_name, path, task, model, label, config, table)]``: what to run."""
+def plan(zoos, models, probe_models, probes, with_inr_pruning, probe_zoos=None):
+    """``[(zoo_name, path, task, model, label, config, table)]``: what to run (the probe table
+    only on ``probe_zoos``, default every zoo)."""
     out = []
     for zname, path in zoos.items():
         zoo = Zoo(path)
@@ -237,7 +238,7 @@ def plan(zoos, models, probe_models, probes, with_inr_pruning):
                 if spec.level in LEVELS[m] and not (m == "magnitude" and spec.kind != "binary"):
                     check_pure_weight_space(m, {})
                     out.append((zname, path, task, m, m, {}, "main"))
-            if probes:
+            if probes and (probe_zoos is None or zname in probe_zoos):
                 for m in probe_models:
                     if spec.level in LEVELS[m] and not (m == "attribution" and spec.kind != "binary"):
                         label = m if m in PROBE_ONLY else f"{m} + probes"
@@ -255,6 +256,7 @@ def main(argv=None):
     p.add_argument("--probes", type=int, default=0, help="probe table with this many probe inputs (0: no probe table)")
     p.add_argument("--probe-models", nargs="+", default=["wskan", "probe_mlp", "attribution"],
                    choices=["wskan", "probe_mlp", "attribution"])
+    p.add_argument("--probe-zoos", nargs="+", metavar="NAME", help="zoos of the probe table (default: every zoo)")
     p.add_argument("--configs", type=int, default=1, help="hyperparameter configurations per model (same for all)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--jobs", type=int, default=1, help="worker processes (one torch thread each)")
@@ -309,7 +311,9 @@ def main(argv=None):
         if a.readme:
             write_readme_block(a.readme, summary(runs) + "\n\n" + footer)
 
-    todo_all = plan(zoos, a.models, a.probe_models, a.probes, a.inr_pruning)
+    if a.probe_zoos and set(a.probe_zoos) - set(zoos):
+        p.error(f"--probe-zoos: unknown zoo(s) {sorted(set(a.probe_zoos) - set(zoos))}; given {sorted(zoos)}")
+    todo_all = plan(zoos, a.models, a.probe_models, a.probes, a.inr_pruning, a.probe_zoos)
     sel_done = {(s["zoo"], s["task"], s["label"], json.dumps(s["config"], sort_keys=True)): s for s in selection}
     done = {(r["zoo"], r["task"], r["label"], r["seed"]) for r in runs}
     for zone in zoos:  # zoo by zoo: a finished zoo has complete tables even if a later one is cut short

@@ -13,7 +13,7 @@ import torch
 
 from wskan_ext.cli import main
 from wskan_ext.zoo import BuildConfig, PRESETS, Zoo, ZooFormatError, build_zoo
-from wskan_ext.zoo.build import DivergedBuildError, check_divergence, divergence_summary
+from wskan_ext.zoo.build import DivergedBuildError, check_divergence, divergence_summary, split_of
 from wskan_ext.zoo.store import LOCK_NAME, ZooLockedError, config_fingerprint, zoo_lock
 
 SMALL = dict(PRESETS["tiny"], size=4, shard_size=2, steps=5, checkpoints=[5], hidden=[3], prune_samples=32)
@@ -368,3 +368,9 @@ def test_demo_threads_zero_is_refused(tmp_path, capsys):
     rc, _, err = _cli(capsys, "demo", "--cache", str(tmp_path / "c"), "--threads", "0")
     assert "--threads must be a positive number" in _one_line(rc, err, "demo")
     assert not (tmp_path / "c").exists()
+
+
+def test_tiny_preset_has_runs_in_every_split():
+    # the docs suggest training on it: an empty validation split would make `wskan train` fail
+    cfg = BuildConfig(**PRESETS["tiny"])
+    assert {split_of(cfg, r) for r in range(cfg.size)} == {"train", "val", "test"}

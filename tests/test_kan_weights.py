@@ -124,6 +124,33 @@ def test_negative_twin_permuting_edges_without_grid_rows_changes_function(w, see
 
 
 # ------------------------------------------------------ canonical parameters
+@given(kan_weights())
+def test_edge_functions_sum_to_the_layer(w):
+    # one evaluator of phi_ij: summed over inputs and passed through the node affine it is
+    # exactly the layer's forward pass, on every layer and for batched and single KANs
+    _, acts = w.forward(_x(w), return_hidden=True)
+    for l in range(w.depth):
+        phi = w.edge_functions(l, acts[l])
+        assert phi.shape == acts[l].shape + (w.widths[l + 1],)
+        y = w.node_scale[l].unsqueeze(-2) * phi.sum(-2) + w.node_bias[l].unsqueeze(-2)
+        assert torch.allclose(y, acts[l + 1], rtol=0, atol=1e-10 * (1 + acts[l + 1].abs().max()))
+
+
+@given(kan_with_wide_layers(), st.integers(0, 1000))
+def test_negative_twin_edge_functions_see_which_input_feeds_them(w, seed):
+    x = _x(w, seed)
+    p = _non_identity(w.widths[0], torch.Generator().manual_seed(seed))
+    assert not torch.allclose(w.edge_functions(0, x), w.edge_functions(0, x[..., p]), atol=1e-6)
+
+
+def test_edge_functions_errors_name_layer_and_shape():
+    w = KAN([3, 4, 2], 5, 3).weights(detach=True)
+    with pytest.raises(ValueError, match="layer 2 does not exist"):
+        w.edge_functions(2, torch.zeros(5, 3))
+    with pytest.raises(ValueError, match=r"layer 1 expects x of shape \(\.\.\., s, 4\)"):
+        w.edge_functions(1, torch.zeros(5, 3))
+
+
 @given(kan_weights(), st.integers(0, 1000))
 def test_canonical_edge_features_remove_rescaling(w, seed):
     g = torch.Generator().manual_seed(seed)

@@ -14,6 +14,7 @@ with a computed name is not seen.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 from typing import Dict, List, Set, Tuple
 
@@ -230,3 +231,25 @@ def test_import_graph_has_no_cycle():
 def test_no_module_over_the_line_limit():
     big = _OVERSIZED
     assert not big, ", ".join(f"{p} ({n} lines)" for p, n in big)
+
+
+# modules allowed to combine the base function with a spline kernel themselves, and why
+_OWN_EVALUATORS = {
+    "wskan_ext/kan/spline.py": "the kernels themselves",
+    "wskan_ext/kan/weights.py": "KANWeights.forward / edge_functions: the one per-edge evaluator",
+    "wskan_ext/zoo/trainer.py": "the batched trainer's fused layer sums (truncated powers), no per-edge values",
+    "wskan_ext/simulate.py": "evaluates from KAN-graph tensors, not from KANWeights",
+}
+
+
+def test_edge_functions_have_one_home():
+    # phi_ij = mask * (scale_base * b(x) + scale_sp * spline(x)) is written once, in
+    # KANWeights.edge_functions; elsewhere it is called, not re-derived
+    found = set()
+    for folder in ("wskan_ext", "adapters", "equivariance_tests"):
+        for path in (ROOT / folder).rglob("*.py"):
+            text = path.read_text()
+            if "base_function(" in text and re.search(r"\b(spline_eval|spline_sum|bspline_basis)\(", text):
+                found.add(str(path.relative_to(ROOT)))
+    assert found <= set(_OWN_EVALUATORS), sorted(found - set(_OWN_EVALUATORS))
+    assert "wskan_ext/kan/weights.py" in found  # negative twin: the scan does see the real evaluator

@@ -38,7 +38,6 @@ import torch
 from einops import rearrange
 from scipy.optimize import linear_sum_assignment
 
-from .kan.spline import base_function, spline_eval
 from .kan.weights import KANWeights, permute_hidden
 
 __all__ = ["edge_values", "layer_points", "align_to"]
@@ -64,8 +63,8 @@ def edge_values(weights: KANWeights, l: int, points: torch.Tensor) -> torch.Tens
         V[i, j, p] = \phi_{ij}(x_{i,p}) = \mathrm{mask}_{ij}\,\big(\mathrm{scale\_base}_{ij}\, b(x_{i,p})
         + \mathrm{scale\_sp}_{ij} \textstyle\sum_b \mathrm{coef}_{ijb} B_{ib}(x_{i,p})\big)
 
-    Splines are evaluated by :func:`wskan_ext.kan.spline.spline_eval` (the node affine
-    is not included: it acts on the sum over ``i``).
+    Evaluated by :meth:`~wskan_ext.KANWeights.edge_functions` (the node affine is not
+    included: it acts on the sum over ``i``).
 
     Shapes:
         - ``points``: ``(P,)`` (shared by all input neurons and models) or
@@ -78,10 +77,7 @@ def edge_values(weights: KANWeights, l: int, points: torch.Tensor) -> torch.Tens
         x = points.view(*([1] * len(lead)), -1, 1).expand(*lead, points.shape[0], n)
     else:
         x = rearrange(points, "... n p -> ... p n").expand(*lead, points.shape[-1], n)
-    eff_coef = weights.effective_coef()[l]
-    spline = spline_eval(x, weights.grid[l], eff_coef, weights.k[l])  # (*, P, n, m)
-    base = base_function(weights.base_fun[l])(x).unsqueeze(-1) * weights.effective_base()[l].unsqueeze(-3)
-    return rearrange(spline + base, "... p n m -> ... n m p")
+    return rearrange(weights.edge_functions(l, x), "... p n m -> ... n m p")
 
 
 def _lap(cost: torch.Tensor) -> torch.Tensor:

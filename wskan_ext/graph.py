@@ -41,7 +41,7 @@ from typing import Dict, List, Sequence, Tuple, Union
 import torch
 from torch_geometric.data import Batch, Data
 
-from .kan.spline import BASE_FUNCTIONS, base_function, bspline_basis
+from .kan.spline import BASE_FUNCTIONS
 from .kan.weights import KANWeights
 
 __all__ = [
@@ -157,12 +157,10 @@ def _group_tensors(w: KANWeights, encoding: str, num_points: int) -> Dict[str, t
     else:
         vals = []
         steps = torch.linspace(0, 1, num_points, dtype=dt, device=dev)
-        for l, (g, ec, eb) in enumerate(zip(w.grid, w.effective_coef(), w.effective_base())):
+        for l, g in enumerate(w.grid):
             lo, hi = g[..., w.k[l], None], g[..., -1 - w.k[l], None]
-            pts = lo + (hi - lo) * steps  # (B, n, P)
-            basis = bspline_basis(pts, g.unsqueeze(-2), w.k[l])  # (B, n, P, nb)
-            v = torch.einsum("bnpc,bnmc->bnmp", basis, ec)
-            v = v + eb.unsqueeze(-1) * base_function(w.base_fun[l])(pts).unsqueeze(-2)
+            pts = (lo + (hi - lo) * steps).transpose(-1, -2)  # (B, P, n): each neuron's own grid range
+            v = w.edge_functions(l, pts).permute(0, 2, 3, 1)  # (B, n, m, P)
             vals.append(v.reshape(B, -1, num_points))
         out["edge_attr"] = torch.cat(vals, 1)
     return out

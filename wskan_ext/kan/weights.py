@@ -28,7 +28,7 @@ from typing import Iterable, List, Optional, Sequence, Union
 
 import torch
 
-from .spline import BASE_FUNCTIONS, base_function, spline_sum
+from .spline import BASE_FUNCTIONS, base_function, spline_eval, spline_sum
 
 __all__ = ["KANWeights", "permute_hidden", "FIELDS", "EDGE_FIELDS"]
 
@@ -363,6 +363,23 @@ class KANWeights:
         return (x, acts) if return_hidden else x
 
     __call__ = forward
+
+    def edge_functions(self, l: int, x: torch.Tensor) -> torch.Tensor:
+        r"""Every edge function of layer ``l`` on the inputs ``x`` of that layer: the one
+        evaluator of :math:`\phi_{ij}(x_i) = \mathrm{mask}_{ij}(\mathrm{scale\_base}_{ij}\,
+        b(x_i) + \mathrm{scale\_sp}_{ij} \sum_b \mathrm{coef}_{ijb} B_{ib}(x_i))` (probes,
+        pruning labels, alignment and adapters use it; the node affine is not included).
+
+        Shapes: ``x: (*, s, n_l)`` (``*`` = the model axis, if any) -> ``(*, s, n_l, n_{l+1})``.
+        """
+        if not 0 <= l < self.depth:
+            raise ValueError(f"edge_functions: layer {l} does not exist (depth {self.depth})")
+        if x.shape[-1] != self.widths[l]:
+            raise ValueError(f"edge_functions: layer {l} expects x of shape (..., s, {self.widths[l]}), "
+                             f"got {tuple(x.shape)}")
+        mask = self.mask[l]
+        spline = spline_eval(x, self.grid[l], (mask * self.scale_sp[l]).unsqueeze(-1) * self.coef[l], self.k[l])
+        return spline + base_function(self.base_fun[l])(x).unsqueeze(-1) * (mask * self.scale_base[l]).unsqueeze(-3)
 
     # ------------------------------------------------------ canonical params
     def effective_coef(self) -> List[torch.Tensor]:

