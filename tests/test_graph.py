@@ -6,11 +6,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wskan_ext.equivariance_tests.profiles import examples
-from torch_geometric.data import Batch
+from torch_geometric.data import Batch, Data
 
 from wskan_ext.equivariance_tests import strategies as kst
 from wskan_ext import KAN, KANWeights, graph_to_kan, kan_to_graph
-from wskan_ext.graph import edge_output_to_kan, node_output_to_kan
+from wskan_ext.graph import edge_output_to_kan, make_batch, node_output_to_kan
 from wskan_ext.kan.spline import base_function, spline_eval
 
 BASES = ["silu", "identity", "tanh", "relu2"]
@@ -188,3 +188,35 @@ def test_invalid_kan_is_rejected():
     bad.coef[0][1, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="item 0: layer 0: coef contains NaN"):
         kan_to_graph(bad)
+
+
+def _assert_same_batch(ours, ref):
+    assert ours.num_graphs == ref.num_graphs
+    assert sorted(ours.keys()) == sorted(ref.keys())
+    for key in ref.keys():
+        a, b = ours[key], ref[key]
+        assert a.dtype == b.dtype and torch.equal(a, b), key
+    assert set(ours._slice_dict) == set(ref._slice_dict)
+    for key in ref._slice_dict:
+        assert torch.equal(ours._slice_dict[key], ref._slice_dict[key]), key
+        assert torch.equal(torch.as_tensor(ours._inc_dict[key]), torch.as_tensor(ref._inc_dict[key])), key
+
+
+@given(kan_lists())
+@settings(max_examples=examples(10))
+def test_make_batch_is_what_pyg_builds(items):
+    # kan_to_graph assembles its Batch with make_batch (no per-graph Data); PyG's own
+    # from_data_list over the same graphs must give the same fields and bookkeeping
+    g = kan_to_graph(items)
+    ref = Batch.from_data_list(g.to_data_list())
+    _assert_same_batch(g, ref)
+    # and re-batching a slice works through PyG
+    _assert_same_batch(Batch.from_data_list(g.index_select([0])), Batch.from_data_list([ref.get_example(0)]))
+
+
+def test_make_batch_negative_twin_detects_wrong_bookkeeping():
+    g = kan_to_graph([KAN([2, 3, 1], 3, 2, num_models=2).weights(detach=True)])
+    bad = make_batch({"x": g.x}, {"edge_attr": g.edge_attr}, g.edge_index, g.ptr, g.ptr)  # edge offsets wrong
+    ref = Batch.from_data_list([Data(x=d.x, edge_attr=d.edge_attr, edge_index=d.edge_index) for d in g.to_data_list()])
+    with pytest.raises(AssertionError):
+        _assert_same_batch(bad, ref)

@@ -36,7 +36,7 @@ field              shape           content
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch_geometric.data import Batch, Data
@@ -50,6 +50,7 @@ __all__ = [
     "edge_output_to_kan",
     "node_output_to_kan",
     "graph_groups",
+    "make_batch",
     "BASE_FUNCTION_NAMES",
     "ROLE_INPUT",
     "ROLE_HIDDEN",
@@ -258,27 +259,43 @@ def kan_to_graph(kans, *, encoding: str = "coef", num_points: int = 16, validate
         return gather([b[key].reshape(-1, b[key].shape[-1]) if b[key].dim() == 3 else b[key].repeat(b["x"].shape[0])
                        for b in blocks], n_edges, ne_g)
 
+    node = {"x": node_cat("x"), **{key: node_cat(key) for key in _NODE_FIELDS}}
+    edge_keys = ["edge_attr", "edge_layer"] + (["edge_coef", "edge_scales"] if encoding == "coef" else [])
+    edge = {key: edge_cat(key) for key in edge_keys}
+    edge_index = gather([b["edge_index"] for b in blocks], n_edges, ne_g).t()
+    kan_encoding = torch.full((num_graphs,), ENCODINGS[encoding], device=dev)
+    return make_batch(node, edge, edge_index, node_ptr, edge_ptr, {"kan_encoding": kan_encoding})
+
+
+def make_batch(node: Dict[str, torch.Tensor], edge: Dict[str, torch.Tensor], edge_index: torch.Tensor,
+               node_ptr: torch.Tensor, edge_ptr: torch.Tensor,
+               graph: Optional[Dict[str, torch.Tensor]] = None) -> Batch:
+    """The PyG ``Batch`` that ``Batch.from_data_list`` would build from the graphs, made
+    directly from their concatenated tensors (no per-graph ``Data``; the speed of
+    :func:`kan_to_graph` and of the task models' mini-batches). ``batch``, ``ptr`` and
+    PyG's slicing bookkeeping are filled in, so ``to_data_list``, ``get_example`` and
+    re-batching work; ``tests/test_graph.py`` compares every field with
+    ``Batch.from_data_list`` so that a PyG change to that bookkeeping fails loudly.
+
+    Shapes:
+        - ``node[key]``: ``(N, ...)``; ``edge[key]``: ``(E, ...)``; ``edge_index``: ``(2, E)``
+          in global node numbering; ``graph[key]``: ``(B, ...)``;
+        - ``node_ptr``: ``(B + 1,)`` node offsets; ``edge_ptr``: ``(B + 1,)`` edge offsets.
+    """
+    graph = graph or {}
+    num_graphs = node_ptr.numel() - 1
     out = Batch(_base_cls=Data)
-    out.x = node_cat("x")
-    for key in _NODE_FIELDS:
-        out[key] = node_cat(key)
-    out.edge_attr = edge_cat("edge_attr")
-    out.edge_layer = edge_cat("edge_layer")
-    if encoding == "coef":
-        out.edge_coef = edge_cat("edge_coef")
-        out.edge_scales = edge_cat("edge_scales")
-    out.edge_index = gather([b["edge_index"] for b in blocks], n_edges, ne_g).t()
-    graph_ids = torch.arange(num_graphs, device=dev)
-    out.kan_encoding = torch.full((num_graphs,), ENCODINGS[encoding], device=dev)
-    out.batch = torch.repeat_interleave(graph_ids, nn_g)
+    for fields in (node, edge, graph):
+        for key, value in fields.items():
+            out[key] = value
+    out.edge_index = edge_index
+    out.batch = torch.repeat_interleave(torch.arange(num_graphs, device=node_ptr.device), node_ptr.diff())
     out.ptr = node_ptr
-    zeros = torch.zeros(num_graphs, dtype=torch.long, device=dev)
-    node_keys = ["x", *_NODE_FIELDS]
-    edge_keys = ["edge_attr", "edge_index", "edge_layer"] + (["edge_coef", "edge_scales"] if encoding == "coef" else [])
+    zeros = torch.zeros(num_graphs, dtype=torch.long, device=node_ptr.device)
     out._num_graphs = num_graphs
-    out._slice_dict = {**{k: node_ptr for k in node_keys}, **{k: edge_ptr for k in edge_keys},
-                       "kan_encoding": torch.arange(num_graphs + 1, device=dev)}
-    out._inc_dict = {**{k: zeros for k in node_keys + edge_keys + ["kan_encoding"]}, "edge_index": node_ptr[:-1]}
+    out._slice_dict = {**{k: node_ptr for k in node}, **{k: edge_ptr for k in [*edge, "edge_index"]},
+                       **{k: torch.arange(num_graphs + 1, device=node_ptr.device) for k in graph}}
+    out._inc_dict = {**{k: zeros for k in [*node, *edge, *graph]}, "edge_index": node_ptr[:-1]}
     return out
 
 

@@ -263,14 +263,12 @@ class _WSKAN(MetaModel):
         x, e = enc["x"][idx], enc["e"][idx]
         b, N, E = x.shape[0], x.shape[1], e.shape[1]
         t = self.template
-        off = (torch.arange(b) * N).repeat_interleave(E)
-        from torch_geometric.data import Data
+        from ..graph import make_batch
 
-        inputs = Data(x=x.reshape(b * N, -1), edge_attr=e.reshape(b * E, -1),
-                      edge_index=t["edge_index"].repeat(1, b) + off, node_role=t["node_role"].repeat(b),
-                      node_pos=t["node_pos"].repeat(b), node_layer=t["node_layer"].repeat(b),
-                      edge_layer=t["edge_layer"].repeat(b), batch=torch.arange(b).repeat_interleave(N))
-        inputs.num_graphs = b
+        node_ptr, edge_ptr = torch.arange(b + 1) * N, torch.arange(b + 1) * E
+        node = {"x": x.reshape(b * N, -1), **{k: t[k].repeat(b) for k in ("node_role", "node_pos", "node_layer")}}
+        inputs = make_batch(node, {"edge_attr": e.reshape(b * E, -1), "edge_layer": t["edge_layer"].repeat(b)},
+                            t["edge_index"].repeat(1, b) + node_ptr[:-1].repeat_interleave(E), node_ptr, edge_ptr)
         return inputs, enc["targets"][idx]
 
     def build_net(self):
