@@ -128,3 +128,9 @@ def to_efficient_kan(weights: KANWeights, prefix: str = "layers") -> Dict[str, t
         out[p + "spline_weight"] = rearrange(weights.coef[l], "i o b -> o i b").detach().clone()
         out[p + "spline_scaler"] = rearrange(mask * weights.scale_sp[l], "i o -> o i").detach().clone()
     return out
+
+
+def register():
+    """The ``efficient_kan`` family of :func:`~wskan_ext.as_kan_weights` (entry point
+    ``wskan_ext.families``): ``(name, detect, convert)``."""
+    return "efficient_kan", is_efficient_kan_state_dict, from_efficient_kan

@@ -242,3 +242,16 @@ def save_pykan(model, path: str) -> List[str]:
     prefix = os.path.join(d, base)
     model.saveckpt(prefix)
     return [f"{prefix}_config.yml", f"{prefix}_state", f"{prefix}_cache_data"]
+
+
+def register():
+    """The ``pykan`` family of :func:`~wskan_ext.as_kan_weights` (entry point
+    ``wskan_ext.families``): ``(name, detect, convert)``."""
+
+    def detect(obj) -> bool:
+        try:
+            return is_pykan_model(obj)
+        except ImportError:
+            return False
+
+    return "pykan", detect, from_pykan

@@ -110,3 +110,15 @@ def test_mlp_family_unsupported_module_is_named():
     mlp = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 1))
     with pytest.raises((TypeError, ValueError), match="BatchNorm1d"):
         as_kan_weights(mlp)
+
+
+def test_builtin_families_are_the_declared_entry_points():
+    # each family registers itself from its own module; pyproject declares the same entry points
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    declared = project["entry-points"][registry.ENTRY_POINT_GROUP]
+    assert sorted(declared.values()) == sorted(registry.BUILTIN_FAMILIES)
+    ours = ["kan_weights", "native", "pykan", "efficient_kan", "mlp"]
+    assert [n for n in families() if n in ours] == ours  # detection order

@@ -26,7 +26,8 @@ For example, in the third-party package's ``pyproject.toml``:
     my_kan = "my_package.wskan_family:register"
 
 The group is scanned once, on the first call to :func:`~wskan_ext.families` or
-:func:`~wskan_ext.as_kan_weights`.
+:func:`~wskan_ext.as_kan_weights`. The library's own ``pykan``, ``efficient_kan`` and
+``mlp`` families register the same way, from their own modules (:data:`BUILTIN_FAMILIES`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,16 @@ __all__ = ["register_family", "unregister_family", "as_kan_weights", "families",
 
 #: Entry-point group scanned for third-party families.
 ENTRY_POINT_GROUP = "wskan_ext.families"
+
+#: The library's own families beyond ``kan_weights`` and ``native``, in detection order:
+#: ``"module:function"`` entry points (also declared in ``pyproject.toml``) loaded on first
+#: use, so this module imports neither the adapters nor the converters (data flows one way:
+#: ``kan`` -> ``registry`` <- ``adapters``, ``convert``).
+BUILTIN_FAMILIES = (
+    "wskan_ext.adapters.pykan:register",
+    "wskan_ext.adapters.efficient_kan:register",
+    "wskan_ext.convert.family:register",
+)
 
 
 @dataclass(frozen=True)
@@ -83,17 +94,28 @@ def unregister_family(name: str) -> None:
     del _FAMILIES[name]
 
 
+def _register_from(target: Callable[[], object]) -> None:
+    result = target()
+    if isinstance(result, tuple) and len(result) == 3:
+        register_family(*result, overwrite=True)
+
+
 def _load_entry_points() -> None:
     global _ENTRY_POINTS_LOADED
     if _ENTRY_POINTS_LOADED:
         return
     _ENTRY_POINTS_LOADED = True
+    from importlib import import_module
     from importlib.metadata import entry_points
 
+    # the library's own families first (also when it runs from a source tree without
+    # installed metadata), then third-party ones; each module registers itself
+    for spec in BUILTIN_FAMILIES:
+        module, _, func = spec.partition(":")
+        _register_from(getattr(import_module(module), func))
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        result = ep.load()()
-        if isinstance(result, tuple) and len(result) == 3:
-            register_family(*result, overwrite=True)
+        if ep.value not in BUILTIN_FAMILIES:
+            _register_from(ep.load())
 
 
 def families() -> List[str]:
@@ -122,52 +144,5 @@ def _native(obj, **kwargs) -> KANWeights:
     return obj.weights(detach=True).clone()
 
 
-def _pykan_detect(obj) -> bool:
-    from wskan_ext.adapters.pykan import is_pykan_model
-
-    try:
-        return is_pykan_model(obj)
-    except ImportError:
-        return False
-
-
-def _pykan_convert(obj, **kwargs) -> KANWeights:
-    from wskan_ext.adapters.pykan import from_pykan
-
-    return from_pykan(obj, **kwargs)
-
-
-def _ekan_detect(obj) -> bool:
-    from wskan_ext.adapters.efficient_kan import is_efficient_kan_state_dict
-
-    return is_efficient_kan_state_dict(obj)
-
-
-def _ekan_convert(obj, **kwargs) -> KANWeights:
-    from wskan_ext.adapters.efficient_kan import from_efficient_kan
-
-    return from_efficient_kan(obj, **kwargs)
-
-
 register_family("kan_weights", lambda o: isinstance(o, KANWeights), lambda o, **kw: o)
 register_family("native", lambda o: isinstance(o, KAN), _native)
-register_family("pykan", _pykan_detect, _pykan_convert)
-register_family("efficient_kan", _ekan_detect, _ekan_convert)
-
-
-def _mlp_detect(obj) -> bool:
-    from torch import nn
-
-    from .convert import BatchedLinear
-
-    return isinstance(obj, nn.Sequential) and any(isinstance(m, (nn.Linear, BatchedLinear)) for m in obj.modules())
-
-
-def _mlp_convert(obj, **kwargs) -> KANWeights:
-    from .convert import mlp_to_kan
-
-    kwargs.setdefault("route", "exact")
-    return mlp_to_kan(obj, **kwargs)
-
-
-register_family("mlp", _mlp_detect, _mlp_convert)
