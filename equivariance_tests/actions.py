@@ -30,7 +30,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from wskan_ext.kan.weights import KANWeights, permute_hidden
+from wskan_ext.kan.permute import permute_hidden, take
+from wskan_ext.kan.weights import KANWeights
 
 from . import layout as L
 
@@ -168,18 +169,6 @@ def outputs() -> List[str]:
 
 
 # ----------------------------------------------------------------- tensor helpers
-def _take(t: torch.Tensor, perm: torch.Tensor, axis: int) -> torch.Tensor:
-    """Index ``t`` along ``axis`` by ``perm``: ``(n,)``, or ``(B, n)`` for one permutation
-    per entry of the leading axis of ``t``."""
-    perm = torch.as_tensor(perm).long().to(t.device)
-    axis = axis % t.dim()
-    if perm.dim() == 1:
-        return t.index_select(axis, perm)
-    shape = [1] * t.dim()
-    shape[0], shape[axis] = perm.shape[0], perm.shape[1]
-    return torch.gather(t, axis, perm.view(shape).expand(*t.shape))
-
-
 def _full_perms(widths, perms, device):
     """Permutations of every neuron layer (identity for inputs and outputs)."""
     ident = lambda n: torch.arange(n, device=device)  # noqa: E731
@@ -196,10 +185,10 @@ def permute_inputs(w: KANWeights, perm) -> KANWeights:
     symmetry: the KAN then computes a different function of its input vector."""
     perm = torch.as_tensor(perm).long()
     kw = {f: list(getattr(w, f)) for f in ("grid", "coef", "scale_base", "scale_sp", "mask")}
-    kw["grid"][0] = _take(w.grid[0], perm, -2)
-    kw["coef"][0] = _take(w.coef[0], perm, -3)
+    kw["grid"][0] = take(w.grid[0], perm, -2)
+    kw["coef"][0] = take(w.coef[0], perm, -3)
     for f in ("scale_base", "scale_sp", "mask"):
-        kw[f][0] = _take(getattr(w, f)[0], perm, -2)
+        kw[f][0] = take(getattr(w, f)[0], perm, -2)
     return w._replace(**kw)
 
 
@@ -208,9 +197,9 @@ def permute_outputs(w: KANWeights, perm) -> KANWeights:
     perm = torch.as_tensor(perm).long()
     last = w.depth - 1
     kw = {f: list(getattr(w, f)) for f in ("coef", "scale_base", "scale_sp", "mask", "node_scale", "node_bias")}
-    kw["coef"][last] = _take(w.coef[last], perm, -2)
+    kw["coef"][last] = take(w.coef[last], perm, -2)
     for f in ("scale_base", "scale_sp", "mask", "node_scale", "node_bias"):
-        kw[f][last] = _take(getattr(w, f)[last], perm, -1)
+        kw[f][last] = take(getattr(w, f)[last], perm, -1)
     return w._replace(**kw)
 
 
@@ -252,8 +241,8 @@ def permute_wsfeat(feat, kans: KANWeights, perms):
     full = _full_perms(kans.widths, perms, feat.weights[0].device)
     got = [feat.weights[0].shape[-1]] + [w.shape[-2] for w in feat.weights]
     _check_widths("WeightSpaceFeatures", got, kans)
-    ws = tuple(_take(_take(w, full[l + 1], -2), full[l], -1) for l, w in enumerate(feat.weights))
-    bs = tuple(_take(b, full[l + 1], -1) for l, b in enumerate(feat.biases))
+    ws = tuple(take(take(w, full[l + 1], -2), full[l], -1) for l, w in enumerate(feat.weights))
+    bs = tuple(take(b, full[l + 1], -1) for l, b in enumerate(feat.biases))
     return type(feat)(ws, bs)
 
 
@@ -264,8 +253,8 @@ def permute_dws(obj, kans: KANWeights, perms):
     weights, biases = obj[0], obj[1]
     full = _full_perms(kans.widths, perms, weights[0].device)
     _check_widths("dws tuple", [weights[0].shape[1]] + [w.shape[2] for w in weights], kans)
-    ws = tuple(_take(_take(w, full[l], 1), full[l + 1], 2) for l, w in enumerate(weights))
-    bs = tuple(_take(b, full[l + 1], 1) for l, b in enumerate(biases))
+    ws = tuple(take(take(w, full[l], 1), full[l + 1], 2) for l, w in enumerate(weights))
+    bs = tuple(take(b, full[l + 1], 1) for l, b in enumerate(biases))
     rest = tuple(obj[2:])
     if hasattr(obj, "_replace"):
         return obj._replace(weights=ws, biases=bs)

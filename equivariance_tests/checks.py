@@ -23,6 +23,7 @@ from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 
+from wskan_ext.kan.permute import random_hidden_permutations
 from wskan_ext.kan.weights import KANWeights
 
 from .actions import ActionContext, get_format, get_output, permute_inputs, permute_outputs
@@ -146,14 +147,7 @@ def _non_identity(p: torch.Tensor) -> torch.Tensor:
 def random_permutations(w: KANWeights, generator: Optional[torch.Generator] = None, per_model: bool = True):
     """Random non-identity permutations of every hidden layer with at least 2 neurons
     (``(B, n_h)`` per layer for batched ``w`` when ``per_model``, else ``(n_h,)``)."""
-    out = []
-    for n in w.widths[1:-1]:
-        if w.batched and per_model:
-            p = torch.stack([torch.randperm(n, generator=generator) for _ in range(w.num_models)])
-        else:
-            p = torch.randperm(n, generator=generator)
-        out.append(_non_identity(p))
-    return out
+    return [_non_identity(p) for p in random_hidden_permutations(w, generator, per_model=per_model)]
 
 
 def _perm_str(perms) -> str:

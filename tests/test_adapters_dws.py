@@ -17,7 +17,8 @@ from wskan_ext.adapters.dws import (
     to_dws,
 )
 from wskan_ext.equivariance_tests import strategies as kst
-from wskan_ext.kan.weights import layer_forward, random_hidden_permutations
+from wskan_ext.kan import random_hidden_permutations
+from wskan_ext.kan.weights import layer_forward
 
 F64 = torch.float64
 

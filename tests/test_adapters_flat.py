@@ -9,7 +9,8 @@ from wskan_ext import permute_hidden
 from wskan_ext.adapters.flat import FlatSpec, from_flat, to_flat
 from wskan_ext.align import align_to
 from wskan_ext.equivariance_tests import strategies as kst
-from wskan_ext.kan.weights import FIELDS, random_hidden_permutations
+from wskan_ext.kan import random_hidden_permutations
+from wskan_ext.kan.weights import FIELDS
 
 F64 = torch.float64
 

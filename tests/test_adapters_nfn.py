@@ -9,7 +9,7 @@ from wskan_ext.equivariance_tests.profiles import examples
 
 from wskan_ext import permute_hidden
 from wskan_ext.equivariance_tests import strategies as kst
-from wskan_ext.kan.weights import random_hidden_permutations
+from wskan_ext.kan import random_hidden_permutations
 
 nfn = pytest.importorskip("nfn")
 from nfn.common import WeightSpaceFeatures, network_spec_from_wsfeat  # noqa: E402

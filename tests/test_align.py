@@ -11,7 +11,8 @@ from wskan_ext import KANWeights, permute_hidden
 from wskan_ext.align import align_to, edge_values
 from wskan_ext.equivariance_tests import strategies as kst
 from wskan_ext.kan.spline import uniform_grid
-from wskan_ext.kan.weights import layer_forward, random_hidden_permutations
+from wskan_ext.kan import random_hidden_permutations
+from wskan_ext.kan.weights import layer_forward
 
 F64 = torch.float64
 UNIFORM = dict(random_grid=False, grid_range=(-1, 1))  # pykan's default uniform grids

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from wskan_ext import KAN, KANWeights, as_kan_weights, permute_hidden
 from wskan_ext.adapters.efficient_kan import from_efficient_kan, to_efficient_kan
 from wskan_ext.equivariance_tests import strategies as kst
-from wskan_ext.kan.weights import random_hidden_permutations
+from wskan_ext.kan import random_hidden_permutations
 
 ARCH = dict(max_depth=4, max_width=8, grid_sizes=(1, 10), k=(1, 3), per_layer=True)
 

@@ -10,7 +10,7 @@ from sklearn.metrics import accuracy_score, f1_score, mean_squared_error, r2_sco
 
 from wskan_ext.equivariance_tests.profiles import examples
 from wskan_ext import KAN, permute_hidden
-from wskan_ext.kan.weights import random_hidden_permutations
+from wskan_ext.kan import random_hidden_permutations
 from wskan_ext.nn.baselines import MagnitudeHeuristic, edge_magnitudes, permute_edge_labels, weight_statistics
 from wskan_ext.tasks import compute_metrics, edge_targets
 

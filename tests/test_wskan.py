@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from wskan_ext.equivariance_tests.profiles import examples
 from wskan_ext import KAN, WSKAN, WSKANLayer, kan_to_graph, permute_hidden
 from wskan_ext.graph import edge_output_to_kan, node_output_to_kan
-from wskan_ext.kan.weights import random_hidden_permutations
+from wskan_ext.kan import random_hidden_permutations
 
 TOL = 1e-9
 

@@ -38,7 +38,8 @@ import torch
 from einops import rearrange
 from scipy.optimize import linear_sum_assignment
 
-from .kan.weights import KANWeights, permute_hidden
+from .kan.permute import permute_hidden
+from .kan.weights import KANWeights
 
 __all__ = ["edge_values", "layer_points", "align_to"]
 

@@ -2,7 +2,8 @@
 
 from .module import KAN
 from .spline import BASE_FUNCTIONS, bspline_basis, spline_eval, truncated_power_coefficients, uniform_grid
-from .weights import EDGE_FIELDS, FIELDS, KANWeights, layer_forward, permute_hidden, random_hidden_permutations
+from .permute import permute_hidden, random_hidden_permutations
+from .weights import EDGE_FIELDS, FIELDS, KANWeights, layer_forward
 
 __all__ = [
     "KAN",

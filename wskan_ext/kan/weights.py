@@ -28,14 +28,10 @@ from typing import Iterable, List, Optional, Sequence, Union
 
 import torch
 
+from .layout import EDGE_FIELDS, FIELDS, check_layout
 from .spline import BASE_FUNCTIONS, base_function, spline_eval, spline_sum
 
-__all__ = ["KANWeights", "permute_hidden", "FIELDS", "EDGE_FIELDS"]
-
-#: Per-layer tensor fields of :class:`KANWeights`, in a fixed order.
-FIELDS = ("grid", "coef", "scale_base", "scale_sp", "mask", "node_scale", "node_bias")
-#: The fields that live on edges ``(*, n, m)`` (``coef`` has an extra basis axis).
-EDGE_FIELDS = ("coef", "scale_base", "scale_sp", "mask")
+__all__ = ["KANWeights", "layer_forward", "FIELDS", "EDGE_FIELDS"]
 
 Tensors = Sequence[torch.Tensor]
 
@@ -262,82 +258,7 @@ class KANWeights:
             ValueError: a wrong shape, layers that do not chain, NaN/Inf, decreasing knots
                 (the message names the layer, the tensor, the expected and the actual value).
         """
-        depth = self.depth
-        c0 = self.coef[0]
-        if not isinstance(c0, torch.Tensor):
-            raise TypeError(f"layer 0: coef must be a torch.Tensor, got {type(c0).__name__}")
-        if c0.dim() not in (3, 4):
-            raise ValueError(
-                f"layer 0: coef must have shape (n_in, n_out, G+k) or (models, n_in, n_out, G+k), "
-                f"got {tuple(c0.shape)}"
-            )
-        batch = tuple(c0.shape[:-3])
-        dtype, device = c0.dtype, c0.device
-        if not dtype.is_floating_point:
-            raise TypeError(f"layer 0: coef must be floating point, got {dtype}")
-        prev_out = None
-        for l in range(depth):
-            tensors = {f: getattr(self, f)[l] for f in FIELDS}
-            for f, t in tensors.items():
-                if not isinstance(t, torch.Tensor):
-                    raise TypeError(f"layer {l}: {f} must be a torch.Tensor, got {type(t).__name__}")
-                if t.dtype != dtype:
-                    raise TypeError(f"layer {l}: {f} has dtype {t.dtype}, expected {dtype} (the dtype of layer 0 coef)")
-                if t.device != device:
-                    raise ValueError(f"layer {l}: {f} is on {t.device}, expected {device}")
-            coef = tensors["coef"]
-            if coef.dim() != len(batch) + 3 or tuple(coef.shape[: len(batch)]) != batch:
-                raise ValueError(
-                    f"layer {l}: coef must have shape {batch + ('n_in', 'n_out', 'G+k')}, got {tuple(coef.shape)}"
-                )
-            n, m, nb = coef.shape[-3:]
-            if n < 1 or m < 1:
-                raise ValueError(
-                    f"layer {l}: zero width: coef has n_in={n}, n_out={m} (shape {tuple(coef.shape)}); "
-                    "every layer needs at least one input and one output neuron"
-                )
-            if prev_out is not None and n != prev_out:
-                raise ValueError(
-                    f"layer {l}: layers do not chain: coef has n_in={n} but layer {l - 1} has n_out={prev_out}"
-                )
-            prev_out = m
-            k = self.k[l]
-            G = nb - k
-            if G < 1:
-                raise ValueError(
-                    f"layer {l}: coef has {nb} basis functions, fewer than k+1={k + 1} (grid size G=nb-k must be >= 1)"
-                )
-            expected = {
-                "grid": batch + (n, G + 2 * k + 1),
-                "scale_base": batch + (n, m),
-                "scale_sp": batch + (n, m),
-                "mask": batch + (n, m),
-                "node_scale": batch + (m,),
-                "node_bias": batch + (m,),
-            }
-            for f, shape in expected.items():
-                got = tuple(tensors[f].shape)
-                if got != shape:
-                    hint = ""
-                    if f == "grid" and len(got) == len(shape) and got[:-1] == shape[:-1]:
-                        hint = (
-                            f" (grid length must be G+2k+1 = {G}+{2 * k}+1 for coef with G+k={nb} "
-                            f"basis functions and k={k})"
-                        )
-                    raise ValueError(f"layer {l}: {f} must have shape {shape}, got {got}{hint}")
-            for f, t in tensors.items():
-                if not torch.isfinite(t).all():
-                    bad = (~torch.isfinite(t)).nonzero()[0].tolist()
-                    raise ValueError(f"layer {l}: {f} contains NaN or Inf (first at index {bad})")
-            grid = tensors["grid"]
-            steps = grid[..., 1:] - grid[..., :-1]
-            if not (steps >= 0).all():
-                bad = (steps < 0).nonzero()[0].tolist()
-                raise ValueError(
-                    f"layer {l}: grid knots must be non-decreasing; knot {bad[-1] + 1} of row {bad[:-1]} "
-                    f"({grid[tuple(bad[:-1])][bad[-1] + 1].item():.6g}) is smaller than knot {bad[-1]} "
-                    f"({grid[tuple(bad[:-1])][bad[-1]].item():.6g})"
-                )
+        check_layout(self)
         return self
 
     # ----------------------------------------------------------------- forward
@@ -481,91 +402,3 @@ def layer_forward(w: KANWeights, l: int, x: torch.Tensor) -> torch.Tensor:
     base = base_function(w.base_fun[l])(x)
     y = spline + torch.einsum("...si,...io->...so", base, mask * w.scale_base[l])
     return w.node_scale[l].unsqueeze(-2) * y + w.node_bias[l].unsqueeze(-2)
-
-
-def _check_perm(p, n: int, where: str, batch) -> torch.Tensor:
-    if not isinstance(p, torch.Tensor):
-        p = torch.as_tensor(p)
-    if p.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-        raise TypeError(f"{where}: permutation must be an integer tensor, got {p.dtype}")
-    p = p.long()
-    if p.shape[-1:] != (n,) or p.dim() not in (1, 1 + len(batch)) or (p.dim() == 2 and tuple(p.shape[:1]) != batch):
-        raise ValueError(
-            f"{where}: permutation must have shape ({n},)" + (f" or {batch + (n,)}" if batch else "") + f", got {tuple(p.shape)}"
-        )
-    ref = torch.arange(n, device=p.device)
-    if not torch.equal(p.sort(dim=-1).values, ref.expand_as(p)):
-        raise ValueError(f"{where}: {p.tolist()} is not a permutation of range({n})")
-    return p
-
-
-def _take(t: torch.Tensor, perm: torch.Tensor, axis: int, batched: bool) -> torch.Tensor:
-    """Index ``t`` along ``axis`` (counted from the end) by ``perm``: ``(n,)`` or ``(B, n)``."""
-    perm = perm.to(t.device)
-    if perm.dim() == 1:
-        return t.index_select(t.dim() + axis, perm)
-    shape = [1] * t.dim()
-    shape[0] = perm.shape[0]
-    shape[t.dim() + axis] = perm.shape[1]
-    idx = perm.view(shape).expand(*[s if i != t.dim() + axis else perm.shape[1] for i, s in enumerate(t.shape)])
-    return torch.gather(t, t.dim() + axis, idx)
-
-
-def permute_hidden(weights: KANWeights, perms: Sequence, *, permute_grid: bool = True) -> KANWeights:
-    r"""Apply permutations to the hidden neurons of a KAN (a symmetry of its function).
-
-    ``perms[h]`` permutes hidden layer ``h+1`` (the neurons between layer ``h`` and
-    ``h+1``); the new neuron ``j`` is the old neuron ``perms[h][j]``. For hidden layer
-    ``h+1``, this permutes the out-axis of layer ``h``'s edge tensors and node affine and
-    the in-axis of layer ``h+1``'s edge tensors *and its grid rows*.
-
-    Args:
-        weights: a single or batched :class:`KANWeights`.
-        perms: ``depth - 1`` permutations, each ``(n_h,)`` or, for batched weights,
-            ``(B, n_h)`` (one permutation per model).
-        permute_grid: leave ``True``; ``False`` exists only to demonstrate that the grid
-            rows are part of the symmetry (the result is then a *different* function).
-
-    Returns: a new :class:`KANWeights` (the input is not modified).
-    """
-    if not isinstance(weights, KANWeights):
-        raise TypeError(f"permute_hidden expects KANWeights, got {type(weights).__name__}")
-    perms = list(perms)
-    if len(perms) != weights.depth - 1:
-        raise ValueError(
-            f"permute_hidden: expected {weights.depth - 1} permutations (one per hidden layer), got {len(perms)}"
-        )
-    batch = (weights.num_models,) if weights.batched else ()
-    kw = {f: list(getattr(weights, f)) for f in FIELDS}
-    b = weights.batched
-    for h, p in enumerate(perms):
-        n = weights.widths[h + 1]
-        p = _check_perm(p, n, f"hidden layer {h + 1}", batch)
-        # outgoing axis of layer h
-        kw["coef"][h] = _take(kw["coef"][h], p, -2, b)
-        for f in ("scale_base", "scale_sp", "mask"):
-            kw[f][h] = _take(kw[f][h], p, -1, b)
-        for f in ("node_scale", "node_bias"):
-            kw[f][h] = _take(kw[f][h], p, -1, b)
-        # incoming axis of layer h+1
-        kw["coef"][h + 1] = _take(kw["coef"][h + 1], p, -3, b)
-        for f in ("scale_base", "scale_sp", "mask"):
-            kw[f][h + 1] = _take(kw[f][h + 1], p, -2, b)
-        if permute_grid:
-            kw["grid"][h + 1] = _take(kw["grid"][h + 1], p, -2, b)
-    return weights._replace(**kw)
-
-
-def random_hidden_permutations(
-    weights: KANWeights, generator: Optional[torch.Generator] = None, per_model: bool = False
-) -> List[torch.Tensor]:
-    """Draw one uniformly random permutation per hidden layer (``(n_h,)`` each, or
-    ``(B, n_h)`` with ``per_model=True`` for batched weights)."""
-    out = []
-    for n in weights.widths[1:-1]:
-        if per_model and weights.batched:
-            out.append(torch.stack([torch.randperm(n, generator=generator) for _ in range(weights.num_models)]))
-        else:
-            out.append(torch.randperm(n, generator=generator))
-    return out
-

@@ -34,7 +34,8 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
-from ..kan.weights import KANWeights, permute_hidden, random_hidden_permutations
+from ..kan.permute import permute_hidden, random_hidden_permutations
+from ..kan.weights import KANWeights
 from ..nn import baselines as B
 from .definitions import TaskSpec
 from .meta_base import DEFAULTS, LEVELS, MODELS, PROBE_ONLY, MetaModel, _standardizer, check_compatible

@@ -42,7 +42,7 @@ def trained_outputs_under_permutation(meta_model, net, split, seed: int = 3):
 
     import torch
 
-    from ..kan.weights import permute_hidden, random_hidden_permutations
+    from ..kan.permute import permute_hidden, random_hidden_permutations
 
     perms = random_hidden_permutations(split.weights, torch.Generator().manual_seed(seed), per_model=True)
     moved = dataclasses.replace(split, weights=permute_hidden(split.weights, perms))
