@@ -69,7 +69,9 @@ MODEL_BOUNDS = {
     "layers": _int_in(1, 64),
     "num_points": _int_in(1, 1024),
     "probe": _int_in(2, 16384),
-    "dropout": _real(lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    # None (WS-KAN's default): 0.1 for classification tasks, 0 for regression
+    "dropout": (lambda v, _ok=_real(lambda v: 0 <= v < 1, "")[0]: v is None or _ok(v),
+                "a number in [0, 1), or null (0.1 for classification, 0 for regression)"),
     "lr": _real(lambda v: v > 0, "a finite number > 0"),
     "weight_decay": _real(lambda v: v >= 0, "a finite number >= 0"),
     "epochs": _int_in(1),

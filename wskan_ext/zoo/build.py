@@ -26,9 +26,9 @@ from .. import __version__
 from .datasets import (SineData, cifar10_inr_data, digits_inr_data, idx_inr_data, load_cifar10_data,
                        load_digits_data, load_idx_data, load_mnist5k_data, mnist5k_inr_data, seed_for)
 from .labels import PYKAN_EDGE_THRESHOLD, evaluate, pruning_masks
-from .store import (FORMAT, FORMAT_VERSION, ZooFormatError, ZooLockedError, atomic_write, clean_float,
-                    config_fingerprint, dumps, iter_rows, resolve_dir, shard_done, verify_fingerprint, write_shard,
-                    zoo_lock)
+from .files import FORMAT, FORMAT_VERSION, ZooFormatError, ZooLockedError, atomic_write, resolve_dir, zoo_lock
+from .shards import clean_float, config_fingerprint, dumps, shard_done, verify_fingerprint, write_shard
+from .store import iter_rows
 from .trainer import DIVERGE_FACTOR, DIVERGE_WEIGHT_BOUND, RunHParams, diverged_at, init_models, train_batched
 from ..kan.weights import FIELDS
 
