@@ -54,3 +54,34 @@ def device(request):
     if request.param == "cuda" and not torch.cuda.is_available():
         pytest.skip("CUDA not available")
     return torch.device(request.param)
+
+
+class CLI:
+    """``wskan`` run in-process: ``cli(*argv) -> (exit code, stdout, stderr)``, and
+    ``cli.one_line(rc, err, cmd)``: the error policy (exit 2, one ``wskan CMD: error:`` line)."""
+
+    def __init__(self, capsys):
+        self.capsys = capsys
+
+    def __call__(self, *argv):
+        from wskan_ext.cli import main
+
+        try:
+            rc = main(list(argv))
+        except SystemExit as e:
+            rc = e.code
+        out = self.capsys.readouterr()
+        return rc, out.out, out.err
+
+    @staticmethod
+    def one_line(rc, err, cmd):
+        assert rc == 2 and "Traceback" not in err, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"wskan {cmd}: error: "), err
+        return lines[0]
+
+
+@pytest.fixture
+def cli(capsys):
+    """See :class:`CLI`."""
+    return CLI(capsys)

@@ -11,7 +11,6 @@ import sys
 import pytest
 import torch
 
-from wskan_ext.cli import main
 from wskan_ext.zoo import BuildConfig, PRESETS, Zoo, ZooFormatError, build_zoo
 from wskan_ext.zoo.build import DivergedBuildError, check_divergence, divergence_summary, split_of
 from wskan_ext.zoo.store import LOCK_NAME, ZooLockedError, config_fingerprint, zoo_lock
@@ -35,20 +34,7 @@ def _files(root):
     return content_files(root)
 
 
-def _cli(capsys, *argv):
-    try:
-        rc = main(list(argv))
-    except SystemExit as e:
-        rc = e.code
-    out = capsys.readouterr()
-    return rc, out.out, out.err
 
-
-def _one_line(rc, err, cmd):
-    assert rc == 2 and "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"wskan {cmd}: error: "), err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -71,13 +57,13 @@ def test_manifest_deleted_then_other_seed_fails_and_writes_nothing(zoo0, tmp_pat
     assert _files(root) == _files(zoo0)
 
 
-def test_manifest_deleted_then_other_seed_cli_is_one_line(zoo0, tmp_path, capsys):
+def test_manifest_deleted_then_other_seed_cli_is_one_line(zoo0, tmp_path, cli):
     root = shutil.copytree(zoo0, tmp_path / "z")
     os.remove(root / "manifest.json")
     cfg = tmp_path / "small.json"
     cfg.write_text(json.dumps(SMALL))
-    rc, _, err = _cli(capsys, "zoo", "build", "--config", str(cfg), "--seed", "1", "--out", str(root), "--quiet")
-    line = _one_line(rc, err, "zoo build")
+    rc, _, err = cli("zoo", "build", "--config", str(cfg), "--seed", "1", "--out", str(root), "--quiet")
+    line = cli.one_line(rc, err, "zoo build")
     assert "built from a different config" in line and "seed" in line
     assert not (root / "manifest.json").exists()
 
@@ -201,18 +187,18 @@ def test_presets_and_defaults_validate():
         BuildConfig.from_dict([1, 2])
 
 
-def test_bad_config_fails_before_anything_is_written(tmp_path, capsys):
+def test_bad_config_fails_before_anything_is_written(tmp_path, cli):
     """Issue 14.2 through the CLI: one line naming the field and bound, no directory."""
     cfg = tmp_path / "bad.json"
     cfg.write_text(json.dumps({"batch_size": 0}))
     out = tmp_path / "z"
-    rc, _, err = _cli(capsys, "zoo", "build", "--preset", "tiny", "--config", str(cfg), "--out", str(out))
-    assert "batch_size must be an integer >= 1" in _one_line(rc, err, "zoo build")
+    rc, _, err = cli("zoo", "build", "--preset", "tiny", "--config", str(cfg), "--out", str(out))
+    assert "batch_size must be an integer >= 1" in cli.one_line(rc, err, "zoo build")
     cfg.write_text("{not json")
-    rc, _, err = _cli(capsys, "zoo", "build", "--preset", "tiny", "--config", str(cfg), "--out", str(out))
-    assert "bad.json: not valid JSON" in _one_line(rc, err, "zoo build")
-    rc, _, err = _cli(capsys, "zoo", "build", "--preset", "tiny", "--threads", "0", "--out", str(out))
-    assert "--threads must be a positive number" in _one_line(rc, err, "zoo build")
+    rc, _, err = cli("zoo", "build", "--preset", "tiny", "--config", str(cfg), "--out", str(out))
+    assert "bad.json: not valid JSON" in cli.one_line(rc, err, "zoo build")
+    rc, _, err = cli("zoo", "build", "--preset", "tiny", "--threads", "0", "--out", str(out))
+    assert "--threads must be a positive number" in cli.one_line(rc, err, "zoo build")
     assert not out.exists()
 
 
@@ -258,17 +244,17 @@ def test_check_divergence_thresholds():
     assert divergence_summary(rows) == {"runs": 3, "runs_diverged": 1, "members": 6, "members_diverged": 1}
 
 
-def test_zoo_build_cli_reports_divergence_and_allow_diverged(tmp_path, capsys):
+def test_zoo_build_cli_reports_divergence_and_allow_diverged(tmp_path, cli):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"lr": [1e3, 1e4]}))
     out = str(tmp_path / "z")
     argv = ["zoo", "build", "--preset", "tiny", "--config", str(cfg), "--out", out, "--quiet", "--threads", "1"]
-    rc, _, err = _cli(capsys, *argv)
-    line = _one_line(rc, err, "zoo build")
+    rc, _, err = cli(*argv)
+    line = cli.one_line(rc, err, "zoo build")
     assert "8 of 8 runs diverged" in line and "--allow-diverged" in line
-    rc, _, err = _cli(capsys, *argv, "--allow-diverged")
+    rc, _, err = cli(*argv, "--allow-diverged")
     assert rc == 0 and "zoo build: 8 of 8 runs diverged" in err, err
-    rc, _, err = _cli(capsys, "zoo", "build", "--preset", "tiny", "--out", str(tmp_path / "ok"), "--quiet",
+    rc, _, err = cli("zoo", "build", "--preset", "tiny", "--out", str(tmp_path / "ok"), "--quiet",
                       "--threads", "1")
     assert rc == 0 and "zoo build: 0 of 8 runs diverged" in err, err
 
@@ -294,12 +280,12 @@ def test_zoo_build_cli_reports_divergence_and_allow_diverged(tmp_path, capsys):
     (["--set", "depth=3"], r"unknown config keys \['depth'\]"),
     (["--set", "hidden"], r"--set expects KEY=VALUE"),
 ])
-def test_train_flags_and_set_keys_are_checked_before_any_work(tmp_path, capsys, flags, message):
+def test_train_flags_and_set_keys_are_checked_before_any_work(tmp_path, flags, message, cli):
     """Issue 14.5: ``--epochs 0`` gave a TypeError, ``--set hidden=-1`` a raw RuntimeError,
     ``--batch-size 0`` was accepted. The zoo does not exist: the check comes first."""
-    rc, _, err = _cli(capsys, "train", "--zoo", str(tmp_path / "no_zoo"), "--task", "accuracy", "--model", "wskan",
+    rc, _, err = cli("train", "--zoo", str(tmp_path / "no_zoo"), "--task", "accuracy", "--model", "wskan",
                       "--out", str(tmp_path / "run"), *flags)
-    line = _one_line(rc, err, "train")
+    line = cli.one_line(rc, err, "train")
     assert "no_zoo" not in line
     assert re.search(message, line), line
     assert not (tmp_path / "run").exists()
@@ -341,32 +327,32 @@ def _run_dir(tmp_path, model_cfg, model="wskan"):
     ({"hidden": 64, "depth": 3}, r"unknown config keys \['depth'\]"),
     ("big", r"field 'config\.model': expected an object"),
 ])
-def test_evaluate_refuses_absurd_model_config_from_metrics_json(tmp_path, capsys, model_cfg, message):
+def test_evaluate_refuses_absurd_model_config_from_metrics_json(tmp_path, model_cfg, message, cli):
     """Issue 14.7: ``evaluate`` built whatever model size metrics.json said."""
     from wskan_ext.tasks.train import evaluate_run
 
     run = _run_dir(tmp_path, model_cfg)
     with pytest.raises(ValueError, match=message):
         evaluate_run(run)
-    rc, _, err = _cli(capsys, "evaluate", "--run", run)
-    assert "metrics.json" in _one_line(rc, err, "evaluate")
+    rc, _, err = cli("evaluate", "--run", run)
+    assert "metrics.json" in cli.one_line(rc, err, "evaluate")
 
 
-def test_evaluate_unreadable_metrics_json_is_one_line(tmp_path, capsys):
+def test_evaluate_unreadable_metrics_json_is_one_line(tmp_path, cli):
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.json").write_text("{")
-    rc, _, err = _cli(capsys, "evaluate", "--run", str(run))
-    assert "metrics.json: not valid JSON" in _one_line(rc, err, "evaluate")
-    rc, _, err = _cli(capsys, "evaluate", "--run", str(tmp_path / "nope"))
-    assert "not a run directory written by wskan train" in _one_line(rc, err, "evaluate")
-    rc, _, err = _cli(capsys, "evaluate", "--run", str(run), "--threads", "-2")
-    assert "--threads must be a positive number" in _one_line(rc, err, "evaluate")
+    rc, _, err = cli("evaluate", "--run", str(run))
+    assert "metrics.json: not valid JSON" in cli.one_line(rc, err, "evaluate")
+    rc, _, err = cli("evaluate", "--run", str(tmp_path / "nope"))
+    assert "not a run directory written by wskan train" in cli.one_line(rc, err, "evaluate")
+    rc, _, err = cli("evaluate", "--run", str(run), "--threads", "-2")
+    assert "--threads must be a positive number" in cli.one_line(rc, err, "evaluate")
 
 
-def test_demo_threads_zero_is_refused(tmp_path, capsys):
-    rc, _, err = _cli(capsys, "demo", "--cache", str(tmp_path / "c"), "--threads", "0")
-    assert "--threads must be a positive number" in _one_line(rc, err, "demo")
+def test_demo_threads_zero_is_refused(tmp_path, cli):
+    rc, _, err = cli("demo", "--cache", str(tmp_path / "c"), "--threads", "0")
+    assert "--threads must be a positive number" in cli.one_line(rc, err, "demo")
     assert not (tmp_path / "c").exists()
 
 

@@ -73,31 +73,18 @@ def small_zoo(tmp_path_factory):
         torch.set_num_threads(n)
 
 
-def _run(capsys, *argv):
-    try:
-        rc = main(list(argv))
-    except SystemExit as e:
-        rc = e.code
-    out = capsys.readouterr()
-    return rc, out.out, out.err
 
 
-def _one_line(rc, err, cmd):
-    assert rc == 2 and "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"wskan {cmd}: error: "), err
-    return lines[0]
 
-
-def test_export_to_pykan_uses_save_pykan_and_prints_its_paths(small_zoo, tmp_path, capsys):
+def test_export_to_pykan_uses_save_pykan_and_prints_its_paths(small_zoo, tmp_path, cli):
     """Issue 14.7: pykan export failed when the parent directory was missing and did not say
     it writes *_cache_data; it now goes through adapters.pykan.save_pykan."""
     out = str(tmp_path / "missing" / "parent" / "m0")
-    rc, stdout, err = _run(capsys, "zoo", "export", small_zoo, "0", "--to", "pykan", "--out", out)
+    rc, stdout, err = cli("zoo", "export", small_zoo, "0", "--to", "pykan", "--out", out)
     try:
         import kan  # noqa: F401
     except ImportError:  # without pykan: one line saying how to install it, nothing written
-        assert "pykan is not installed" in _one_line(rc, err, "zoo export")
+        assert "pykan is not installed" in cli.one_line(rc, err, "zoo export")
         assert not (tmp_path / "missing").exists()
         return
     assert rc == 0, err
@@ -105,33 +92,33 @@ def test_export_to_pykan_uses_save_pykan_and_prints_its_paths(small_zoo, tmp_pat
         assert os.path.exists(out + suffix) and os.path.realpath(out + suffix) in stdout
 
 
-def test_export_native_prints_the_path_written(small_zoo, tmp_path, capsys):
+def test_export_native_prints_the_path_written(small_zoo, tmp_path, cli):
     out = tmp_path / "sub" / "m.safetensors"
-    rc, stdout, _ = _run(capsys, "zoo", "export", small_zoo, "1", "--out", str(out))
+    rc, stdout, _ = cli("zoo", "export", small_zoo, "1", "--out", str(out))
     assert rc == 0 and str(out) in stdout
     assert load_kan_weights(str(out)).equal(Zoo(small_zoo).member(1))
 
 
-def test_missing_or_incomplete_zoo_is_one_line(small_zoo, tmp_path, capsys):
+def test_missing_or_incomplete_zoo_is_one_line(small_zoo, tmp_path, cli):
     """Issue 14.5: ``zoo info`` on a missing or incomplete zoo printed a traceback."""
-    rc, _, err = _run(capsys, "zoo", "info", str(tmp_path / "missing_zoo"))
-    assert "missing_zoo" in _one_line(rc, err, "zoo info") and "not a zoo directory" in err
+    rc, _, err = cli("zoo", "info", str(tmp_path / "missing_zoo"))
+    assert "missing_zoo" in cli.one_line(rc, err, "zoo info") and "not a zoo directory" in err
     inc = shutil.copytree(small_zoo, tmp_path / "inc")
     os.remove(inc / "metadata.jsonl")
     for cmd in (["info", str(inc)], ["export", str(inc), "0", "--out", str(tmp_path / "m")]):
-        rc, _, err = _run(capsys, "zoo", *cmd)
-        assert "the build is incomplete" in _one_line(rc, err, "zoo " + cmd[0])
+        rc, _, err = cli("zoo", *cmd)
+        assert "the build is incomplete" in cli.one_line(rc, err, "zoo " + cmd[0])
 
 
-def test_unknown_member_id_is_one_line(small_zoo, tmp_path, capsys):
+def test_unknown_member_id_is_one_line(small_zoo, tmp_path, cli):
     """Issue 14.5: ``zoo export --id 99999`` raised a bare KeyError."""
-    rc, _, err = _run(capsys, "zoo", "export", small_zoo, "99999", "--out", str(tmp_path / "m"))
-    line = _one_line(rc, err, "zoo export")
+    rc, _, err = cli("zoo", "export", small_zoo, "99999", "--out", str(tmp_path / "m"))
+    line = cli.one_line(rc, err, "zoo export")
     assert "no member with id [99999] (ids run from 0 to 3)" in line and "KeyError" not in line
     assert not (tmp_path / "m").exists()
 
 
-def test_bad_shard_is_one_line_naming_the_file(small_zoo, tmp_path, capsys):
+def test_bad_shard_is_one_line_naming_the_file(small_zoo, tmp_path, cli):
     """Issue 14.5: shards with wrong contents gave ``KeyError: 0`` / ``IndexError`` without
     the file name."""
     root = shutil.copytree(small_zoo, tmp_path / "z")
@@ -139,7 +126,7 @@ def test_bad_shard_is_one_line_naming_the_file(small_zoo, tmp_path, capsys):
     data = bytearray(p.read_bytes())
     data[-3] ^= 0xFF
     p.write_bytes(bytes(data))
-    rc, _, err = _run(capsys, "zoo", "export", str(root), "0", "--out", str(tmp_path / "m"))
-    assert "shard-00000.safetensors" in _one_line(rc, err, "zoo export")
-    rc, _, err = _run(capsys, "zoo", "export", str(root), "2", "--out", str(tmp_path / "m2"))  # shard 1 is fine
+    rc, _, err = cli("zoo", "export", str(root), "0", "--out", str(tmp_path / "m"))
+    assert "shard-00000.safetensors" in cli.one_line(rc, err, "zoo export")
+    rc, _, err = cli("zoo", "export", str(root), "2", "--out", str(tmp_path / "m2"))  # shard 1 is fine
     assert rc == 0, err
