@@ -32,10 +32,16 @@ def test_demo_smoke_end_to_end(tmp_path, capsys, dataset):
         for m, r in models.items():
             assert r["metrics"]["test"], (task, m)  # measured numbers, per model
     assert res["table"] in out and "SMOKE RUN" in open(os.path.join(root, "results.md")).read()
-    for f in ("accuracy_tau.png", "pruning_accuracy.png", "inr_class_accuracy.png",
-              "runs/accuracy/wskan/pred_vs_true.png", "runs/pruning/wskan/pruning_mask.png",
-              "runs/pruning/magnitude/metrics.json"):
+    for f in ("accuracy_tau.png", "pruning_accuracy.png", "inr_class_accuracy.png"):
         assert os.path.getsize(os.path.join(root, f)) > 0, f
+    # the same search for every model (defaults, lr x 0.5) on validation; the chosen run is tested once
+    acc, mask = res["results"]["accuracy"]["wskan"], res["results"]["pruning"]["wskan"]
+    assert acc["config"] in ({}, {"lr": 1e-3}) and os.path.basename(acc["run_dir"]) in ("config0", "config1")
+    assert os.path.getsize(os.path.join(acc["run_dir"], "pred_vs_true.png")) > 0
+    assert os.path.getsize(os.path.join(mask["run_dir"], "pruning_mask.png")) > 0
+    assert json.load(open(os.path.join(acc["run_dir"], "test_metrics.json")))["metrics"] == acc["metrics"]["test"]
+    assert os.path.exists(os.path.join(root, "runs/accuracy/wskan/config1/metrics.json"))  # both candidates trained
+    assert res["results"]["pruning"]["magnitude"]["config"] == {}  # nothing to tune
     cls, inr = SMOKE_SETS[dataset]
     assert cls["size"] * len(cls["checkpoints"]) == sum(res["zoo_info"]["classifiers"]["splits"].values())
     assert inr["size"] == sum(res["zoo_info"]["inr"]["splits"].values())

@@ -312,7 +312,7 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
         "test_ids": splits["test"].ids if read_test else None,
         "widths": mm.widths,
     }
-    if out_dir and rank == 0 and read_test:
+    if out_dir and rank == 0:
         write_outputs(result, net, out_dir)
     result["net"], result["meta_model"] = net, mm
     return result
@@ -321,7 +321,6 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
 def write_outputs(result: dict, net, out_dir: str) -> None:
     """``metrics.json``, ``metrics.csv``, ``model.safetensors`` (trained models) and figures."""
     from ..zoo.store import atomic_write
-    from .figures import pruning_mask_figure, scatter_figure
 
     os.makedirs(out_dir, exist_ok=True)
     keep = {k: v for k, v in result.items() if k not in ("test_pred", "test_true", "test_ids", "net", "meta_model")}
@@ -337,14 +336,23 @@ def write_outputs(result: dict, net, out_dir: str) -> None:
 
         save_file({k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()},
                   os.path.join(out_dir, "model.safetensors"))
-    task = get_task(result["task"])
-    title = f"{result['task']} / {result['model']} (test)"
+    if result["test_pred"] is not None:  # (model selection: the test split was not predicted)
+        write_figures(result["task"], result["model"], result["widths"], result["test_true"], result["test_pred"],
+                      result["test_ids"], result["metrics"]["test"], out_dir)
+
+
+def write_figures(task_name: str, model: str, widths, true, pred, ids, metrics: dict, out_dir: str,
+                  split: str = "test") -> None:
+    """The run's figure on ``split``: predicted vs true values (regression tasks) or the
+    first KAN's true and predicted pruning masks (edge tasks); nothing for classification."""
+    from .figures import pruning_mask_figure, scatter_figure
+
+    task = get_task(task_name)
+    title = f"{task_name} / {model} ({split})"
     if task.kind == "regression":
-        scatter_figure(result["test_true"], result["test_pred"], os.path.join(out_dir, "pred_vs_true.png"),
-                       title, list(task.labels), result["metrics"]["test"])
+        scatter_figure(true, pred, os.path.join(out_dir, "pred_vs_true.png"), title, list(task.labels), metrics)
     elif task.level == "edge":
-        pruning_mask_figure(result["widths"], result["test_true"], result["test_pred"],
-                            os.path.join(out_dir, "pruning_mask.png"), title, int(result["test_ids"][0]))
+        pruning_mask_figure(widths, true, pred, os.path.join(out_dir, "pruning_mask.png"), title, int(ids[0]))
 
 
 def _read_run(run_dir: str) -> dict:
@@ -370,9 +378,12 @@ def _read_run(run_dir: str) -> dict:
     return info
 
 
-def evaluate_run(run_dir: str, zoo=None, split: str = "test", out: Optional[str] = None) -> dict:
+def evaluate_run(run_dir: str, zoo=None, split: str = "test", out: Optional[str] = None,
+                 figures: bool = False) -> dict:
     """Re-evaluate a trained run (``metrics.json`` + ``model.safetensors`` written by
     :func:`wskan_ext.tasks.train.fit`) on ``split`` of ``zoo`` (default: the zoo it was trained on).
+    With ``figures``, also draw the run's figure on that split into ``run_dir``
+    (:func:`write_figures`).
 
     The meta-model's normalisation is re-fitted on the *training* zoo's train split (it is
     deterministic), the network weights are loaded without unpickling.
@@ -412,6 +423,9 @@ def evaluate_run(run_dir: str, zoo=None, split: str = "test", out: Optional[str]
     metrics, pred = _split_metrics(task, enc, predict(mm, net, enc), y_mean, y_std)
     res = {"task": task.name, "model": model, "zoo": os.path.abspath(target.root), "split": split,
            "metrics": metrics, "run": os.path.abspath(run_dir)}
+    if figures:
+        write_figures(task.name, model, list(data.weights.widths), enc["targets"], pred, data.ids, metrics, run_dir,
+                      split)
     if out:
         from ..zoo.store import atomic_write
 
