@@ -27,7 +27,7 @@ For example, in the third-party package's ``pyproject.toml``:
 
 The group is scanned once, on the first call to :func:`~wskan_ext.families` or
 :func:`~wskan_ext.as_kan_weights`. The library's own ``pykan``, ``efficient_kan`` and
-``mlp`` families register the same way, from their own modules (:data:`BUILTIN_FAMILIES`).
+``mlp`` families register the same way, from their own modules (``BUILTIN_FAMILIES``).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ field              shape           content
 ``node_pos``       ``(N,)``        index ``i`` of the neuron within its layer
 ``node_role``      ``(N,)``        0 input, 1 hidden, 2 output
 ``node_k``         ``(N,)``        spline order of the layer the neuron feeds (-1 for outputs)
-``node_base_fun``  ``(N,)``        index in :data:`BASE_FUNCTION_NAMES` of that layer's base
+``node_base_fun``  ``(N,)``        index in ``BASE_FUNCTION_NAMES`` of that layer's base
                                    function (-1 for outputs)
 ``edge_layer``     ``(E,)``        layer ``l`` of the edge
 ``kan_encoding``   ``(B,)``        0 for ``"coef"``, 1 for ``"values"``

@@ -177,7 +177,7 @@ def run_demo(cache: str = "wskan-demo", quick: bool = False, seed: int = 0, prog
         vals = {m: r["metrics"]["test"][key] for m, r in results.get(task, {}).items()}
         if vals:
             comparison_figure(vals, None, os.path.join(root, fname), f"test {key}", f"{task}")
-    print(f"figures and tables in {root}/ (runs/TASK/MODEL/*.png, results.md, results.json)", flush=True)
+    print(f"figures and tables in {root}/ (runs/TASK/MODEL/configN/, results.md, results.json)", flush=True)
     return out
 
 

@@ -383,7 +383,7 @@ def evaluate_run(run_dir: str, zoo=None, split: str = "test", out: Optional[str]
     """Re-evaluate a trained run (``metrics.json`` + ``model.safetensors`` written by
     :func:`wskan_ext.tasks.train.fit`) on ``split`` of ``zoo`` (default: the zoo it was trained on).
     With ``figures``, also draw the run's figure on that split into ``run_dir``
-    (:func:`write_figures`).
+    (``write_figures``).
 
     The meta-model's normalisation is re-fitted on the *training* zoo's train split (it is
     deterministic), the network weights are loaded without unpickling.
