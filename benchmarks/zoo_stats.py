@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 import numpy as np
 
@@ -48,7 +49,8 @@ def main(argv=None):
     ap.add_argument("--md", default=os.path.join(os.path.dirname(__file__), "..", "docs", "zoo_stats.inc"))
     a = ap.parse_args(argv)
     names = sorted(d for d in os.listdir(a.root) if os.path.exists(os.path.join(a.root, d, "metadata.jsonl")))
-    text = "\n\n".join(describe(n, os.path.join(a.root, n)) for n in names)
+    cmd = "python benchmarks/zoo_stats.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    text = f"command: {cmd.strip()}\n\n" + "\n\n".join(describe(n, os.path.join(a.root, n)) for n in names)
     print(text)
     with open(a.md, "w") as f:
         f.write(text + "\n")

@@ -359,13 +359,10 @@ def _read_run(run_dir: str) -> dict:
     """``run_dir/metrics.json``, checked before anything is built from it: task, model, zoo
     and the model config (``validate_model_config``: known keys, sizes within bounds)."""
     path = os.path.join(run_dir, "metrics.json")
-    try:
-        with open(path, "rb") as f:
-            info = json.loads(f.read())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: not found ({run_dir} is not a run directory written by wskan train)") from None
-    except ValueError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    from ..zoo.files import read_json
+
+    info = read_json(path, f"not found ({run_dir} is not a run directory written by wskan train)", "not valid JSON",
+                     ValueError, FileNotFoundError)
     if not isinstance(info, dict):
         raise ValueError(f"{path}: expected a JSON object")
     for key in ("task", "model", "zoo"):

@@ -37,6 +37,19 @@ class MemberNotFoundError(KeyError, ValueError):
         return str(self.args[0]) if self.args else ""
 
 
+def read_json(path: str, missing: str, invalid: str, error=ValueError, missing_error=None):
+    """The JSON value in ``path``, never unpickled; a missing file raises ``missing_error``
+    (default ``error``) ``"PATH: missing"``, an unreadable or invalid one ``error``
+    ``"PATH: invalid (reason)"`` -- the one reader of the zoo's and the runs' JSON files."""
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except FileNotFoundError:
+        raise (missing_error or error)(f"{path}: {missing}") from None
+    except (OSError, ValueError) as e:
+        raise error(f"{path}: {invalid} ({e})") from None
+
+
 # ---------------------------------------------------------------------------- paths
 def resolve_dir(path: str, create: bool = True) -> str:
     """``realpath`` of directory ``path`` (created with its parents if ``create``).

@@ -15,7 +15,7 @@ from safetensors.torch import save as st_save
 
 from ..kan.spline import BASE_FUNCTIONS
 from ..kan.weights import FIELDS, KANWeights
-from .files import _INT_DTYPES, FORMAT, FORMAT_VERSION, LOCK_NAME, ZooFormatError, atomic_write
+from .files import _INT_DTYPES, FORMAT, FORMAT_VERSION, LOCK_NAME, ZooFormatError, atomic_write, read_json
 
 #: The splits of a zoo (members are split by training run).
 SPLITS = ("train", "val", "test")
@@ -156,20 +156,10 @@ def _st_metadata(data: bytes, path: str) -> Dict[str, str]:
     return meta
 
 
-def _read_json(path: str):
-    try:
-        with open(path, "rb") as f:
-            return json.loads(f.read())
-    except FileNotFoundError:
-        raise ZooFormatError(f"{path}: missing shard file") from None
-    except (OSError, ValueError) as e:
-        raise ZooFormatError(f"{path}: corrupted shard index ({e})") from None
-
-
 def _shard_info(root: str, index: int) -> dict:
     """The shard JSON, with its top-level fields type-checked."""
     path = _shard_base(root, index) + ".json"
-    info = _read_json(path)
+    info = read_json(path, "missing shard file", "corrupted shard index", ZooFormatError)
     if not isinstance(info, dict):
         raise ZooFormatError(f"{path}: corrupted shard index (not a JSON object)")
     for field, typ in (("shard", int), ("sha256", str), ("bytes", int), ("rows", list)):
@@ -305,13 +295,7 @@ def _check_architecture(arch, path: str) -> None:
 def read_manifest(root: str) -> dict:
     """The validated manifest of zoo directory ``root`` (:class:`ZooFormatError` otherwise)."""
     path = os.path.join(root, "manifest.json")
-    try:
-        with open(path, "rb") as f:
-            man = json.loads(f.read())
-    except FileNotFoundError:
-        raise ZooFormatError(f"{path}: not found ({root} is not a zoo directory)") from None
-    except (OSError, ValueError) as e:
-        raise ZooFormatError(f"{path}: not valid JSON ({e})") from None
+    man = read_json(path, f"not found ({root} is not a zoo directory)", "not valid JSON", ZooFormatError)
     if not isinstance(man, dict):
         raise ZooFormatError(f"{path}: not a JSON object")
     if man.get("format") != FORMAT:
