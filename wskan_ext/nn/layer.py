@@ -81,6 +81,10 @@ class WSKANLayer(MessagePassing):
             raise ValueError("aggr must be an aggregation name or a non-empty list of them")
         super().__init__(aggr=aggrs[0] if len(aggrs) == 1 else aggrs, flow="source_to_target")
         self.num_aggr = len(aggrs)
+        # sum / mean aggregation commutes with the message MLP's last (affine) map
+        self._linear_aggr = aggrs[0] if len(aggrs) == 1 and aggrs[0] in ("sum", "add", "mean") else None
+        if self._linear_aggr == "add":
+            self._linear_aggr = "sum"
         if norm not in ("layer", None):
             raise ValueError(f"norm must be 'layer' or None, got {norm!r}")
         self.node_channels, self.edge_channels = int(node_channels), int(edge_channels)
@@ -128,22 +132,39 @@ class WSKANLayer(MessagePassing):
                 f"got {tuple(edge_index.shape)}"
             )
         src, dst = edge_index
-        H, N = self.hidden_channels, x.shape[0]
-        P = self.node_proj(x)  # (N, 2 * parts * H): [sender parts | receiver parts] as seen from src / dst
-        Q = self.edge_proj(edge_attr)  # (E, parts * H)
-        k = self.num_parts
-        Ps, Pd = P[:, : k * H][src], P[:, k * H:][dst]  # each (E, parts * H)
-        sl = lambda T, i: T[:, i * H:(i + 1) * H]  # noqa: E731
-        # part 0: forward messages src -> dst, psi_fwd([h_src, h_dst, e])
-        parts = [x, self.aggr_module(self.msg_fwd(sl(Ps, 0) + sl(Pd, 0) + sl(Q, 0)), dst, dim_size=N)]
-        if self.backward:  # part 1: backward messages dst -> src, psi_bwd([h_dst, h_src, e])
-            parts.append(self.aggr_module(self.msg_bwd(sl(Pd, 1) + sl(Ps, 1) + sl(Q, 1)), src, dim_size=N))
+        H, N, k = self.hidden_channels, x.shape[0], self.num_parts
+        # every part i (forward message, backward message, edge update) has the first map
+        # W_src,i h_src + W_dst,i h_dst + W_e,i e: project nodes once (N rows), gather the
+        # projections per edge with index_select (its backward is an index_add, not a
+        # sort-based index_put), and split the (E, parts * H) sum once (no slice backward
+        # that zero-fills an (E, parts * H) gradient per slice).
+        P = self.node_proj(x)  # (N, 2 * parts * H): [sender parts | receiver parts]
+        z = self.edge_proj(edge_attr)  # (E, parts * H)
+        z = z + P[:, : k * H].contiguous().index_select(0, src) + P[:, k * H:].contiguous().index_select(0, dst)
+        a = self.edge_mlp[0](z).split(H, dim=1)  # the same activation for every part
+        # part 0: forward messages src -> dst, psi_fwd([h_src, h_dst, e]);
+        # part 1: backward messages dst -> src, psi_bwd([h_dst, h_src, e])
+        parts = [x, self._aggregate(self.msg_fwd[1], a[0], dst, N)]
+        if self.backward:
+            parts.append(self._aggregate(self.msg_bwd[1], a[1], src, N))
         dh = self.node_mlp(torch.cat(parts, dim=-1))
         # last part: edge update phi_e([e, h_src, h_dst])
-        de = self.edge_mlp(sl(Q, k - 1) + sl(Ps, k - 1) + sl(Pd, k - 1))
+        de = self.edge_mlp[1](a[k - 1])
         h = x + dh if self.residual else dh
         e = edge_attr + de if self.residual else de
         return self.node_norm(h), self.edge_norm(e)
+
+    def _aggregate(self, lin: nn.Linear, a: torch.Tensor, index: torch.Tensor, N: int) -> torch.Tensor:
+        """``aggr_{e -> v} lin(a_e)``, ``(N, C)``. Sum and mean commute with the affine map
+        ``lin``, so they aggregate the ``(E, H)`` activations first and apply ``lin`` to the
+        ``N`` aggregates (the bias counted once per message, and not at all where no
+        message arrives): the same function with one ``(E, H) x (H, C)`` GEMM fewer per
+        direction. Other aggregations (``max``, PNA lists) apply ``lin`` per edge."""
+        if self._linear_aggr is None:
+            return self.aggr_module(lin(a), index, dim_size=N)
+        out = torch.nn.functional.linear(self.aggr_module(a.contiguous(), index, dim_size=N), lin.weight)
+        deg = torch.bincount(index, minlength=N).to(out.dtype).unsqueeze(1)
+        return out + (deg if self._linear_aggr == "sum" else deg.clamp_max(1)) * lin.bias
 
     def __repr__(self) -> str:
         return (
