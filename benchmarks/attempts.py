@@ -1,7 +1,7 @@
 """One model configuration on one zoo task, seed 0: validation metrics and time (the test
 split is not predicted: attempts are judged on validation only).
 
-The design attempts for WS-KAN in ``docs/tasks.rst`` ("Attempts") were measured with this
+The design attempts for WS-KAN in ``docs/tutorials/tasks.rst`` ("Attempts") were measured with this
 script, one command per row; every model gets the same budget (30 epochs, batch 64,
 patience 10 unless given).
 

@@ -1,5 +1,5 @@
 """The results tables: every task the zoos support x every model x several seeds, under one
-fair protocol (``docs/tasks.rst``, "Protocol").
+fair protocol (``docs/tutorials/tasks.rst``, "Protocol").
 
 * **Main table: pure weight space.** No model sees data or probe inputs (the runner refuses a
   probe setting, see :func:`check_pure_weight_space`). Every model gets the same splits, the
@@ -21,7 +21,7 @@ Examples::
     python benchmarks/results.py --zoo mnist=path/to/zoo --models wskan mlp nfn
 
 Writes ``--out`` (JSON: every run, the command, the machine, the wall time) and the Markdown
-tables ``--md`` (main) and ``--md-probes``, which ``docs/tasks.rst`` includes.
+tables ``--md`` (main) and ``--md-probes``, which ``docs/tutorials/tasks.rst`` includes.
 """
 
 from __future__ import annotations

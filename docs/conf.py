@@ -9,6 +9,7 @@ sys.path.insert(0, os.path.abspath(".."))
 _here = os.path.dirname(os.path.abspath(__file__))
 os.makedirs(os.path.join(_here, "_static"), exist_ok=True)
 sys.path.insert(0, os.path.join(_here, "scripts"))
+sys.path.insert(0, os.path.join(_here, "_ext"))  # run_examples: runs every python block, shows its output
 import kan_graph_figure  # noqa: E402
 
 kan_graph_figure.main(os.path.join(_here, "_static", "kan_graph.png"))
@@ -22,6 +23,7 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
+    "run_examples",
 ]
 
 autodoc_member_order = "bysource"
@@ -43,4 +45,5 @@ nitpick_ignore_regex = [
 html_theme = "furo"
 html_title = "wskan_ext"
 html_static_path = ["_static"]
+html_css_files = ["run_examples.css"]
 exclude_patterns = ["_build"]

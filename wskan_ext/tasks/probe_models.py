@@ -1,6 +1,6 @@
 r"""Probe-only baselines: models that see a KAN only through its forward pass on probes.
 
-They belong to the *second* results table (see ``docs/tasks.rst``), next to the weight-space
+They belong to the *second* results table (see ``docs/tutorials/tasks.rst``), next to the weight-space
 models given the same probe inputs, to show what the weights add beyond running the network.
 
 =================  ========================================================  ==========

