@@ -51,7 +51,7 @@ def _perm_blocks(t, perms_in, perms_out):
 CONFIGS = [dict(aggr="sum", backward=True, pool="mean"), dict(aggr="mean", backward=False, pool="sum"),
            dict(aggr="sum", backward=True, pool="sum"), dict(readout="layer", max_layers=3),
            dict(readout="layer", max_layers=3, io_readout=True, aggr=["sum", "max"]),
-           dict(io_readout=True)]
+           dict(io_readout=True), dict(readout="layer", max_layers=3, io_readout=True, edge_hidden_channels=8)]
 
 
 @given(batched_kans(), st.sampled_from(CONFIGS))

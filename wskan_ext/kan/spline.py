@@ -165,17 +165,22 @@ def truncated_power_coefficients(grid: torch.Tensor, k: int) -> torch.Tensor:
 class _TruncatedPowerSpline(torch.autograd.Function):
     """Autograd function behind :func:`truncated_power_spline`."""
 
+    # Layouts: the products are written so that the wide dimension (n K) is the output's
+    # columns, (m, c) = (m, nK) @ (nK, c) and (m, nK) += (m, c) @ (c, nK), which BLAS runs
+    # ~2x (forward) and ~10x (coefficient gradient) faster on CPU than the narrow-output
+    # (c, m) = (c, nK) @ (nK, m) and (nK, m) += (nK, c) @ (c, m) with m = out width.
+
     @staticmethod
     def forward(ctx, x, grid, cT, k: int, chunk: int):
         ctx.save_for_backward(x, grid, cT)
         ctx.k, ctx.chunk = k, chunk
         B, s, n = x.shape
         K, m = grid.shape[-1], cT.shape[-1]
-        W = cT.reshape(B, n * K, m)
+        Wt = cT.reshape(B, n * K, m).transpose(1, 2)  # (B, m, nK)
         y = x.new_empty(B, s, m)
         for a in range(0, s, chunk):
             d = (x[:, a:a + chunk].unsqueeze(-1) - grid.unsqueeze(1)).clamp_(min=0)
-            torch.bmm(d.pow_(k).reshape(B, -1, n * K), W, out=y[:, a:a + chunk])
+            y[:, a:a + chunk] = torch.bmm(Wt, d.pow_(k).reshape(B, -1, n * K).transpose(1, 2)).transpose(1, 2)
         return y
 
     @staticmethod
@@ -184,18 +189,18 @@ class _TruncatedPowerSpline(torch.autograd.Function):
         k, chunk = ctx.k, ctx.chunk
         B, s, n = x.shape
         K, m = grid.shape[-1], cT.shape[-1]
-        W = cT.reshape(B, n * K, m)
         gx = torch.empty_like(x)
-        gW = torch.zeros_like(W)
-        Wt = W.transpose(1, 2).contiguous()
+        gWt = x.new_zeros(B, m, n * K)
+        Wt = cT.reshape(B, n * K, m).transpose(1, 2).contiguous()
         for a in range(0, s, chunk):
             d = (x[:, a:a + chunk].unsqueeze(-1) - grid.unsqueeze(1)).clamp_(min=0)  # (B, c, n, K)
-            dk1 = d * d if k == 3 else d.pow(k - 1)
+            # (x - t)_+^(k-1); for k = 1 the step function (d ** 0 would be 1 below the knot too)
+            dk1 = d * d if k == 3 else (d.pow(k - 1) if k > 1 else (d > 0).to(d.dtype))
             g = gy[:, a:a + chunk]
-            gW.baddbmm_(d.mul_(dk1).reshape(B, -1, n * K).transpose(1, 2), g)
+            gWt.baddbmm_(g.transpose(1, 2), d.mul_(dk1).reshape(B, -1, n * K))
             gP = torch.bmm(g, Wt).reshape(d.shape)
             gx[:, a:a + chunk] = torch.linalg.vecdot(gP, dk1).mul_(k)
-        return gx, None, gW.reshape(cT.shape), None, None
+        return gx, None, gWt.transpose(1, 2).reshape(cT.shape), None, None
 
 
 def truncated_power_spline(
