@@ -180,8 +180,10 @@ class _FastForward:
             eff = rearrange((layer.mask * layer.scale_sp).unsqueeze(-1) * layer.coef, "B i o b -> B (i b) o")
             effb = layer.mask * layer.scale_base
             if idx is None:  # one GEMM over all models: (s, p) @ (p, B*m)
-                y = rearrange(self.basis @ rearrange(eff, "B p o -> p (B o)"), "s (B o) -> B s o", B=B)
-                y = y + rearrange(self.base @ rearrange(effb, "B i o -> i (B o)"), "s (B o) -> B s o", B=B)
+                # one (s, p) @ (p, B*m) GEMM for all models; the sum is made contiguous in the
+                # (B, s, m) layout once, so the hidden layers' elementwise ops run on dense memory
+                y = self.basis @ rearrange(eff, "B p o -> p (B o)") + self.base @ rearrange(effb, "B i o -> i (B o)")
+                y = rearrange(y, "s (B o) -> B s o", B=B).contiguous()
             else:
                 y = torch.bmm(self.basis[idx], eff) + torch.bmm(self.base[idx], effb)
             h = layer.node_scale.unsqueeze(-2) * y + layer.node_bias.unsqueeze(-2)
