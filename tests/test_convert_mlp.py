@@ -288,6 +288,12 @@ def test_tampered_kan_mlp_is_rejected():
         mlp_to_kan(mlp)
     with pytest.raises(ValueError, match="must follow the expansion"):
         mlp_to_kan(nn.Sequential(*list(kan_to_mlp(w))[1:]))
+    for layer, where in ((0, "not an MLP produced"), (3, "not a combination of B-splines")):
+        mlp = kan_to_mlp(w)  # a NaN weight fails the checks (a NaN residual is not "small")
+        with torch.no_grad():
+            mlp[layer].weight[0, 1] = float("nan")
+        with pytest.raises(ValueError, match=f"'{layer}'.*{where}"):
+            mlp_to_kan(mlp)
 
 
 # ------------------------------------------------------------------ issue 14: BatchNorm, composition

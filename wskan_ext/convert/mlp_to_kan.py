@@ -44,6 +44,15 @@ def greville_abscissae(grid: torch.Tensor, k: int) -> torch.Tensor:
     return grid[..., idx].mean(dim=-1)
 
 
+def _absmax(t: torch.Tensor) -> float:
+    """``max |t|`` (NaN if ``t`` holds one) from one ``aminmax`` pass: no ``|t|`` temporary,
+    and ~15x faster on CPU than ``vector_norm(t, inf)`` for the ~10^8-entry weights here."""
+    if t.numel() == 0:
+        return 0.0
+    lo, hi = torch.aminmax(t)
+    return max(-float(lo), float(hi)) if not (torch.isnan(lo) or torch.isnan(hi)) else float("nan")
+
+
 def _full(chain, B: int):
     aff = compose(chain)
     return aff.weight.expand(B, -1, -1), aff.bias.expand(B, -1)
@@ -78,8 +87,8 @@ def _factor_expansion(act: KanForm, aff: Affine, eps: float):
     w, b = aff.weight, aff.bias
     wb, bb = w[..., n * U :, :], b[..., n * U :]
     ws = w[..., : n * U, :].reshape(*w.shape[:-2], n, U, w.shape[-1])
-    scale = float(w.abs().max()) + 1.0
-    if float((ws - wb.unsqueeze(-2)).abs().max()) > 64 * eps * scale:
+    scale = _absmax(w) + 1.0
+    if not _absmax(ws - wb.unsqueeze(-2)) <= 64 * eps * scale:
         raise ValueError(
             f"{aff.where} feeding {act.where}: the spline units of a neuron do not copy its base unit's weights; "
             "this is not an MLP produced by kan_to_mlp"
@@ -93,8 +102,8 @@ def _factor_expansion(act: KanForm, aff: Affine, eps: float):
         last = act.clamp.upper.to(knots.dtype)[..., : n * U].reshape(-1, n, nb, k + 1)[..., -1, 0] + kr[..., -1, 0]
         grid = torch.cat([kr[..., :, 0], kr[..., -1, 1:], last.unsqueeze(-1)], dim=-1)
         idx = torch.arange(nb, device=grid.device)[:, None] + torch.arange(k + 1, device=grid.device)
-        tol = 64 * eps * (float(grid.abs().max()) + float(bb.abs().max()) + 1.0)
-        if float((grid[..., idx] - kr).abs().max()) > tol:
+        tol = 64 * eps * (_absmax(grid) + _absmax(bb) + 1.0)
+        if not _absmax(grid[..., idx] - kr) <= tol:
             raise ValueError(f"{aff.where} feeding {act.where}: unit biases are not the knots of a 'basis' layout")
     if act.clamp is not None:
         lo = act.clamp.lower.to(grid.dtype)
@@ -106,12 +115,12 @@ def _factor_expansion(act: KanForm, aff: Affine, eps: float):
             hi_end = grid[..., k + 1 :].repeat_interleave(k + 1, dim=-1)
         exp_lo = torch.cat([(lo_end - knots).flatten(-2), torch.full_like(bb, -float("inf"))], -1)
         exp_hi = torch.cat([(hi_end - knots).flatten(-2), torch.full_like(bb, float("inf"))], -1)
-        tol = 64 * eps * (float(grid.abs().max()) + float(bb.abs().max()) + 1.0)
+        tol = 64 * eps * (_absmax(grid) + _absmax(bb) + 1.0)
         fin = torch.isfinite(exp_lo)
         if not (
             torch.equal(torch.isfinite(lo.expand_as(exp_lo)), fin)
-            and float((lo - exp_lo)[fin].abs().max()) <= tol
-            and float((hi - exp_hi)[fin].abs().max()) <= tol
+            and _absmax((lo - exp_lo)[fin]) <= tol
+            and _absmax((hi - exp_hi)[fin]) <= tol
         ):
             raise ValueError(f"{act.where}: Clamp bounds are not the grid bounds implied by {aff.where}")
     return Affine(wb, bb, aff.where), grid, k, base_name, layout
@@ -145,8 +154,8 @@ def _spline_from_contraction(chain, grid: torch.Tensor, k: int, layout: str, B: 
         C = w[..., : n * U].reshape(B, m, n, nb, k + 1)  # (B, m, n, nb, k+1), a view
         coef = torch.einsum("bmncr,bncr->bnmc", C, alpha) / (alpha * alpha).sum(-1).unsqueeze(2)
         resid = torch.einsum("bnmc,bncr->bmncr", coef, alpha).sub_(C)
-    r_max = float(torch.linalg.vector_norm(resid, ord=float("inf")))
-    if r_max > max(eps**0.5, 1e3 * eps) * (float(torch.linalg.vector_norm(C, ord=float("inf"))) + 1.0):
+    r_max = _absmax(resid)
+    if not r_max <= max(eps**0.5, 1e3 * eps) * (_absmax(C) + 1.0):
         raise ValueError(
             f"{where_aff}: contraction weights are not a combination of B-splines in truncated-power form "
             f"(least-squares residual {r_max:.3g}); not an MLP produced by kan_to_mlp"
