@@ -12,16 +12,24 @@ Measures (medians over ``--repeats``):
   and of the round-tripped KAN;
 * per-model parameter counts: KAN, factored MLP, merged MLP.
 
-Prints a table and writes JSON (``--out``, default ``benchmarks/out/convert.json``).
-Never asserts on time.
+* a roofline for the round trip: the machine's copy bandwidth (a 256 MiB ``clone``, bytes
+  read + written per second, measured in the same run) and the bytes the round trip cannot
+  avoid (the factored MLP's dense weights written once by ``kan_to_mlp`` and read once by
+  ``mlp_to_kan``), whose ratio is the bandwidth floor of the round trip.
+
+Prints a table and writes JSON (``--out``, default ``benchmarks/out/convert.json``) and, with
+``--md``, the printed table for the docs. Never asserts on time.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import statistics
+import sys
 import time
 
 import torch
@@ -70,7 +78,9 @@ def main(argv=None):
     p.add_argument("--units", choices=["auto", "knots", "basis"], default="auto", help="kan_to_mlp unit layout")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--out", default=os.path.join("benchmarks", "out", "convert.json"))
+    p.add_argument("--md", default=None, help="also write the printed table here (docs include)")
     args = p.parse_args(argv)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -118,6 +128,12 @@ def main(argv=None):
         "factored_knots": mlp_parameter_count(kan_to_mlp(single, units="knots")),
         "factored_basis": mlp_parameter_count(kan_to_mlp(single, units="basis")),
     }
+    big = torch.empty(64 * 2**20, dtype=torch.float32, device=device).fill_(1.0)  # 256 MiB
+    t_copy, _ = timed(lambda: big.clone(), max(3, args.repeats), device)
+    bandwidth = 2 * big.numel() * 4 / t_copy  # bytes read + written per second
+    del big
+    mlp_bytes = counts["factored"]["parameters"] * args.models * torch.finfo(dtype).bits // 8
+    floor = 2 * mlp_bytes / bandwidth  # written once, read once
     res = {
         "config": vars(args),
         "torch": torch.__version__,
@@ -144,6 +160,7 @@ def main(argv=None):
             "kan_own_dtype_vs_ref": err_kan,
         },
         "parameters_per_model": counts,
+        "roofline": {"copy_bandwidth_gb_s": bandwidth / 1e9, "mlp_bytes": mlp_bytes, "round_trip_floor_s": floor},
     }
     CPU_TIMES["round_trip"] = CPU_TIMES["kan_to_mlp_batched"] + CPU_TIMES["mlp_to_kan_batched"]
     c = CPU_TIMES
@@ -164,11 +181,21 @@ def main(argv=None):
         ("params/model merged (nonzero)", f"{counts['merged']['parameters']:9d} ({counts['merged']['nonzero']})"),
         ("params/model factored, knot units", f"{counts['factored_knots']['parameters']:9d} ({counts['factored_knots']['nonzero']})"),
         ("params/model factored, basis units", f"{counts['factored_basis']['parameters']:9d} ({counts['factored_basis']['nonzero']})"),
+        ("copy bandwidth (read + write)", f"{bandwidth / 1e9:9.1f} GB/s"),
+        ("round trip bandwidth floor", f"{floor * 1e3:9.1f} ms  (MLP weights {mlp_bytes / 2**20:.0f} MiB written + read)"),
     ]
-    print(f"convert benchmark: {args.models} KANs {args.widths}, G={args.grid}, k={args.k}, {args.dtype}, units={args.units}, "
-          f"{res['device_name']}, {res['threads']} threads, load average {os.getloadavg()[0]:.1f}")
-    for name, val in rows:
-        print(f"  {name:<40s} {val}")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        print("command: python benchmarks/convert.py " + " ".join(sys.argv[1:] if argv is None else argv))
+        print(f"convert benchmark: {args.models} KANs {args.widths}, G={args.grid}, k={args.k}, {args.dtype}, "
+              f"units={args.units}, {res['device_name']}, {res['threads']} threads, torch {torch.__version__}, "
+              f"load average at start {load}, medians of {args.repeats}")
+        for name, val in rows:
+            print(f"  {name:<40s} {val}")
+    print(buf.getvalue(), end="")
+    if args.md:
+        with open(args.md, "w") as f:
+            f.write(buf.getvalue())
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(res, f, indent=2)

@@ -7,23 +7,49 @@ number of steps. pykan is timed on ``--pykan-models`` models and its per-model t
 extrapolated to all 64 (labelled as such). Also checks that the exported pykan models
 reproduce our stored predictions.
 
-    python benchmarks/zoo_train.py [--steps 100] [--hidden 16] [--pykan-models 3] [--out PATH]
+Also measures, in the same run, the machine's float32 GEMM peak
+(``benchmarks/spline_kernel.py:gemm_peak``) and the matmul FLOPs of one training step of the
+64 models (``torch.utils.flop_counter.FlopCounterMode``: the difference between 2 and 1
+steps), so the table shows the achieved GFLOP/s and the GEMM-bound floor of our trainer,
+that is, the largest ratio to pykan the matmuls alone allow at the peak.
+
+    python benchmarks/zoo_train.py [--steps 100] [--hidden 16] [--pykan-models 3] [--out PATH] [--md PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
+import platform
 import statistics
+import sys
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from wskan_ext.adapters.pykan import to_pykan
 from wskan_ext.zoo import BuildConfig, PRESETS, load_digits_data, run_hparams, train_batched
 from wskan_ext.zoo.labels import evaluate
 from wskan_ext.zoo.trainer import init_models
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from spline_kernel import gemm_peak  # noqa: E402
+
+
+def step_flops(width, x, y, hp) -> float:
+    """Matmul FLOPs of one training step of all models (2 steps minus 1 step: the
+    checkpoint evaluation both runs do cancels)."""
+    counts = []
+    for steps in (1, 2):
+        counter = FlopCounterMode(display=False)
+        with counter:
+            train_batched(width, x, y, hp, steps=steps)
+        counts.append(counter.get_total_flops())
+    return float(counts[1] - counts[0])
 
 
 def main():
@@ -34,7 +60,9 @@ def main():
     ap.add_argument("--pykan-models", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out", "zoo_train.json"))
+    ap.add_argument("--md", default=None, help="also write the printed table here (docs include)")
     a = ap.parse_args()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     torch.set_num_threads(a.threads)
     from kan import KAN as PyKAN  # noqa: F401  (import cost not timed)
 
@@ -76,24 +104,43 @@ def main():
         ("ours (batched, measured)", a.models, t_ours, t_ours / a.models),
         (f"pykan fit (median of {a.pykan_models}, extrapolated x{a.models})", a.models, pykan_total, per_model),
     ]
-    print(f"\n{a.models} KANs {width}, G=5, k=3, {a.steps} full-batch Adam steps on digits "
-          f"({d.x_train.shape[0]} train samples), {a.threads} thread(s)")
-    print(f"{'trainer':58s} {'models':>6s} {'total s':>9s} {'s/model':>9s}")
-    for r in rows:
-        print(f"{r[0]:58s} {r[1]:6d} {r[2]:9.2f} {r[3]:9.3f}")
-    ratio = pykan_total / t_ours
-    print(f"throughput ratio (ours / pykan): {ratio:.1f}x")
-    print(f"exported pykan models vs stored predictions: max |logit diff| {max_diff:.2e}, "
-          f"same test accuracy for {same_acc}/{a.models}")
-    gap = [abs(accs[b] - float(ours_eval["acc"][b])) for b in range(a.pykan_models)]
-    print(f"test accuracy, pykan-trained vs ours (same init/lr): max gap {max(gap):.4f} "
-          f"(pykan {accs}, ours {[round(float(v), 4) for v in ours_eval['acc'][:a.pykan_models]]})")
+    peak, _ = gemm_peak(5, torch.device("cpu"))
+    flops = step_flops(width, d.x_train, d.y_train, hp) * a.steps
+    floor = flops / (peak * 1e9)
+    cmd = "python benchmarks/zoo_train.py " + " ".join(sys.argv[1:])
+    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
+               f"torch {torch.__version__}, Python {platform.python_version()}")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        print(f"command: {cmd}")
+        print(f"machine: {machine}; 1-min load average at start: {load}; GEMM peak {peak:.1f} GFLOP/s")
+        print(f"{a.models} KANs {width}, G=5, k=3, {a.steps} full-batch Adam steps on digits "
+              f"({d.x_train.shape[0]} train samples), {a.threads} thread(s)")
+        print(f"{'trainer':58s} {'models':>6s} {'total s':>9s} {'s/model':>9s}")
+        for r in rows:
+            print(f"{r[0]:58s} {r[1]:6d} {r[2]:9.2f} {r[3]:9.3f}")
+        ratio = pykan_total / t_ours
+        print(f"throughput ratio (ours / pykan): {ratio:.1f}x")
+        print(f"exported pykan models vs stored predictions: max |logit diff| {max_diff:.2e}, "
+              f"same test accuracy for {same_acc}/{a.models}")
+        gap = [abs(accs[b] - float(ours_eval["acc"][b])) for b in range(a.pykan_models)]
+        print(f"test accuracy, pykan-trained vs ours (same init/lr): max gap {max(gap):.4f} "
+              f"(pykan {[round(v, 4) for v in accs]}, ours {[round(float(v), 4) for v in ours_eval['acc'][:a.pykan_models]]})")
+        print(f"ours: {flops / 1e9:.0f} GFLOP of matmuls, {flops / 1e9 / t_ours:.1f} GFLOP/s achieved "
+              f"({100 * flops / 1e9 / t_ours / peak:.0f} % of the GEMM peak); at the peak the matmuls alone take "
+              f"{floor:.1f} s, so the ratio to pykan is at most {pykan_total / floor:.0f}x on this machine")
+    print("\n" + buf.getvalue())
+    if a.md:
+        with open(a.md, "w") as f:
+            f.write(buf.getvalue())
     out = {
         "width": width, "grid": 5, "k": 3, "steps": a.steps, "models": a.models, "threads": a.threads,
         "ours_total_s": t_ours, "ours_per_model_s": t_ours / a.models,
         "pykan_per_model_s_median": per_model, "pykan_times_s": times, "pykan_total_s_extrapolated": pykan_total,
         "ratio": ratio, "export_max_logit_diff": max_diff, "export_same_accuracy": same_acc,
         "ours_test_acc": ours_eval["acc"].tolist(), "pykan_test_acc": accs,
+        "gemm_peak_gflops": peak, "matmul_gflop": flops / 1e9, "gemm_floor_s": floor,
+        "command": cmd, "machine": machine, "load_average_1min": load,
     }
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:

@@ -80,21 +80,26 @@ def _layer_maps(w: KANWeights, l: int, wd: torch.dtype, ec: torch.Tensor, eb: to
         eb = torch.zeros_like(eb)
     ns, nbias = w.node_scale[l].to(wd), w.node_bias[l].to(wd)  # (B, m)
     if units == "knots":
-        tp = torch.einsum("bimc,bicq->bmiq", ec, A)  # truncated-power coefficients (B, m, n, K)
         knots = grid  # knot of each unit (B, n, U)
         lo_end, hi_end = grid[..., :1], grid[..., -1:]
     else:
         nb = K - k - 1
-        alpha = basis_alpha(A, k)  # (B, n, nb, k+1)
-        tp = torch.einsum("bimc,bicr->bmicr", ec, alpha).flatten(-2)  # (B, m, n, nb (k+1))
         idx = torch.arange(nb, device=dev)[:, None] + torch.arange(k + 1, device=dev)
         knots = grid[..., idx].flatten(-2)  # (B, n, nb (k+1))
         lo_end = grid[..., :nb].repeat_interleave(k + 1, dim=-1)
         hi_end = grid[..., k + 1 :].repeat_interleave(k + 1, dim=-1)
     U = knots.shape[-1]
-    c_spline = (ns[:, :, None, None] * tp).reshape(B, -1, n * U)
-    c_base = ns[:, :, None] * eb.transpose(1, 2)  # (B, m, n)
-    c_weight = torch.cat([c_spline, c_base], dim=-1)
+    m = ec.shape[2]
+    # the contraction [spline units | base units] is written in place into one (B, m, F)
+    # tensor (the largest of the conversion): no einsum output, scaled copy and cat copy
+    c_weight = grid.new_empty(B, m, n * U + n)
+    nsw = ns[:, :, None, None] * ec.permute(0, 2, 1, 3)  # node scale folded into the coefficients (B, m, n, nb)
+    if units == "knots":  # truncated-power coefficients (B, m, n, K)
+        torch.matmul(nsw.unsqueeze(-2), A.unsqueeze(1), out=c_weight[..., : n * U].view(B, m, n, 1, U))
+    else:  # every B-spline's own k+1 units (B, m, n, nb, k+1)
+        torch.mul(nsw.unsqueeze(-1), basis_alpha(A, k).unsqueeze(1),
+                  out=c_weight[..., : n * U].view(B, m, n, nb, k + 1))
+    torch.mul(ns.unsqueeze(-1), eb.transpose(1, 2), out=c_weight[..., n * U:])  # base units (B, m, n)
     src = torch.cat([torch.arange(n, device=dev).repeat_interleave(U), torch.arange(n, device=dev)])
     zeros = grid.new_zeros(B, n)
     e_bias = torch.cat([-knots.reshape(B, n * U), zeros], dim=-1)
