@@ -8,10 +8,13 @@ A slope near 1 means cost linear in edges. Prints a table, writes JSON (``--out`
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import math
 import os
 import statistics
+import sys
 import time
 
 import torch
@@ -45,7 +48,9 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--scale", type=int, default=1, help="multiply the number of models")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out", "wskan_scaling.json"))
+    p.add_argument("--md", default=None, help="also write the printed table here (docs include)")
     args = p.parse_args(argv)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
     series = {
@@ -70,12 +75,21 @@ def main(argv=None):
             rows.append(dict(series=name, widths=widths, num_models=B, nodes=g.num_nodes, edges=E, seconds=t,
                              us_per_edge=1e6 * t / E))
         result[name] = slope(es, ts)
-    print(f"{'series':>10} {'widths':>14} {'models':>6} {'nodes':>7} {'edges':>8} {'fwd+bwd s':>10} {'us/edge':>8}")
-    for r in rows:
-        print(f"{r['series']:>10} {str(r['widths']):>14} {r['num_models']:>6} {r['nodes']:>7} {r['edges']:>8} "
-              f"{r['seconds']:>10.4f} {r['us_per_edge']:>8.3f}")
-    for name, s in result.items():
-        print(f"log-log slope (time vs edges), series {name}: {s:.3f}")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        print("command: python benchmarks/wskan_scaling.py " + " ".join(sys.argv[1:] if argv is None else argv))
+        print(f"WSKAN hidden {args.hidden}, {args.layers} layers, forward + backward, median of {args.reps}, "
+              f"{args.threads} thread(s), torch {torch.__version__}, load average at start {load}")
+        print(f"{'series':>10} {'widths':>14} {'models':>6} {'nodes':>7} {'edges':>8} {'fwd+bwd s':>10} {'us/edge':>8}")
+        for r in rows:
+            print(f"{r['series']:>10} {str(r['widths']):>14} {r['num_models']:>6} {r['nodes']:>7} {r['edges']:>8} "
+                  f"{r['seconds']:>10.4f} {r['us_per_edge']:>8.3f}")
+        for name, s in result.items():
+            print(f"log-log slope (time vs edges), series {name}: {s:.3f}")
+    print(buf.getvalue(), end="")
+    if args.md:
+        with open(args.md, "w") as fh:
+            fh.write(buf.getvalue())
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump(dict(hidden=args.hidden, layers=args.layers, threads=args.threads, rows=rows, slopes=result), fh, indent=2)
