@@ -46,9 +46,11 @@ def test_every_task_and_model_trains_end_to_end(zoos, tmp_path, task, model):
         assert res["epochs_run"] == 2 and len(res["history"]) == 2
 
 
-def test_wskan_is_invariant_and_equivariant_after_training(zoos):
+@pytest.mark.parametrize("norm", ["global", "layer"])
+def test_wskan_is_invariant_and_equivariant_after_training(zoos, norm):
     for task in ("accuracy", "pruning"):
-        res = fit(zoos["digits"], task, "wskan", TrainConfig(epochs=1, batch_size=4, progress=False))
+        res = fit(zoos["digits"], task, "wskan", TrainConfig(epochs=1, batch_size=4, progress=False,
+                                                             model={"norm": norm}))
         test = load_split(zoos["digits"], task, "test")
         a, b = assert_trained_symmetry(res["meta_model"], res["net"].eval(), test, task)
         if task == "pruning":

@@ -130,3 +130,21 @@ def test_diverged_training_names_the_divergence():
 
     with pytest.raises(ValueError, match="training diverged .*lower the learning rate"):
         compute_metrics(["mse", "r2"], "regression", torch.ones(3, 1), torch.tensor([[1.0], [float("nan")], [0.0]]))
+
+
+def test_group_standardizer_normalises_each_layer_on_its_own():
+    from wskan_ext.tasks.models import _group_standardizer
+
+    g = torch.Generator().manual_seed(0)
+    group = torch.tensor([0, 0, 0, 1, 1])
+    t = torch.randn(7, 5, 3, generator=g, dtype=torch.float64)
+    t[:, 3:] = 100 + 10 * t[:, 3:]  # the second "layer" lives on another scale
+    mean, std = _group_standardizer(t, group)
+    z = (t - mean) / std
+    for k in (0, 1):
+        block = z[:, group == k]
+        assert torch.allclose(block.mean((0, 1)), torch.zeros(3, dtype=t.dtype), atol=1e-12)
+        assert torch.allclose(block.std((0, 1), unbiased=False), torch.ones(3, dtype=t.dtype), atol=1e-12)
+    # negative twin: one statistic over both layers leaves each layer far from standard
+    flat = (t - t.mean((0, 1))) / t.std((0, 1), unbiased=False)
+    assert not torch.allclose(flat[:, group == 1].mean((0, 1)), torch.zeros(3, dtype=t.dtype), atol=0.1)

@@ -17,9 +17,10 @@ __all__ = ["DEFAULTS", "LEVELS", "MODELS", "PROBE_ONLY", "MetaModel", "check_com
 DEFAULTS: Dict[str, dict] = {
     # dropout None: 0.1 for classification tasks, 0 for regression (resolved when the model is built);
     # io: position-gated input/output read-out for graph-level tasks (docs/tutorials/tasks.rst, "Attempts")
-    # edge_hidden None: the node width (hidden); edges dominate the cost (E >> N)
+    # edge_hidden None: the node width (hidden); edges dominate the cost (E >> N);
+    # norm: input standardisation over all neurons / edges ("global") or per KAN layer ("layer")
     "wskan": dict(hidden=64, layers=4, num_points=16, dropout=None, lr=2e-3, weight_decay=1e-5, probe=0, aggr="sum",
-                  io=True, edge_hidden=None),
+                  io=True, edge_hidden=None, norm="global"),
     "mlp": dict(hidden=256, layers=2, lr=1e-3, weight_decay=1e-4),
     "mlp_aligned": dict(hidden=256, layers=2, lr=1e-3, weight_decay=1e-4),
     "mlp_augment": dict(hidden=256, layers=2, lr=1e-3, weight_decay=1e-4),

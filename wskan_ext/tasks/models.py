@@ -218,6 +218,18 @@ class WSKANNet(nn.Module):
         return out.graph
 
 
+def _group_standardizer(t: torch.Tensor, group: torch.Tensor):
+    """Mean and std ``(1, N, F)`` of ``t (B, N, F)`` over the models and the rows of the
+    same ``group`` (e.g. the KAN layer of each edge): a hidden-neuron permutation keeps
+    every row in its group, so the normalisation stays invariant."""
+    mean, std = torch.empty_like(t[:1]), torch.empty_like(t[:1])
+    for g in group.unique():
+        sel = group == g
+        m, s = _standardizer(t[:, sel], (0, 1))
+        mean[:, sel], std[:, sel] = m, s
+    return mean, std
+
+
 class _WSKAN(MetaModel):
     name = "wskan"
 
@@ -248,8 +260,12 @@ class _WSKAN(MetaModel):
                                  "(SplitData.source) to draw probe inputs from its dataset")
             self.probe_x = probe_inputs(train.source, int(self.config["probe"]))
         g, x, e = self._graph(train.weights)
-        self.node_stats, self.edge_stats = _standardizer(x, (0, 1)), _standardizer(e, (0, 1))
         N = x.shape[1]
+        if self.config["norm"] == "layer":  # statistics per KAN layer, over models and that layer's neurons / edges
+            self.node_stats = _group_standardizer(x, g.node_layer[:N])
+            self.edge_stats = _group_standardizer(e, g.edge_layer[: self.num_edges])
+        else:
+            self.node_stats, self.edge_stats = _standardizer(x, (0, 1)), _standardizer(e, (0, 1))
         self.template = dict(edge_index=g.edge_index[:, : self.num_edges], node_role=g.node_role[:N],
                              node_pos=g.node_pos[:N], node_layer=g.node_layer[:N],
                              edge_layer=g.edge_layer[: self.num_edges])
