@@ -208,9 +208,9 @@ def write_readme_block(path: str, text: str) -> None:
 
 def _job(args):
     """One training run (in a worker process with one torch thread)."""
-    zoo_path, task, model, seed, config, read_test = args
+    zoo_path, task, model, seed, config, read_test, budget = args
     torch.set_num_threads(1)
-    res = fit(zoo_path, task, model, TrainConfig(seed=seed, progress=False, model=dict(config), **BUDGET),
+    res = fit(zoo_path, task, model, TrainConfig(seed=seed, progress=False, model=dict(config), **budget),
               read_test=read_test)
     return {"val": res["metrics"]["val"], "test": res["metrics"].get("test"), "train_time_s": res["train_time_s"],
             "best_epoch": res["best_epoch"], "sizes": res["sizes"]}
@@ -266,10 +266,16 @@ def main(argv=None):
     p.add_argument("--md", default="docs/tasks_results.inc")
     p.add_argument("--md-probes", default="docs/tasks_probe_results.inc")
     p.add_argument("--resume", action="store_true", help="skip runs already recorded in --out")
+    p.add_argument("--epochs", type=int, default=BUDGET["epochs"],
+                   help="epoch cap of every run (the same for every model; early stopping as in BUDGET)")
+    p.add_argument("--tasks", nargs="+", choices=sorted(TASKS), help="only these tasks (default: every task of each zoo)")
     p.add_argument("--readme", help="also write the compact summary into this file's results block (README.md)")
     a = p.parse_args(argv)
     if a.jobs < 1:
         p.error(f"--jobs must be >= 1, got {a.jobs}")
+    if a.epochs < 1:
+        p.error(f"--epochs must be >= 1, got {a.epochs}")
+    budget = dict(BUDGET, epochs=a.epochs)
     zoos = {}
     if a.build:
         zoos.update(build_default(a.cache, a.only or list(DEFAULT_ZOOS)))
@@ -285,6 +291,9 @@ def main(argv=None):
         with open(a.out) as f:
             old = json.load(f)
         runs, selection = old["runs"], old.get("selection", [])
+        if old.get("budget", BUDGET) != budget:
+            p.error(f"--resume: {a.out} was run with budget {old.get('budget')}, not {budget}; "
+                    "one table has one budget (use another --out)")
         print(f"resuming: {len(runs)} runs already in {a.out}", flush=True)
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
                f"torch {torch.__version__}, {a.jobs} worker process(es) x 1 thread, Python {platform.python_version()}")
@@ -294,11 +303,11 @@ def main(argv=None):
 
     def write():
         wall = time.perf_counter() - t0
-        footer = (f"Command: ``{cmd}``; machine: {machine}; budget per run: {BUDGET} (every model), "
+        footer = (f"Command: ``{cmd}``; machine: {machine}; budget per run: {budget} (every model), "
                   f"{a.configs} configuration(s) per model chosen on validation; {len(runs)} test runs, "
                   f"their training times summed {sum(r['train_time_s'] for r in runs) / 3600:.1f} h"
                   + (f"; wall time of this session {wall / 60:.1f} min." if new_runs[0] else "."))
-        data = json.dumps({"command": cmd, "machine": machine, "zoos": zoos, "budget": BUDGET,
+        data = json.dumps({"command": cmd, "machine": machine, "zoos": zoos, "budget": budget,
                            "configs": a.configs, "selection": selection, "runs": runs}, indent=1)
         outs = [(a.out, data), (a.md, tables(runs, "main") + "\n" + footer + "\n")]
         if a.probes:
@@ -313,7 +322,8 @@ def main(argv=None):
 
     if a.probe_zoos and set(a.probe_zoos) - set(zoos):
         p.error(f"--probe-zoos: unknown zoo(s) {sorted(set(a.probe_zoos) - set(zoos))}; given {sorted(zoos)}")
-    todo_all = plan(zoos, a.models, a.probe_models, a.probes, a.inr_pruning, a.probe_zoos)
+    todo_all = [t for t in plan(zoos, a.models, a.probe_models, a.probes, a.inr_pruning, a.probe_zoos)
+                if a.tasks is None or t[2] in a.tasks]
     sel_done = {(s["zoo"], s["task"], s["label"], json.dumps(s["config"], sort_keys=True)): s for s in selection}
     done = {(r["zoo"], r["task"], r["label"], r["seed"]) for r in runs}
     for zone in zoos:  # zoo by zoo: a finished zoo has complete tables even if a later one is cut short
@@ -326,7 +336,7 @@ def main(argv=None):
                 cfg = {**base, **c}
                 key = (zname, task, label, json.dumps(cfg, sort_keys=True))
                 if key not in sel_done:
-                    sel_jobs.append((path, task, m, 0, cfg, False))
+                    sel_jobs.append((path, task, m, 0, cfg, False, budget))
                     sel_keys.append(key)
         for key, res in zip(sel_keys, _map(sel_jobs, a.jobs)):
             s = {"zoo": key[0], "task": key[1], "label": key[2], "config": json.loads(key[3]), "val": res["val"]}
@@ -349,7 +359,7 @@ def main(argv=None):
                 check_pure_weight_space(m, cfg)
             for seed in a.seeds:
                 if (zname, task, label, seed) not in done:
-                    jobs.append((path, task, m, seed, cfg, True))
+                    jobs.append((path, task, m, seed, cfg, True, budget))
                     keys.append((zname, task, m, label, seed, cfg, table))
         for (zname, task, m, label, seed, cfg, table), res in zip(keys, _map(jobs, a.jobs)):
             runs.append({"zoo": zname, "task": task, "model": m, "label": label, "seed": seed, "config": cfg,

@@ -161,3 +161,20 @@ def test_plan_puts_probes_only_in_the_probe_table(results_script, tmp_path):
     assert all(not p[5].get("probe") for p in main_rows)
     assert all(p[5].get("probe") == 16 for p in probe_rows)
     assert {p[3] for p in probe_rows} == {"wskan", "probe_mlp", "attribution"}
+
+
+def test_results_budget_and_task_filter_and_no_mixed_budgets(results_script, tmp_path, capsys):
+    from wskan_ext.cli import main
+
+    zoo = str(tmp_path / "zoo")
+    assert main(["zoo", "build", "--preset", "tiny", "--out", zoo, "--quiet", "--threads", "1"]) == 0
+    out, md = str(tmp_path / "r.json"), str(tmp_path / "r.inc")
+    args = ["--zoo", f"tiny={zoo}", "--models", "statnn", "--seeds", "0", "--tasks", "accuracy", "--out", out,
+            "--md", md, "--md-probes", str(tmp_path / "p.inc")]
+    results_script.main(args + ["--epochs", "2"])
+    data = json.load(open(out))
+    assert data["budget"]["epochs"] == 2 and {r["task"] for r in data["runs"]} == {"accuracy"}
+    assert "'epochs': 2" in open(md).read()
+    with pytest.raises(SystemExit):  # a table has one budget: resuming with another is refused
+        results_script.main(args + ["--epochs", "3", "--resume"])
+    assert "one table has one budget" in capsys.readouterr().err
