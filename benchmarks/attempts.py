@@ -8,7 +8,7 @@ patience 10 unless given).
     python benchmarks/attempts.py ZOO TASK MODEL[:JSON_CONFIG] [MODEL[:JSON_CONFIG] ...]
     python benchmarks/attempts.py benchmarks/out/zoos/mnist5k-inr inr_class nfn 'wskan:{"layers": 4, "dropout": 0.1}'
 
-Keys ``epochs``, ``batch_size``, ``patience``, ``lr``, ``weight_decay``, ``schedule`` of the
+Keys ``epochs``, ``batch_size``, ``patience``, ``lr``, ``weight_decay``, ``schedule``, ``precision`` of the
 JSON go to :class:`~wskan_ext.tasks.TrainConfig`, the others to the model.
 """
 
@@ -22,7 +22,7 @@ import torch
 
 from wskan_ext.tasks import TrainConfig, fit
 
-TRAIN_KEYS = ("epochs", "batch_size", "patience", "lr", "weight_decay", "schedule")
+TRAIN_KEYS = ("epochs", "batch_size", "patience", "lr", "weight_decay", "schedule", "precision")
 
 
 def main(argv=None):

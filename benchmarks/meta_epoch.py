@@ -38,9 +38,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from spline_kernel import gemm_peak  # noqa: E402
 
 
-def epoch_runner(mm, enc, task, batch_size, seed=0, compile_layers=False):
+def epoch_runner(mm, enc, task, batch_size, seed=0, compile_layers=False, bf16=False):
     """A closure running one training epoch (fit's inner loop) and the FLOPs of one epoch.
-    ``compile_layers``: wrap every ``WSKANLayer`` in ``torch.compile(dynamic=True)``."""
+    ``compile_layers``: wrap every ``WSKANLayer`` in ``torch.compile(dynamic=True)``;
+    ``bf16``: forward and loss under ``torch.autocast("cpu", torch.bfloat16)`` (mixed
+    precision: parameters and optimiser state stay float32)."""
     torch.manual_seed(seed)
     net = mm.build_net()
     layers = getattr(getattr(net, "model", None), "layers", None)
@@ -53,9 +55,10 @@ def epoch_runner(mm, enc, task, batch_size, seed=0, compile_layers=False):
 
     def step(idx):
         x, y = mm.batch(enc, idx, aug, train=True)
-        out = net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = net(x)
         per_item = out[0].numel() if task.kind != "classification" else 1
-        loss = _loss(task.kind, out, y) / (idx.numel() * per_item)
+        loss = _loss(task.kind, out.float(), y) / (idx.numel() * per_item)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -83,6 +86,8 @@ def main(argv=None):
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out", "meta_epoch.json"))
     p.add_argument("--compile", action="store_true",
                    help="wrap WS-KAN's layers in torch.compile (the warm-up epoch pays the compilation)")
+    p.add_argument("--bf16", action="store_true",
+                   help="every model's forward under torch.autocast('cpu', bfloat16) (mixed precision)")
     p.add_argument("--md", default=None, help="also write the printed table here (docs include)")
     args = p.parse_args(argv)
     for name in ("threads", "epochs", "batch_size"):
@@ -99,7 +104,8 @@ def main(argv=None):
         model, _, cfg = spec.partition(":")
         mm = build_meta_model(model, task, splits["train"], json.loads(cfg) if cfg else {}, task.out_channels(nc))
         enc = mm.encode(splits["train"])
-        run, flops, params = epoch_runner(mm, enc, task, args.batch_size, compile_layers=args.compile)
+        run, flops, params = epoch_runner(mm, enc, task, args.batch_size, compile_layers=args.compile,
+                                          bf16=args.bf16)
         run()  # warm-up
         times = []
         for _ in range(args.epochs):
@@ -111,8 +117,10 @@ def main(argv=None):
                      "gflops": flops / 1e9 / statistics.median(times)})
         if args.compile and model == "wskan":
             rows[-1]["model"] = spec = spec + " (compiled)"
+        if args.bf16:
+            rows[-1]["model"] = spec = spec + " (bf16)"
         print(f"{spec}: {rows[-1]['epoch_s']:.2f} s/epoch", flush=True)
-    ref = next((r["epoch_s"] for r in rows if r["model"] == "nfn"), None)
+    ref = next((r["epoch_s"] for r in rows if r["model"].split(" ")[0] == "nfn"), None)
     cmd = "python benchmarks/meta_epoch.py " + " ".join(sys.argv[1:] if argv is None else argv)
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
                f"torch {torch.__version__}, Python {platform.python_version()}")

@@ -88,3 +88,15 @@ def test_cli_train_and_evaluate(zoos, tmp_path, capsys):
     assert json.load(open(os.path.join(out, "metrics.json")))["config"]["model"]["hidden"] == 16
     assert main(["evaluate", "--run", out, "--split", "val"]) == 0
     assert "[val]" in capsys.readouterr().out
+
+
+def test_bf16_precision_trains_and_bad_precision_is_refused(zoos):
+    res = fit(zoos["digits"], "pruning", "wskan", TrainConfig(epochs=2, batch_size=4, progress=False, precision="bf16"))
+    assert all(v == v for v in res["metrics"]["test"].values())  # not NaN
+    assert res["config"]["precision"] == "bf16"
+    assert next(res["net"].parameters()).dtype == torch.float32  # mixed precision: the weights stay float32
+    # the bf16 run is a different computation from the float32 one (its predictions differ)
+    res32 = fit(zoos["digits"], "pruning", "wskan", TrainConfig(epochs=2, batch_size=4, progress=False))
+    assert not torch.equal(res["test_pred"], res32["test_pred"])
+    with pytest.raises(ValueError, match=r"precision \(--precision\) must be 'float32' or 'bf16'"):
+        TrainConfig(precision="fp16")
