@@ -1,5 +1,5 @@
-"""One model configuration on one zoo task, seed 0: validation metrics and time (the test
-split is not predicted: attempts are judged on validation only).
+"""One model configuration on one zoo task, seed 0: validation (and training) metrics and
+time (the test split is not predicted: attempts are judged on validation only).
 
 The design attempts for WS-KAN in ``docs/tutorials/tasks.rst`` ("Attempts") were measured with this
 script, one command per row; every model gets the same budget (30 epochs, batch 64,
@@ -40,7 +40,7 @@ def main(argv=None):
         t = time.time()
         r = fit(zoo, task, model, TrainConfig(seed=0, progress=False, model=kw, **tc), read_test=False)
         fmt = lambda d: {k: round(v, 4) for k, v in d.items()}  # noqa: E731
-        print(spec, "val", fmt(r["metrics"]["val"]),
+        print(spec, "val", fmt(r["metrics"]["val"]), "train", fmt(r["metrics"]["train"]),
               f"{time.time() - t:.0f}s best_epoch {r['best_epoch']}", flush=True)
     return 0
 

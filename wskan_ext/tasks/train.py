@@ -118,7 +118,7 @@ class TrainConfig:
     ``schedule``: ``"cosine"`` decays the learning rate to 0 over ``epochs`` per step, or
     ``"constant"``; ``precision``: ``"float32"``, or ``"bf16"`` for the forward passes under
     ``torch.autocast`` with bfloat16, parameters and optimiser state staying float32: about
-    1.7x faster WS-KAN epochs on a CPU with bf16 matmuls, see docs/benchmarks.rst). Validated on construction (``ValueError`` naming the field, its
+    1.9x faster WS-KAN epochs on a CPU with bf16 matmuls, see docs/benchmarks.rst). Validated on construction (``ValueError`` naming the field, its
     ``wskan train`` flag and the bound); ``model`` is checked against the model by
     ``validate_model_config`` when :func:`fit` starts."""
 
