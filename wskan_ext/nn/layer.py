@@ -141,7 +141,9 @@ class WSKANLayer(MessagePassing):
         P = self.node_proj(x)  # (N, 2 * parts * H): [sender parts | receiver parts]
         z = self.edge_proj(edge_attr)  # (E, parts * H)
         z = z + P[:, : k * H].contiguous().index_select(0, src) + P[:, k * H:].contiguous().index_select(0, dst)
-        a = self.edge_mlp[0](z).split(H, dim=1)  # the same activation for every part
+        # one activation pass for all parts (every part's MLP starts with the same activation;
+        # msg_fwd[0] / msg_bwd[0] stay as modules so saved state dicts and reprs keep their layout)
+        a = self.edge_mlp[0](z).split(H, dim=1)
         # part 0: forward messages src -> dst, psi_fwd([h_src, h_dst, e]);
         # part 1: backward messages dst -> src, psi_bwd([h_dst, h_src, e])
         parts = [x, self._aggregate(self.msg_fwd[1], a[0], dst, N)]

@@ -294,7 +294,7 @@ class _WSKAN(MetaModel):
         c = self.config
         t = self.template
         return WSKANNet(self.dims[0], self.dims[1], self.out_channels, self.task.level, c["hidden"], c["layers"],
-                        int(t["edge_layer"].max()) + 1, c["dropout"], c["aggr"], c["io"], c.get("edge_hidden"))
+                        int(t["edge_layer"].max()) + 1, c["dropout"], c["aggr"], c["io"], c["edge_hidden"])
 
 
 class _Magnitude(MetaModel):

@@ -118,9 +118,10 @@ class TrainConfig:
     ``schedule``: ``"cosine"`` decays the learning rate to 0 over ``epochs`` per step, or
     ``"constant"``; ``precision``: ``"float32"``, or ``"bf16"`` for the forward passes under
     ``torch.autocast`` with bfloat16, parameters and optimiser state staying float32: about
-    1.9x faster WS-KAN epochs on a CPU with bf16 matmuls, see docs/benchmarks.rst). Validated on construction (``ValueError`` naming the field, its
-    ``wskan train`` flag and the bound); ``model`` is checked against the model by
-    ``validate_model_config`` when :func:`fit` starts."""
+    1.9x faster WS-KAN epochs on a CPU with bf16 matmuls, see docs/benchmarks.rst).
+    Validated on construction (``ValueError`` naming the field, its ``wskan train`` flag and
+    the bound); ``model`` is checked against the model by ``validate_model_config`` when
+    :func:`fit` starts."""
 
     epochs: int = 100
     batch_size: int = 32
@@ -153,7 +154,8 @@ class TrainConfig:
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"train config: schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if self.precision not in ("float32", "bf16"):
-            raise ValueError(f"train config: precision (--precision) must be 'float32' or 'bf16', got {self.precision!r}")
+            raise ValueError(
+                f"train config: precision (--precision) must be 'float32' or 'bf16', got {self.precision!r}")
         if not isinstance(self.model, dict):
             raise ValueError(f"train config: model must be a dict of hyperparameters, got {type(self.model).__name__}")
 
