@@ -1,5 +1,7 @@
 """One model configuration on one zoo task, seed 0: validation (and training) metrics and
-time (the test split is not predicted: attempts are judged on validation only).
+time (the test split is not predicted: attempts are judged on validation only). With
+``--seeds S [S ...]`` (after the specs) each configuration is trained once per seed and the
+validation metrics are printed per seed and as mean ± std.
 
 The design attempts for WS-KAN in ``docs/tutorials/tasks.rst`` ("Attempts") were measured with this
 script, one command per row; every model gets the same budget (30 epochs, batch 64,
@@ -7,6 +9,7 @@ patience 10 unless given).
 
     python benchmarks/attempts.py ZOO TASK MODEL[:JSON_CONFIG] [MODEL[:JSON_CONFIG] ...]
     python benchmarks/attempts.py benchmarks/out/zoos/mnist5k-inr inr_class nfn 'wskan:{"layers": 4, "dropout": 0.1}'
+    python benchmarks/attempts.py benchmarks/out/zoos/sine sine nfn 'wskan:{}' --seeds 0 1 2
 
 Keys ``epochs``, ``batch_size``, ``patience``, ``lr``, ``weight_decay``, ``schedule``, ``precision`` of the
 JSON go to :class:`~wskan_ext.tasks.TrainConfig`, the others to the model.
@@ -15,6 +18,7 @@ JSON go to :class:`~wskan_ext.tasks.TrainConfig`, the others to the model.
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import time
 
@@ -31,17 +35,31 @@ def main(argv=None):
         print(__doc__)
         return 2
     torch.set_num_threads(1)
+    seeds = [0]
+    if "--seeds" in argv:
+        i = argv.index("--seeds")
+        argv, seeds = argv[:i], [int(v) for v in argv[i + 1:]]
+        if not seeds:
+            print("--seeds needs at least one seed")
+            return 2
     zoo, task = argv[0], argv[1]
+    fmt = lambda d: {k: round(v, 4) for k, v in d.items()}  # noqa: E731
     for spec in argv[2:]:
         model, _, cfg = spec.partition(":")
         kw = json.loads(cfg) if cfg else {}
         tc = {k: kw.pop(k) for k in list(kw) if k in TRAIN_KEYS}
         tc = {"epochs": 30, "patience": 10, "batch_size": 64, **tc}
-        t = time.time()
-        r = fit(zoo, task, model, TrainConfig(seed=0, progress=False, model=kw, **tc), read_test=False)
-        fmt = lambda d: {k: round(v, 4) for k, v in d.items()}  # noqa: E731
-        print(spec, "val", fmt(r["metrics"]["val"]), "train", fmt(r["metrics"]["train"]),
-              f"{time.time() - t:.0f}s best_epoch {r['best_epoch']}", flush=True)
+        vals = []
+        for seed in seeds:
+            t = time.time()
+            r = fit(zoo, task, model, TrainConfig(seed=seed, progress=False, model=dict(kw), **tc), read_test=False)
+            vals.append(r["metrics"]["val"])
+            print(spec, f"seed {seed}" if len(seeds) > 1 else "", "val", fmt(r["metrics"]["val"]), "train",
+                  fmt(r["metrics"]["train"]), f"{time.time() - t:.0f}s best_epoch {r['best_epoch']}", flush=True)
+        if len(seeds) > 1:
+            print(spec, f"val over seeds {seeds}:", "  ".join(
+                f"{k} {statistics.mean(v[k] for v in vals):.4f} ± {statistics.stdev(v[k] for v in vals):.4f}"
+                for k in vals[0]), flush=True)
     return 0
 
 

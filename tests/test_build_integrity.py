@@ -364,3 +364,21 @@ def test_tiny_preset_has_runs_in_every_split():
     # the docs suggest training on it: an empty validation split would make `wskan train` fail
     cfg = BuildConfig(**PRESETS["tiny"])
     assert {split_of(cfg, r) for r in range(cfg.size)} == {"train", "val", "test"}
+
+
+def test_lamb_range_is_drawn_last_validated_and_omitted_at_default():
+    """``BuildConfig.lamb``: drawn per run (log-uniform), after the other draws, so adding it
+    changed no earlier zoo; left out of ``to_dict`` at its default (old manifests still match)."""
+    from wskan_ext.zoo import BuildConfig, run_hparams
+
+    base = BuildConfig(size=6)
+    assert "lamb" not in base.to_dict()
+    sparse = BuildConfig(size=6, lamb=[1e-4, 1e-2])
+    assert sparse.to_dict()["lamb"] == [1e-4, 1e-2]
+    a, b = run_hparams(base, range(6)), run_hparams(sparse, range(6))
+    for name in ("lr", "weight_decay", "init_scale", "subset_fraction", "label_noise", "seed"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert (a.lamb == 0).all() and ((b.lamb >= 1e-4) & (b.lamb <= 1e-2)).all() and b.lamb.unique().numel() == 6
+    for bad in ([-1.0, 0.0], [1e-2, 1e-3], [0.0, float("inf")]):
+        with pytest.raises(ValueError, match=r"lamb"):
+            BuildConfig(lamb=bad)

@@ -178,3 +178,23 @@ def test_results_budget_and_task_filter_and_no_mixed_budgets(results_script, tmp
     with pytest.raises(SystemExit):  # a table has one budget: resuming with another is refused
         results_script.main(args + ["--epochs", "3", "--resume"])
     assert "one table has one budget" in capsys.readouterr().err
+
+
+def test_label_ceiling_script_on_a_tiny_zoo(tmp_path):
+    """benchmarks/label_ceiling.py runs on a classifier zoo and writes its table and JSON: the
+    label recomputed on its own images agrees exactly, every agreement is a fraction, and
+    noisier scores never agree better than exact ones (noise 0 would be 1.0)."""
+    from wskan_ext.cli import main
+
+    zoo = str(tmp_path / "zoo")
+    assert main(["zoo", "build", "--out", zoo, "--preset", "tiny", "--quiet", "--threads", "1"]) == 0
+    script = _load(os.path.join(HERE, "..", "benchmarks", "label_ceiling.py"), "wskan_label_ceiling")
+    md, js = str(tmp_path / "c.inc"), str(tmp_path / "c.json")
+    assert script.main(["--zoo", zoo, "--md", md, "--json", js]) == 0
+    out = json.load(open(js))
+    agree = out["pruning_agreement"]
+    assert agree["label recomputed (same images)"] == 1.0
+    assert all(0.0 <= v <= 1.0 for v in agree.values()) and len(agree) == 3
+    noisy = [out["noisy_score_accuracy"][k] for k in sorted(out["noisy_score_accuracy"], key=float)]
+    assert all(0.0 < v <= 1.0 for v in noisy) and noisy[-1] <= noisy[0]
+    assert -1.0 <= out["accuracy"]["halves_tau"] <= 1.0 and "pruning masks" in open(md).read()

@@ -46,11 +46,11 @@ def test_every_task_and_model_trains_end_to_end(zoos, tmp_path, task, model):
         assert res["epochs_run"] == 2 and len(res["history"]) == 2
 
 
-@pytest.mark.parametrize("norm", ["global", "layer"])
-def test_wskan_is_invariant_and_equivariant_after_training(zoos, norm):
+@pytest.mark.parametrize("options", [{"norm": "global"}, {"norm": "layer"}, {"log_scale": True}])
+def test_wskan_is_invariant_and_equivariant_after_training(zoos, options):
     for task in ("accuracy", "pruning"):
         res = fit(zoos["digits"], task, "wskan", TrainConfig(epochs=1, batch_size=4, progress=False,
-                                                             model={"norm": norm}))
+                                                             model=dict(options)))
         test = load_split(zoos["digits"], task, "test")
         a, b = assert_trained_symmetry(res["meta_model"], res["net"].eval(), test, task)
         if task == "pruning":
@@ -100,3 +100,24 @@ def test_bf16_precision_trains_and_bad_precision_is_refused(zoos):
     assert not torch.equal(res["test_pred"], res32["test_pred"])
     with pytest.raises(ValueError, match=r"precision \(--precision\) must be 'float32' or 'bf16'"):
         TrainConfig(precision="fp16")
+
+
+def test_log_scale_edge_features(zoos):
+    """``log_scale`` appends exactly log(std + eps), log(mean |v| + eps), log(rms coef + eps)
+    of each edge to the default features; a 10x larger edge function shifts them by log 10."""
+    from wskan_ext.tasks.models import _edge_inputs
+
+    w = load_split(zoos["digits"], "accuracy", "train").weights.map(lambda t: t.double())
+    base, extra = _edge_inputs(w, 8), _edge_inputs(w, 8, log_scale=True)
+    assert torch.equal(extra[..., :-3], base) and extra.shape[-1] == base.shape[-1] + 3
+    P = 8
+    vals = base[..., -(P + w.depth):-w.depth].double()
+    assert torch.allclose(extra[..., -3].double(), (vals.std(-1) + 1e-6).log(), atol=1e-5)
+    assert torch.allclose(extra[..., -2].double(), (vals.abs().mean(-1) + 1e-6).log(), atol=1e-5)
+    big = w.map(lambda t: t.clone())
+    for c, b in zip(big.coef, big.scale_base):  # every edge function x 10
+        c.mul_(10)
+        b.mul_(10)
+    shifted = _edge_inputs(big, 8, log_scale=True)[..., -3:]
+    keep = extra[..., -3:].exp() > 1e-3  # away from the eps floor
+    assert torch.allclose((shifted - extra[..., -3:])[keep], torch.full_like(shifted[keep], 2.302585), atol=1e-3)

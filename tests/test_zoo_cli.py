@@ -130,3 +130,22 @@ def test_bad_shard_is_one_line_naming_the_file(small_zoo, tmp_path, cli):
     assert "shard-00000.safetensors" in cli.one_line(rc, err, "zoo export")
     rc, _, err = cli("zoo", "export", str(root), "2", "--out", str(tmp_path / "m2"))  # shard 1 is fine
     assert rc == 0, err
+
+
+def test_cli_build_with_sparsity_penalty_records_lamb(tmp_path, capsys):
+    """``--lamb LOW HIGH`` reaches the manifest and each run's hyperparameters; without it
+    neither mentions lamb (zoos built before the option are unchanged)."""
+    from wskan_ext.cli import main
+    from wskan_ext.zoo import Zoo
+
+    sparse, plain = str(tmp_path / "sparse"), str(tmp_path / "plain")
+    assert main(["zoo", "build", "--preset", "tiny", "--lamb", "1e-3", "1e-2", "--out", sparse, "--quiet",
+                 "--threads", "1"]) == 0
+    assert main(["zoo", "build", "--preset", "tiny", "--out", plain, "--quiet", "--threads", "1"]) == 0
+    zs, zp = Zoo(sparse), Zoo(plain)
+    assert zs.manifest["config"]["lamb"] == [1e-3, 1e-2] and "lamb" not in zp.manifest["config"]
+    lambs = [r["hparams"]["lamb"] for r in zs.metadata]
+    assert all(1e-3 <= v <= 1e-2 for v in lambs) and all("lamb" not in r["hparams"] for r in zp.metadata)
+    assert main(["zoo", "build", "--preset", "tiny", "--lamb", "1e-2", "1e-3", "--out", str(tmp_path / "bad"),
+                 "--quiet"]) == 2
+    assert "lamb" in capsys.readouterr().err

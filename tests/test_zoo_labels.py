@@ -69,3 +69,56 @@ def test_evaluate_and_psnr():
     assert torch.allclose(r["psnr"], torch.tensor([20.0]), atol=1e-3)
     assert torch.allclose(psnr(torch.tensor([1e-2, 1.0])), torch.tensor([20.0, 0.0]))
     assert to_pykan(w[0]) is not None
+
+
+@settings(max_examples=examples(6))
+@given(st.lists(st.integers(1, 4), min_size=2, max_size=4), st.integers(0, 1000), st.sampled_from([0.3, 1.0, 3.0]),
+       st.sampled_from([(1.0, 2.0, 0.0, 0.0), (0.5, 0.0, 1.0, 0.3), (0.0, 1.0, 0.0, 2.0)]))
+def test_sparsity_penalty_matches_pykan_get_reg(width, seed, noise, lambs):
+    """``sparsity_penalty`` is pykan's ``get_reg('edge_forward_spline_n', ...)`` (value and
+    gradient w.r.t. the coefficients), float64; a 0/1 sample weight equals dropping the
+    samples (twin: it does change the value)."""
+    from wskan_ext.zoo.trainer import sparsity_penalty
+
+    torch.set_default_dtype(torch.float64)
+    try:
+        m = _pykan_model(width, seed, noise)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(48, width[0], generator=g, dtype=torch.float64) * 2 - 1)
+    m(x)  # save_act: pykan records the edge scales of this batch
+    ref = m.get_reg("edge_forward_spline_n", *lambs)
+    ref.backward()
+    w = from_pykan(m).map(lambda t: t.detach().clone().requires_grad_(t.is_floating_point()))
+    ours = sparsity_penalty(w, x, None, *lambs)
+    assert torch.allclose(ours, ref.detach(), rtol=1e-10, atol=1e-12)
+    ours.backward()
+    for l in range(len(width) - 1):
+        assert torch.allclose(w.coef[l].grad, m.act_fun[l].coef.grad, rtol=1e-8, atol=1e-10), l
+    # sample weights: a 0/1 weight equals dropping those samples
+    keep = torch.arange(48) % 3 != 0
+    wd = w.map(lambda t: t.detach())
+    sub = sparsity_penalty(wd, x[keep], None, *lambs)
+    weighted = sparsity_penalty(wd.unsqueeze(), x.unsqueeze(0), keep[None].double(), *lambs)[0]
+    assert torch.allclose(weighted, sub, rtol=1e-10)
+    if lambs[0] or lambs[1]:
+        assert not torch.allclose(weighted, ours.detach(), rtol=1e-6)
+
+
+def test_sparsity_penalty_is_permutation_invariant_and_zero_std_safe():
+    """Hidden-neuron permutations leave the penalty unchanged (twin: permuting the *inputs*
+    of x alone changes it); a constant input column gives finite gradients (std 0)."""
+    from wskan_ext.kan.permute import permute_hidden, random_hidden_permutations
+    from wskan_ext.zoo.trainer import sparsity_penalty
+
+    w = from_pykan(_pykan_model([3, 5, 4, 2], 3, 1.0)).map(lambda t: t.double())
+    x = torch.rand(40, 3, dtype=torch.float64) * 2 - 1
+    perms = random_hidden_permutations(w, generator=torch.Generator().manual_seed(0))
+    a, b = sparsity_penalty(w, x), sparsity_penalty(permute_hidden(w, perms), x)
+    assert torch.allclose(a, b, rtol=1e-12)
+    assert not torch.allclose(a, sparsity_penalty(w, x[:, [1, 2, 0]]), rtol=1e-6)
+    x[:, 0] = 0.25  # an always-constant pixel
+    wg = w.map(lambda t: t.clone().requires_grad_(t.is_floating_point()))
+    sparsity_penalty(wg, x).backward()
+    assert all(torch.isfinite(c.grad).all() for c in wg.coef)

@@ -212,3 +212,32 @@ def test_nan_inputs_propagate_through_the_kernel_and_flag_the_run(spline):
     res = train_batched([4, 5, 3], bad, y, hp, steps=3, checkpoints=[1, 3], spline=spline)
     assert (res.diverged_step == 1).all() and diverged_at(res).all()
     assert not diverged_at(train_batched([4, 5, 3], x, y, hp, steps=3, checkpoints=[1, 3], spline=spline)).any()
+
+
+def test_sparsity_penalty_training_equals_torch_adam_on_loss_plus_lamb_penalty():
+    """``hp.lamb``: each model minimises its loss + lamb * pykan's penalty on its own subset
+    (= torch.optim.Adam on that objective), models with lamb 0 train exactly as before;
+    twin: the penalised model differs from the same seed without it."""
+    from wskan_ext.zoo.trainer import sparsity_penalty
+
+    width, x, y = [5, 4, 3], *_data(seed=3)
+    hp = RunHParams(lr=[1e-2, 1e-2, 2e-2], seed=[5, 5, 6], subset_fraction=[0.8, 0.8, 1.0], lamb=[0.05, 0.0, 0.01])
+    res = train_batched(width, x, y, hp, steps=5, spline="exact")
+    plain = train_batched(width, x, y, RunHParams(lr=[1e-2], seed=[5], subset_fraction=[0.8]), steps=5, spline="exact")
+    for b in range(3):
+        g = torch.Generator().manual_seed(int(hp.seed[b]))
+        m = KAN(width, noise_scale=0.3, scale_base_sigma=1.0, generator=g, dtype=x.dtype)
+        opt = torch.optim.Adam(m.parameters(), lr=float(hp.lr[b]))
+        sub = res.subset[b]
+        for _ in range(5):
+            opt.zero_grad()
+            obj = F.cross_entropy(m(x[sub]), y[sub])
+            if hp.lamb[b] > 0:
+                obj = obj + float(hp.lamb[b]) * sparsity_penalty(m.weights(), x[sub])
+            obj.backward()
+            opt.step()
+        assert res.checkpoints[0][b].allclose(m.weights(detach=True), rtol=1e-8, atol=1e-10), b
+    assert res.checkpoints[0][1].allclose(plain.checkpoints[0][0], rtol=1e-8, atol=1e-10)
+    assert not res.checkpoints[0][0].allclose(plain.checkpoints[0][0], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="lamb must be finite and >= 0"):
+        RunHParams(lr=[1e-2], seed=[0], lamb=[-1.0])

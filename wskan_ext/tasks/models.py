@@ -112,9 +112,16 @@ class _FlatAugment(_Flat):
         return (self._vec(permute_hidden(w, perms)) - self.mean) / self.std, y
 
 
-def _edge_inputs(w: KANWeights, num_points: int) -> torch.Tensor:
-    """Per-edge features ``(B, E, G+k+1 + P + L)``: canonical coefficients, edge-function
-    values at ``P`` points of the source grid range, and a one-hot of the edge's layer."""
+def _edge_inputs(w: KANWeights, num_points: int, log_scale: bool = False) -> torch.Tensor:
+    """Per-edge features ``(B, E, G+k+1 + P + L (+ 3))``: canonical coefficients, edge-function
+    values at ``P`` points of the source grid range, and a one-hot of the edge's layer.
+
+    With ``log_scale`` (WS-KAN option ``log_scale``), three more columns: the logarithms
+    (``+ 1e-6`` inside) of the std and of the mean absolute value of the ``P`` function values
+    and of the coefficients' RMS. A global standardisation maps a 0.001-sized and a 0.01-sized
+    edge function to nearly the same inputs; their logarithms keep the relative scale that a
+    thresholded label such as pykan's attribution depends on. Functions of the weights only.
+    Measured: it did not help (``docs/tutorials/tasks.rst``, "Attempts")."""
     from ..graph import kan_to_graph
 
     Bm = w.num_models
@@ -122,7 +129,10 @@ def _edge_inputs(w: KANWeights, num_points: int) -> torch.Tensor:
     vals = kan_to_graph(w, encoding="values", num_points=num_points).edge_attr.view(Bm, -1, num_points)
     sizes = torch.tensor([a * b for a, b in zip(w.widths[:-1], w.widths[1:])])
     layer = torch.nn.functional.one_hot(torch.repeat_interleave(torch.arange(w.depth), sizes), w.depth)
-    return torch.cat([coef, vals, layer.to(coef.dtype).expand(Bm, -1, -1)], -1).float()
+    parts = [coef, vals, layer.to(coef.dtype).expand(Bm, -1, -1)]
+    if log_scale:
+        parts.append(torch.stack([vals.std(-1), vals.abs().mean(-1), coef.pow(2).mean(-1).sqrt()], -1).add(1e-6).log())
+    return torch.cat(parts, -1).float()
 
 
 class _DeepSets(MetaModel):
@@ -239,7 +249,7 @@ class _WSKAN(MetaModel):
         g = kan_to_graph(w)
         Bm = w.num_models
         x = g.x.view(Bm, -1, g.x.shape[-1]).float()
-        e = _edge_inputs(w, self.config["num_points"])
+        e = _edge_inputs(w, self.config["num_points"], self.config["log_scale"])
         if self.probe_x is not None:  # probe statistics go before the 3 role-flag columns
             from .probes import probe_features
 

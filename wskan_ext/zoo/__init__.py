@@ -14,7 +14,7 @@ from .datasets import (ClassificationData, FunctionData, SineData, digits_inr_da
                        image_coordinates, image_inr_data, load_digits_data, load_idx_data, read_idx)
 from .labels import PYKAN_EDGE_THRESHOLD, edge_attribution, evaluate, pruning_masks, psnr
 from .store import FORMAT_VERSION, Zoo, ZooFormatError, load_kan_weights, save_kan_weights
-from .trainer import RunHParams, TrainResult, diverged_at, init_models, train_batched
+from .trainer import RunHParams, TrainResult, diverged_at, init_models, sparsity_penalty, train_batched
 
 __all__ = [
     "PRESETS", "BuildConfig", "build_zoo", "run_hparams", "split_of",
@@ -22,5 +22,5 @@ __all__ = [
     "image_coordinates", "image_inr_data", "load_digits_data", "load_idx_data", "read_idx",
     "PYKAN_EDGE_THRESHOLD", "edge_attribution", "evaluate", "pruning_masks", "psnr",
     "FORMAT_VERSION", "Zoo", "ZooFormatError", "load_kan_weights", "save_kan_weights",
-    "RunHParams", "TrainResult", "diverged_at", "init_models", "train_batched",
+    "RunHParams", "TrainResult", "diverged_at", "init_models", "sparsity_penalty", "train_batched",
 ]

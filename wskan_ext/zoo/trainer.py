@@ -38,7 +38,7 @@ from ..kan.spline import base_function, bspline_basis, truncated_power_coefficie
 from ..kan.weights import KANWeights, layer_forward
 
 __all__ = ["RunHParams", "TrainResult", "train_batched", "init_models", "batched_loss", "diverged_at",
-           "DIVERGE_FACTOR", "DIVERGE_WEIGHT_BOUND"]
+           "sparsity_penalty", "DIVERGE_FACTOR", "DIVERGE_WEIGHT_BOUND"]
 
 #: A checkpoint whose training loss exceeds this many times the model's initial loss diverged.
 DIVERGE_FACTOR = 10.0
@@ -53,7 +53,9 @@ class RunHParams:
     ``init_scale`` multiplies pykan's ``noise_scale`` (spline coefficients) and
     ``scale_base_sigma``; ``subset_fraction`` is the fraction of the training set model ``b``
     sees; ``label_noise`` is the fraction of its (classification) labels replaced by a
-    uniformly random class. ``seed`` drives the initialisation, subset and noise of model ``b``.
+    uniformly random class; ``lamb`` is the weight of pykan's sparsity penalty
+    (:func:`sparsity_penalty`, ``MultKAN.fit(lamb=...)``) in model ``b``'s objective.
+    ``seed`` drives the initialisation, subset and noise of model ``b``.
     """
 
     lr: torch.Tensor
@@ -62,12 +64,13 @@ class RunHParams:
     init_scale: Optional[torch.Tensor] = None
     subset_fraction: Optional[torch.Tensor] = None
     label_noise: Optional[torch.Tensor] = None
+    lamb: Optional[torch.Tensor] = None
 
     def __post_init__(self):
         self.lr = torch.as_tensor(self.lr, dtype=torch.float64).reshape(-1)
         B = self.lr.shape[0]
         self.seed = torch.as_tensor(self.seed, dtype=torch.long).reshape(-1)
-        defaults = {"weight_decay": 0.0, "init_scale": 1.0, "subset_fraction": 1.0, "label_noise": 0.0}
+        defaults = {"weight_decay": 0.0, "init_scale": 1.0, "subset_fraction": 1.0, "label_noise": 0.0, "lamb": 0.0}
         for name, d in defaults.items():
             v = getattr(self, name)
             v = torch.full((B,), d, dtype=torch.float64) if v is None else torch.as_tensor(v, dtype=torch.float64).reshape(-1)
@@ -79,6 +82,8 @@ class RunHParams:
             raise ValueError(f"subset_fraction must be in (0, 1], got {self.subset_fraction.tolist()}")
         if ((self.label_noise < 0) | (self.label_noise > 1)).any():
             raise ValueError(f"label_noise must be in [0, 1], got {self.label_noise.tolist()}")
+        if not ((self.lamb >= 0) & torch.isfinite(self.lamb)).all():
+            raise ValueError(f"lamb must be finite and >= 0, got {self.lamb.tolist()}")
 
     def __len__(self) -> int:
         return self.lr.shape[0]
@@ -210,6 +215,66 @@ class _FastForward:
         return h
 
 
+def _weighted_std(v: torch.Tensor, weight: Optional[torch.Tensor]) -> torch.Tensor:
+    """Unbiased std over the sample axis ``-3`` of ``v (*, s, n, m)`` (``torch.std``), or over
+    the samples of weight 1 when ``weight (*, s)`` (0/1) is given. Where the std is 0 its
+    gradient is 0 (``torch.std``'s is NaN there)."""
+    if weight is None:
+        var = v.var(dim=-3)
+    else:
+        wv = weight.to(v.dtype)[..., :, None, None]
+        n = wv.sum(-3)
+        mean = (v * wv).sum(-3) / n.clamp_min(1)
+        var = ((v - mean.unsqueeze(-3)) ** 2 * wv).sum(-3) / (n - 1).clamp_min(1)
+    pos = var > 0  # a constant input (e.g. an always-black pixel) has std 0: value 0, gradient 0, not NaN
+    return torch.where(pos, var, torch.ones_like(var)).sqrt() * pos
+
+
+def sparsity_penalty(weights: KANWeights, x: torch.Tensor, sample_weight: Optional[torch.Tensor] = None,
+                     lamb_l1: float = 1.0, lamb_entropy: float = 2.0, lamb_coef: float = 0.0,
+                     lamb_coefdiff: float = 0.0) -> torch.Tensor:
+    r"""pykan 0.2.8's sparsity regulariser (``MultKAN.get_reg("edge_forward_spline_n", ...)``,
+    the term ``fit(lamb=...)`` multiplies), per model and differentiable.
+
+    With the edge outputs :math:`\phi^{(l)}_{ij}(x_{l,i})` on the samples ``x`` (base and
+    spline parts, masked) and the normalised scales
+    :math:`v^{(l)}_{ij} = \operatorname{std}_s \phi^{(l)}_{ij} / (\operatorname{std}_s x_{l,i} + 0.1)`
+    (unbiased stds over the samples of weight 1),
+
+    .. math::
+        R = \sum_l \Big[\lambda_{1} \sum_{ij} v_{ij}
+        + \lambda_{H} ig(H_{	ext{row}}(v) + H_{	ext{col}}(v)ig)\Big]
+        + \lambda_c \sum_{i,b} \operatorname{mean}_j |c_{ijb}|
+        + \lambda_{\Delta} \sum_{i,b} \operatorname{mean}_j |c_{ij,b+1} - c_{ijb}|,
+
+    where :math:`H_{	ext{row}}` is the mean over outputs ``j`` of the entropy (base 2, pykan's
+    ``+1e-4`` inside the log) of :math:`v_{\cdot j} / (\sum_i v_{ij} + 1)`, and
+    :math:`H_{	ext{col}}` the same over inputs ``i``; ``c`` are the raw ``coef`` tensors.
+    The defaults are ``fit``'s (``lamb_l1=1``, ``lamb_entropy=2``, the coefficient terms off).
+
+    Shapes: ``x (s, n_0)`` or ``(B, s, n_0)``; ``sample_weight (B, s)`` 0/1 (``None``: every
+    sample); returns ``(B,)`` (``()`` for an unbatched ``weights``).
+    """
+    _, acts = weights.forward(x, return_hidden=True)
+    reg = 0.0
+    for l in range(weights.depth):
+        a = acts[l]
+        phi = weights.edge_functions(l, a)  # (*, s, n, m)
+        sx = _weighted_std(a.unsqueeze(-1), sample_weight)  # (*, n, 1)
+        v = _weighted_std(phi, sample_weight) / (sx + 0.1)  # (*, n, m); pykan's (out, in) transposed
+        p_row = v / (v.sum(-2, keepdim=True) + 1)  # pykan: normalised over the inputs of each output
+        p_col = v / (v.sum(-1, keepdim=True) + 1)
+        h_row = -(p_row * torch.log2(p_row + 1e-4)).sum(-2).mean(-1)
+        h_col = -(p_col * torch.log2(p_col + 1e-4)).sum(-1).mean(-1)
+        reg = reg + lamb_l1 * v.sum((-2, -1)) + lamb_entropy * (h_row + h_col)
+    for c in weights.coef:  # (*, n, m, nb); pykan: sum over (in, basis) of the mean over outputs
+        if lamb_coef:
+            reg = reg + lamb_coef * c.abs().mean(-2).sum((-2, -1))
+        if lamb_coefdiff:
+            reg = reg + lamb_coefdiff * c.diff(dim=-1).abs().mean(-2).sum((-2, -1))
+    return reg
+
+
 def batched_loss(pred: torch.Tensor, target: torch.Tensor, task: str) -> torch.Tensor:
     """Per-sample loss ``(B, s)``: cross-entropy (``target (B, s)`` class ids) or squared
     error averaged over output channels (``target (B, s, c)``)."""
@@ -238,6 +303,8 @@ def train_batched(
     seed: int = 0,
     fast: bool = True,
     spline: str = "auto",
+    lamb_l1: float = 1.0,
+    lamb_entropy: float = 2.0,
     progress: bool = False,
     desc: str = "train",
 ) -> TrainResult:
@@ -258,6 +325,11 @@ def train_batched(
             training kernel in eager CPU mode per ``benchmarks/spline_kernel.py``), ``"local"`` (local-support kernel,
             :mod:`wskan_ext.kan.local_spline`), ``"truncated"`` (truncated powers) or
             ``"exact"`` (Cox--de Boor).
+        lamb_l1, lamb_entropy: weights inside pykan's sparsity penalty (:func:`sparsity_penalty`),
+            which enters model ``b``'s objective times ``hp.lamb[b]`` on each step's batch, as in
+            ``MultKAN.fit(lamb=...)``. Only models with ``lamb > 0`` pay for it (an extra forward
+            through :meth:`~wskan_ext.KANWeights.edge_functions`); the recorded losses
+            (``train_loss``, ``checkpoint_loss``, divergence) are the data loss alone.
 
     Returns: :class:`TrainResult`.
 
@@ -291,6 +363,8 @@ def train_batched(
     weight_full = subset.to(dtype)
     diverged = torch.full((B,), -1, dtype=torch.long)
     kept, losses, ckpt_losses = [], [], []
+    lamb = hp.lamb.to(dtype=dtype, device=device)
+    sparse = torch.nonzero(lamb > 0).flatten()  # models that pay for the penalty
 
     @torch.no_grad()
     def subset_objective():  # each model's objective on its whole subset (no update, no RNG)
@@ -318,9 +392,14 @@ def train_batched(
             initial = loss_b.detach().cpu()
         bad = ~torch.isfinite(loss_b.detach()).cpu()
         diverged[(diverged < 0) & bad] = t
+        objective = loss_b.sum()
+        if len(sparse):
+            xs = x.expand(B, s, x.shape[1]) if idx is None else x[idx]
+            reg = sparsity_penalty(model.weights()[sparse], xs[sparse], w[sparse], lamb_l1, lamb_entropy)
+            objective = objective + (lamb[sparse] * reg).sum()
         for p in params:
             p.grad = None
-        loss_b.sum().backward()
+        objective.backward()
         with torch.no_grad():
             c1, c2 = 1 - betas[0] ** t, 1 - betas[1] ** t
             for p, a, b2, lr_p, wd_p in zip(params, m1, m2, lr, wd):
