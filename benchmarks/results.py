@@ -20,6 +20,9 @@ Examples::
     # your own zoos (wskan zoo build ...), any subset of models
     python benchmarks/results.py --zoo mnist=path/to/zoo --models wskan mlp nfn
 
+    # designs chosen beforehand on validation replace a model's defaults (same search count)
+    python benchmarks/results.py --zoo sine=path/to/zoo --base 'nfn={"hidden": 128}' --base 'wskan={"aggr": "pna"}'
+
 Writes ``--out`` (JSON: every run, the command, the machine, the wall time) and the Markdown
 tables ``--md`` (main) and ``--md-probes``, which ``docs/tutorials/tasks.rst`` includes.
 """
@@ -30,6 +33,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -38,6 +42,7 @@ import torch
 
 from wskan_ext.tasks import TASKS, TrainConfig, fit
 from wskan_ext.tasks.models import DEFAULTS, LEVELS, MODELS, PROBE_ONLY
+from wskan_ext.tasks.train import validate_model_config
 from wskan_ext.zoo import Zoo
 
 #: Zoos ``--build`` creates: a preset name of ``wskan zoo build`` (see ``wskan_ext.zoo.build.PRESETS``).
@@ -225,9 +230,11 @@ def _map(jobs, n):
     return pool.imap(_job, jobs)
 
 
-def plan(zoos, models, probe_models, probes, with_inr_pruning, probe_zoos=None):
+def plan(zoos, models, probe_models, probes, with_inr_pruning, probe_zoos=None, bases=None):
     """``[(zoo_name, path, task, model, label, config, table)]``: what to run (the probe table
-    only on ``probe_zoos``, default every zoo)."""
+    only on ``probe_zoos``, default every zoo). ``bases``: ``{model: config}`` that replaces a
+    model's defaults in the main table (its search candidates are built around it)."""
+    bases = bases or {}
     out = []
     for zname, path in zoos.items():
         zoo = Zoo(path)
@@ -236,8 +243,9 @@ def plan(zoos, models, probe_models, probes, with_inr_pruning, probe_zoos=None):
             spec = TASKS[task]
             for m in models:
                 if spec.level in LEVELS[m] and not (m == "magnitude" and spec.kind != "binary"):
-                    check_pure_weight_space(m, {})
-                    out.append((zname, path, task, m, m, {}, "main"))
+                    base = dict(bases.get(m, {}))
+                    check_pure_weight_space(m, base)
+                    out.append((zname, path, task, m, m, base, "main"))
             if probes and (probe_zoos is None or zname in probe_zoos):
                 for m in probe_models:
                     if spec.level in LEVELS[m] and not (m == "attribution" and spec.kind != "binary"):
@@ -258,6 +266,10 @@ def main(argv=None):
                    choices=["wskan", "probe_mlp", "attribution"])
     p.add_argument("--probe-zoos", nargs="+", metavar="NAME", help="zoos of the probe table (default: every zoo)")
     p.add_argument("--configs", type=int, default=1, help="hyperparameter configurations per model (same for all)")
+    p.add_argument("--base", action="append", default=[], metavar="MODEL=JSON",
+                   help="a model design chosen beforehand on validation, e.g. wskan='{\"aggr\": \"pna\"}': it "
+                        "replaces the model's defaults in the main table (the search candidates are built "
+                        "around it; the count stays --configs for every model); repeatable")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--jobs", type=int, default=1, help="worker processes (one torch thread each)")
     p.add_argument("--inr-pruning", action="store_true",
@@ -286,6 +298,22 @@ def main(argv=None):
         zoos[name] = path
     if not zoos:
         p.error("give --zoo NAME=DIR and/or --build")
+    bases = {}
+    for item in a.base:
+        m, _, js = item.partition("=")
+        if m not in MAIN_MODELS:
+            p.error(f"--base: unknown model {m!r}; choose from {list(MAIN_MODELS)}")
+        try:
+            bases[m] = json.loads(js)
+        except ValueError as e:
+            p.error(f"--base {m}: not JSON ({e})")
+        if not isinstance(bases[m], dict):
+            p.error(f"--base {m}: expected a JSON object, got {js!r}")
+        try:
+            check_pure_weight_space(m, bases[m])
+            validate_model_config(m, bases[m], where=f"--base {m}")
+        except ValueError as e:
+            p.error(str(e))
     runs, selection = [], []
     if a.resume and os.path.exists(a.out):
         with open(a.out) as f:
@@ -297,7 +325,7 @@ def main(argv=None):
         print(f"resuming: {len(runs)} runs already in {a.out}", flush=True)
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
                f"torch {torch.__version__}, {a.jobs} worker process(es) x 1 thread, Python {platform.python_version()}")
-    cmd = "python benchmarks/results.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    cmd = "python benchmarks/results.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     t0 = time.perf_counter()
     new_runs = [0]  # runs added by this session
 
@@ -322,7 +350,7 @@ def main(argv=None):
 
     if a.probe_zoos and set(a.probe_zoos) - set(zoos):
         p.error(f"--probe-zoos: unknown zoo(s) {sorted(set(a.probe_zoos) - set(zoos))}; given {sorted(zoos)}")
-    todo_all = [t for t in plan(zoos, a.models, a.probe_models, a.probes, a.inr_pruning, a.probe_zoos)
+    todo_all = [t for t in plan(zoos, a.models, a.probe_models, a.probes, a.inr_pruning, a.probe_zoos, bases)
                 if a.tasks is None or t[2] in a.tasks]
     sel_done = {(s["zoo"], s["task"], s["label"], json.dumps(s["config"], sort_keys=True)): s for s in selection}
     done = {(r["zoo"], r["task"], r["label"], r["seed"]) for r in runs}

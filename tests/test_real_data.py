@@ -161,6 +161,13 @@ def test_plan_puts_probes_only_in_the_probe_table(results_script, tmp_path):
     assert all(not p[5].get("probe") for p in main_rows)
     assert all(p[5].get("probe") == 16 for p in probe_rows)
     assert {p[3] for p in probe_rows} == {"wskan", "probe_mlp", "attribution"}
+    # --base: a model design fixed beforehand replaces that model's defaults in the main table only
+    based = results_script.plan({"tiny": zoo}, ["wskan", "nfn"], [], 0, False, bases={"wskan": {"aggr": "pna"}})
+    assert {p[3]: p[5] for p in based} == {"wskan": {"aggr": "pna"}, "nfn": {}}
+    with pytest.raises(SystemExit):  # a probe setting through --base is refused like any other
+        results_script.main(["--zoo", f"tiny={zoo}", "--base", 'wskan={"probe": 8}', "--out", str(tmp_path / "r.json")])
+    with pytest.raises(SystemExit):  # and so is an unknown key
+        results_script.main(["--zoo", f"tiny={zoo}", "--base", 'wskan={"aggregator": 1}', "--out", str(tmp_path / "r.json")])
 
 
 def test_results_budget_and_task_filter_and_no_mixed_budgets(results_script, tmp_path, capsys):
