@@ -73,9 +73,9 @@ class BuildConfig:
     Ranges ``(low, high)`` are sampled per run: ``lr``, ``weight_decay`` and ``lamb``
     log-uniformly (uniformly if ``low == 0``), the others uniformly. ``lamb`` is the weight of
     pykan's sparsity penalty in each run's objective (``MultKAN.fit(lamb=...)``, see
-    :func:`wskan_ext.zoo.trainer.sparsity_penalty`): pykan's pruning workflow trains with it
+    :func:`wskan_ext.zoo.sparsity_penalty`): pykan's pruning workflow trains with it
     before pruning. A config whose ``lamb`` is the default ``[0, 0]`` leaves it out of
-    :meth:`to_dict` (and so out of the manifest), so zoos built before the field existed
+    ``to_dict()`` (and so out of the manifest), so zoos built before the field existed
     still resume and reuse.
     ``size`` is the number of training *runs*; each run contributes one member per entry
     of ``checkpoints`` (steps), so the zoo has ``size * len(checkpoints)`` members.
