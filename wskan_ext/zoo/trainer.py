@@ -215,19 +215,39 @@ class _FastForward:
         return h
 
 
-def _weighted_std(v: torch.Tensor, weight: Optional[torch.Tensor]) -> torch.Tensor:
-    """Unbiased std over the sample axis ``-3`` of ``v (*, s, n, m)`` (``torch.std``), or over
-    the samples of weight 1 when ``weight (*, s)`` (0/1) is given. Where the std is 0 its
-    gradient is 0 (``torch.std``'s is NaN there)."""
-    if weight is None:
-        var = v.var(dim=-3)
-    else:
-        wv = weight.to(v.dtype)[..., :, None, None]
-        n = wv.sum(-3)
-        mean = (v * wv).sum(-3) / n.clamp_min(1)
-        var = ((v - mean.unsqueeze(-3)) ** 2 * wv).sum(-3) / (n - 1).clamp_min(1)
-    pos = var > 0  # a constant input (e.g. an always-black pixel) has std 0: value 0, gradient 0, not NaN
+def _safe_sqrt(var: torch.Tensor) -> torch.Tensor:
+    """``sqrt(var)``, 0 with gradient 0 where ``var <= 0`` (``torch.std``'s gradient is NaN at a
+    zero std, e.g. for an always-black pixel)."""
+    pos = var > 0
     return torch.where(pos, var, torch.ones_like(var)).sqrt() * pos
+
+
+def _weighted_centered(v: torch.Tensor, weight: Optional[torch.Tensor], axis: int):
+    """``v`` centred over its sample axis ``axis`` (negative) using the samples of weight 1
+    (all when ``weight (*, s)`` is None) and zero on the others, and the unbiased
+    estimate's ``count - 1`` ``(*,)``."""
+    if weight is None:
+        weight = torch.ones(v.shape[:v.dim() + axis + 1], dtype=v.dtype, device=v.device)
+    wv = weight.to(v.dtype).reshape(weight.shape + (1,) * (-axis - 1))
+    n = wv.sum(axis, keepdim=True)
+    mean = (v * wv).sum(axis, keepdim=True) / n.clamp_min(1)
+    return (v - mean) * wv, (weight.to(v.dtype).sum(-1) - 1).clamp_min(1)
+
+
+def _edge_output_std(weights: KANWeights, l: int, a: torch.Tensor, weight: Optional[torch.Tensor]):
+    r"""Unbiased std over the samples of every edge output of layer ``l`` at inputs ``a (*, s, n)``,
+    ``(*, n, m)``, without building the ``(*, s, n, m)`` outputs: each edge is
+    :math:`\phi_{ij} = c_{ij} \cdot F_i(x_i)` with features :math:`F_i = (b(x_i), B_{i1}(x_i), ...)`
+    and weights :math:`c_{ij} = (\text{mask}\,\text{scale\_base}, \text{mask}\,\text{scale\_sp}\,
+    \text{coef})_{ij}`, so :math:`\operatorname{var}\phi_{ij} = c_{ij}^T \operatorname{Cov}(F_i) c_{ij}`."""
+    feats = torch.cat([base_function(weights.base_fun[l])(a).unsqueeze(-1),
+                       bspline_basis(a, weights.grid[l].unsqueeze(-3), weights.k[l])], -1)  # (*, s, n, F)
+    fc, dof = _weighted_centered(feats, weight, -3)
+    cov = torch.einsum("...snf,...sng->...nfg", fc, fc) / dof[..., None, None, None]
+    mask = weights.mask[l]
+    c = torch.cat([(mask * weights.scale_base[l]).unsqueeze(-1),
+                   (mask * weights.scale_sp[l]).unsqueeze(-1) * weights.coef[l]], -1)  # (*, n, m, F)
+    return _safe_sqrt(torch.einsum("...nmf,...nfg,...nmg->...nm", c, cov, c))
 
 
 def sparsity_penalty(weights: KANWeights, x: torch.Tensor, sample_weight: Optional[torch.Tensor] = None,
@@ -259,9 +279,9 @@ def sparsity_penalty(weights: KANWeights, x: torch.Tensor, sample_weight: Option
     reg = 0.0
     for l in range(weights.depth):
         a = acts[l]
-        phi = weights.edge_functions(l, a)  # (*, s, n, m)
-        sx = _weighted_std(a.unsqueeze(-1), sample_weight)  # (*, n, 1)
-        v = _weighted_std(phi, sample_weight) / (sx + 0.1)  # (*, n, m); pykan's (out, in) transposed
+        ac, dof = _weighted_centered(a, sample_weight, -2)
+        sx = _safe_sqrt(ac.pow(2).sum(-2) / dof[..., None]).unsqueeze(-1)  # (*, n, 1)
+        v = _edge_output_std(weights, l, a, sample_weight) / (sx + 0.1)  # (*, n, m); pykan's (out, in) transposed
         p_row = v / (v.sum(-2, keepdim=True) + 1)  # pykan: normalised over the inputs of each output
         p_col = v / (v.sum(-1, keepdim=True) + 1)
         h_row = -(p_row * torch.log2(p_row + 1e-4)).sum(-2).mean(-1)
