@@ -121,3 +121,27 @@ def test_log_scale_edge_features(zoos):
     shifted = _edge_inputs(big, 8, log_scale=True)[..., -3:]
     keep = extra[..., -3:].exp() > 1e-3  # away from the eps floor
     assert torch.allclose((shifted - extra[..., -3:])[keep], torch.full_like(shifted[keep], 2.302585), atol=1e-3)
+
+
+def test_odd_augmentation_doubles_the_sine_training_split_exactly(zoos):
+    """``augment="odd"``: the training split gains, per INR, the weights of x -> -f(-x) with the
+    same label (for a sine INR the same function on its domain); val/test are untouched; only
+    the sine task accepts it; a bad value is refused."""
+    from wskan_ext.tasks.train import _augmented
+    from wskan_ext.tasks import get_task
+
+    tr = load_split(zoos["sine"], "sine", "train")
+    aug = _augmented(tr, get_task("sine"), "odd")
+    B = len(tr)
+    assert len(aug) == 2 * B and torch.equal(aug.targets[B:], tr.targets)
+    x = torch.linspace(-1, 1, 33, dtype=torch.float64)[:, None]
+    w, wa = tr.weights.map(lambda t: t.double()), aug.weights[B:].map(lambda t: t.double())
+    assert torch.allclose(wa.forward(x), -w.forward(-x), rtol=1e-5, atol=1e-6)  # float32 zoo weights
+    assert not torch.allclose(wa.forward(x), w.forward(x), atol=1e-3)  # new weights, not a copy
+    plain = fit(zoos["sine"], "sine", "nfn", TrainConfig(epochs=1, batch_size=8, progress=False))
+    res = fit(zoos["sine"], "sine", "nfn", TrainConfig(epochs=1, batch_size=8, progress=False, augment="odd"))
+    assert res["sizes"]["train"] == 2 * plain["sizes"]["train"] and res["sizes"]["test"] == plain["sizes"]["test"]
+    with pytest.raises(ValueError, match="task 'accuracy' would get wrong labels"):
+        fit(zoos["digits"], "accuracy", "nfn", TrainConfig(epochs=1, progress=False, augment="odd"))
+    with pytest.raises(ValueError, match=r"augment \(--augment\) must be null or 'odd'"):
+        TrainConfig(augment="flip")

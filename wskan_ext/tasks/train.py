@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .definitions import get_task, load_splits
+from .definitions import SplitData, get_task, load_splits
 from .metrics import compute_metrics
 from .models import DEFAULTS, build_meta_model, check_compatible
 
@@ -119,8 +119,13 @@ class TrainConfig:
     ``schedule``: ``"cosine"`` decays the learning rate to 0 over ``epochs`` per step, or
     ``"constant"``; ``precision``: ``"float32"``, or ``"bf16"`` for the forward passes under
     ``torch.autocast`` with bfloat16, parameters and optimiser state staying float32: about
-    1.9x faster WS-KAN epochs on a CPU with bf16 matmuls, see docs/benchmarks.rst).
-    Validated on construction (``ValueError`` naming the field, its ``wskan train`` flag and
+    1.9x faster WS-KAN epochs on a CPU with bf16 matmuls, see docs/benchmarks.rst);
+    ``augment``: ``None``, or ``"odd"`` to add to the *training* split, for every KAN, the
+    exact weight-space copy computing ``x -> -f(-x)``
+    (:func:`~wskan_ext.kan.reflect_input` on every input, then
+    :func:`~wskan_ext.kan.negate_output`) with the same label -- label-preserving for odd
+    target functions, so only the ``sine`` task accepts it; every model then trains on the
+    same doubled split. Validated on construction (``ValueError`` naming the field, its ``wskan train`` flag and
     the bound); ``model`` is checked against the model by ``validate_model_config`` when
     :func:`fit` starts."""
 
@@ -133,6 +138,7 @@ class TrainConfig:
     max_time: Optional[float] = None
     schedule: str = "cosine"
     precision: str = "float32"
+    augment: Optional[str] = None
     eval_batch_size: int = 256
     progress: bool = True
     model: Dict = field(default_factory=dict)
@@ -157,6 +163,8 @@ class TrainConfig:
         if self.precision not in ("float32", "bf16"):
             raise ValueError(
                 f"train config: precision (--precision) must be 'float32' or 'bf16', got {self.precision!r}")
+        if self.augment not in (None, "odd"):
+            raise ValueError(f"train config: augment (--augment) must be null or 'odd', got {self.augment!r}")
         if not isinstance(self.model, dict):
             raise ValueError(f"train config: model must be a dict of hyperparameters, got {type(self.model).__name__}")
 
@@ -214,6 +222,24 @@ def _split_metrics(task, enc, out, y_mean, y_std):
     return compute_metrics(task.metrics, task.kind, enc["targets"], out), out
 
 
+def _augmented(train: SplitData, task, augment: str) -> SplitData:
+    """The training split plus its exact ``augment`` copies (same labels), see :class:`TrainConfig`."""
+    from ..kan.transforms import negate_output, reflect_input
+    from ..kan.weights import FIELDS
+
+    if task.name != "sine":
+        raise ValueError(f"augment={augment!r} keeps the labels only of odd target functions (task 'sine'); "
+                         f"task {task.name!r} would get wrong labels")
+    w = train.weights
+    for i in range(w.widths[0]):
+        w = reflect_input(w, i)
+    w = negate_output(w)
+    both = train.weights._replace(**{f: [torch.cat([a, b]) for a, b in zip(getattr(train.weights, f), getattr(w, f))]
+                                     for f in FIELDS})
+    return SplitData(both, torch.cat([train.targets, train.targets]), torch.cat([train.ids, train.ids]),
+                     train.split, train.source)
+
+
 def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Optional[str] = None,
         read_test: bool = True) -> dict:
     """Train meta-model ``model`` on ``task`` over ``zoo`` (directory or :class:`~wskan_ext.zoo.Zoo`).
@@ -237,6 +263,8 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
     validate_model_config(model, cfg.model)
     zoo = zoo if isinstance(zoo, Zoo) else Zoo(zoo)
     splits = load_splits(zoo, task)
+    if cfg.augment is not None:
+        splits["train"] = _augmented(splits["train"], task, cfg.augment)
     num_classes = None
     if task.kind == "classification":
         num_classes = int(max(int(s.targets.max()) for s in splits.values())) + 1
