@@ -241,3 +241,23 @@ def test_sparsity_penalty_training_equals_torch_adam_on_loss_plus_lamb_penalty()
     assert not res.checkpoints[0][0].allclose(plain.checkpoints[0][0], rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="lamb must be finite and >= 0"):
         RunHParams(lr=[1e-2], seed=[0], lamb=[-1.0])
+
+
+@pytest.mark.parametrize("spline", ["truncated", "local", "exact"])
+def test_fast_forward_hidden_inputs_match_kanweights_forward(spline):
+    """The layer inputs the trainer's forward hands to the sparsity penalty are those of
+    ``KANWeights.forward(return_hidden=True)`` (float64), with and without a minibatch."""
+    width, (x, _) = [5, 4, 3, 2], _data(s=30)
+    hp = RunHParams(lr=[1e-2] * 3, seed=[1, 2, 3])
+    model = init_models(width, 5, 3, hp, dtype=torch.float64)
+    fwd = _FastForward(model, x, spline)
+    w = model.weights(detach=True)
+    idx = torch.stack([torch.randperm(30, generator=torch.Generator().manual_seed(b))[:12] for b in range(3)])
+    for ix, xin in ((None, x.expand(3, *x.shape)), (idx, x[idx])):
+        out, acts = fwd(model, x, ix, hidden=True)
+        ref_out, ref_acts = w.forward(xin, return_hidden=True)
+        assert len(acts) == len(ref_acts) - 1 == 3  # every layer's input (the reference also ends with the output)
+        for a, r in zip(acts, ref_acts):
+            assert torch.allclose(a, r, rtol=1e-10, atol=1e-10)
+        assert torch.allclose(out, ref_out, rtol=1e-10, atol=1e-10)
+        assert torch.equal(fwd(model, x, ix), out)  # hidden=False: the same outputs

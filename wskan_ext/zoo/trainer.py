@@ -177,9 +177,12 @@ class _FastForward:
         self.A = [None] + [truncated_power_coefficients(layer.grid, kl) if spline == "truncated" else None
                            for layer, kl in zip(list(model.layers)[1:], model.k[1:])]
 
-    def __call__(self, model: KAN, x: torch.Tensor, idx: Optional[torch.Tensor]) -> torch.Tensor:
+    def __call__(self, model: KAN, x: torch.Tensor, idx: Optional[torch.Tensor], hidden: bool = False):
+        """Outputs ``(B, s, m)``; with ``hidden`` also every layer's inputs (``(B, s, n_l)`` each,
+        the data first), as :meth:`KANWeights.forward(return_hidden=True) <wskan_ext.KANWeights.forward>`."""
         B = model.num_models
         w = model.weights()
+        acts = [x.expand(B, *x.shape) if idx is None else x[idx]] if hidden else None
         if self.shared:
             layer = model.layers[0]
             eff = rearrange((layer.mask * layer.scale_sp).unsqueeze(-1) * layer.coef, "B i o b -> B (i b) o")
@@ -195,6 +198,8 @@ class _FastForward:
         else:
             h = layer_forward(w, 0, x.expand(B, *x.shape) if idx is None else x[idx])
         for l in range(1, model.depth):
+            if hidden:
+                acts.append(h)
             if self.spline == "exact":
                 h = layer_forward(w, l, h)
                 continue
@@ -212,7 +217,7 @@ class _FastForward:
             y = truncated_power_spline(hc, grid, cT, k, chunk)
             y = y + torch.bmm(base_function(model.base_fun[l])(h), layer.mask * layer.scale_base)
             h = layer.node_scale.unsqueeze(-2) * y + layer.node_bias.unsqueeze(-2)
-        return h
+        return (h, acts) if hidden else h
 
 
 def _safe_sqrt(var: torch.Tensor) -> torch.Tensor:
@@ -250,9 +255,9 @@ def _edge_output_std(weights: KANWeights, l: int, a: torch.Tensor, weight: Optio
     return _safe_sqrt(torch.einsum("...nmf,...nfg,...nmg->...nm", c, cov, c))
 
 
-def sparsity_penalty(weights: KANWeights, x: torch.Tensor, sample_weight: Optional[torch.Tensor] = None,
+def sparsity_penalty(weights: KANWeights, x: Optional[torch.Tensor], sample_weight: Optional[torch.Tensor] = None,
                      lamb_l1: float = 1.0, lamb_entropy: float = 2.0, lamb_coef: float = 0.0,
-                     lamb_coefdiff: float = 0.0) -> torch.Tensor:
+                     lamb_coefdiff: float = 0.0, acts: Optional[List[torch.Tensor]] = None) -> torch.Tensor:
     r"""pykan 0.2.8's sparsity regulariser (``MultKAN.get_reg("edge_forward_spline_n", ...)``,
     the term ``fit(lamb=...)`` multiplies), per model and differentiable.
 
@@ -272,10 +277,14 @@ def sparsity_penalty(weights: KANWeights, x: torch.Tensor, sample_weight: Option
     :math:`H_{	ext{col}}` the same over inputs ``i``; ``c`` are the raw ``coef`` tensors.
     The defaults are ``fit``'s (``lamb_l1=1``, ``lamb_entropy=2``, the coefficient terms off).
 
+    ``acts``: every layer's inputs on ``x`` when the caller already has them (the trainer's
+    forward does); ``x`` is then not used.
+
     Shapes: ``x (s, n_0)`` or ``(B, s, n_0)``; ``sample_weight (B, s)`` 0/1 (``None``: every
-    sample); returns ``(B,)`` (``()`` for an unbatched ``weights``).
+    sample); ``acts`` per layer ``(B, s, n_l)``; returns ``(B,)`` (``()`` for an unbatched ``weights``).
     """
-    _, acts = weights.forward(x, return_hidden=True)
+    if acts is None:
+        _, acts = weights.forward(x, return_hidden=True)
     reg = 0.0
     for l in range(weights.depth):
         a = acts[l]
@@ -348,7 +357,8 @@ def train_batched(
         lamb_l1, lamb_entropy: weights inside pykan's sparsity penalty (:func:`sparsity_penalty`),
             which enters model ``b``'s objective times ``hp.lamb[b]`` on each step's batch, as in
             ``MultKAN.fit(lamb=...)``. Only models with ``lamb > 0`` pay for it (an extra forward
-            and per-layer feature covariances, about 6x a plain step); the recorded losses
+            and per-layer feature covariances, several times a plain step: see
+            ``benchmarks/sparsity_sweep.py``); the recorded losses
             (``train_loss``, ``checkpoint_loss``, divergence) are the data loss alone.
 
     Returns: :class:`TrainResult`.
@@ -399,8 +409,12 @@ def train_batched(
             keys = torch.rand(B, s, generator=gen).to(device) + (~subset).to(dtype)
             idx = keys.topk(batch_size, dim=1, largest=False).indices
             w = torch.gather(weight_full, 1, idx)
+        acts = None
         if fwd is not None:
-            pred = fwd(model, x, idx)
+            if len(sparse):  # the penalty reuses this forward's layer inputs
+                pred, acts = fwd(model, x, idx, hidden=True)
+            else:
+                pred = fwd(model, x, idx)
         else:
             xin = x.expand(B, s, x.shape[1]) if idx is None else x[idx]
             pred = model(xin)
@@ -415,7 +429,8 @@ def train_batched(
         objective = loss_b.sum()
         if len(sparse):
             xs = x.expand(B, s, x.shape[1]) if idx is None else x[idx]
-            reg = sparsity_penalty(model.weights()[sparse], xs[sparse], w[sparse], lamb_l1, lamb_entropy)
+            reg = sparsity_penalty(model.weights()[sparse], xs[sparse], w[sparse], lamb_l1, lamb_entropy,
+                                   acts=None if acts is None else [a[sparse] for a in acts])
             objective = objective + (lamb[sparse] * reg).sum()
         for p in params:
             p.grad = None
