@@ -239,6 +239,8 @@ def test_sparsity_penalty_training_equals_torch_adam_on_loss_plus_lamb_penalty()
         assert res.checkpoints[0][b].allclose(m.weights(detach=True), rtol=1e-8, atol=1e-10), b
     assert res.checkpoints[0][1].allclose(plain.checkpoints[0][0], rtol=1e-8, atol=1e-10)
     assert not res.checkpoints[0][0].allclose(plain.checkpoints[0][0], rtol=1e-4, atol=1e-6)
+    slow = train_batched(width, x, y, hp, steps=5, fast=False)  # module forward: the penalty's own forward
+    assert slow.checkpoints[0].allclose(res.checkpoints[0], rtol=1e-8, atol=1e-10)
     with pytest.raises(ValueError, match="lamb must be finite and >= 0"):
         RunHParams(lr=[1e-2], seed=[0], lamb=[-1.0])
 

@@ -268,13 +268,13 @@ def sparsity_penalty(weights: KANWeights, x: Optional[torch.Tensor], sample_weig
 
     .. math::
         R = \sum_l \Big[\lambda_{1} \sum_{ij} v_{ij}
-        + \lambda_{H} ig(H_{	ext{row}}(v) + H_{	ext{col}}(v)ig)\Big]
+        + \lambda_{H} \big(H_{\text{row}}(v) + H_{\text{col}}(v)\big)\Big]
         + \lambda_c \sum_{i,b} \operatorname{mean}_j |c_{ijb}|
         + \lambda_{\Delta} \sum_{i,b} \operatorname{mean}_j |c_{ij,b+1} - c_{ijb}|,
 
-    where :math:`H_{	ext{row}}` is the mean over outputs ``j`` of the entropy (base 2, pykan's
+    where :math:`H_{\text{row}}` is the mean over outputs ``j`` of the entropy (base 2, pykan's
     ``+1e-4`` inside the log) of :math:`v_{\cdot j} / (\sum_i v_{ij} + 1)`, and
-    :math:`H_{	ext{col}}` the same over inputs ``i``; ``c`` are the raw ``coef`` tensors.
+    :math:`H_{\text{col}}` the same over inputs ``i``; ``c`` are the raw ``coef`` tensors.
     The defaults are ``fit``'s (``lamb_l1=1``, ``lamb_entropy=2``, the coefficient terms off).
 
     ``acts``: every layer's inputs on ``x`` when the caller already has them (the trainer's
@@ -356,8 +356,8 @@ def train_batched(
             ``"exact"`` (Cox--de Boor).
         lamb_l1, lamb_entropy: weights inside pykan's sparsity penalty (:func:`sparsity_penalty`),
             which enters model ``b``'s objective times ``hp.lamb[b]`` on each step's batch, as in
-            ``MultKAN.fit(lamb=...)``. Only models with ``lamb > 0`` pay for it (an extra forward
-            and per-layer feature covariances, several times a plain step: see
+            ``MultKAN.fit(lamb=...)``. Only models with ``lamb > 0`` pay for it (per-layer feature
+            covariances on the training forward's layer inputs: 3.6x a plain step, measured by
             ``benchmarks/sparsity_sweep.py``); the recorded losses
             (``train_loss``, ``checkpoint_loss``, divergence) are the data loss alone.
 
@@ -428,9 +428,12 @@ def train_batched(
         diverged[(diverged < 0) & bad] = t
         objective = loss_b.sum()
         if len(sparse):
-            xs = x.expand(B, s, x.shape[1]) if idx is None else x[idx]
-            reg = sparsity_penalty(model.weights()[sparse], xs[sparse], w[sparse], lamb_l1, lamb_entropy,
-                                   acts=None if acts is None else [a[sparse] for a in acts])
+            if acts is None:  # module forward (fast=False): the penalty runs its own
+                xs = x.expand(B, s, x.shape[1]) if idx is None else x[idx]
+                reg = sparsity_penalty(model.weights()[sparse], xs[sparse], w[sparse], lamb_l1, lamb_entropy)
+            else:
+                reg = sparsity_penalty(model.weights()[sparse], None, w[sparse], lamb_l1, lamb_entropy,
+                                       acts=[a[sparse] for a in acts])
             objective = objective + (lamb[sparse] * reg).sum()
         for p in params:
             p.grad = None
