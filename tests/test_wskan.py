@@ -27,7 +27,12 @@ def make_model(g, seed=0, **kw):
     kw.setdefault("edge_out_channels", 2)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return WSKAN(g.x.shape[1], g.edge_attr.shape[1], 16, 3, **kw).double()
+        model = WSKAN(g.x.shape[1], g.edge_attr.shape[1], 16, 3, **kw).double()
+        if model.context:  # zero-initialised by design; non-zero here so the checks can fail
+            for lin in (*model.node_context, *model.edge_context):
+                torch.nn.init.normal_(lin.weight, std=0.3)
+                torch.nn.init.normal_(lin.bias, std=0.3)
+        return model
 
 
 @st.composite
@@ -51,7 +56,8 @@ def _perm_blocks(t, perms_in, perms_out):
 CONFIGS = [dict(aggr="sum", backward=True, pool="mean"), dict(aggr="mean", backward=False, pool="sum"),
            dict(aggr="sum", backward=True, pool="sum"), dict(readout="layer", max_layers=3),
            dict(readout="layer", max_layers=3, io_readout=True, aggr=["sum", "max"]),
-           dict(io_readout=True), dict(readout="layer", max_layers=3, io_readout=True, edge_hidden_channels=8)]
+           dict(io_readout=True), dict(readout="layer", max_layers=3, io_readout=True, edge_hidden_channels=8),
+           dict(context=True, max_layers=3), dict(readout="layer", max_layers=3, shared=True, context=True)]
 
 
 @given(batched_kans(), st.sampled_from(CONFIGS))
@@ -74,7 +80,8 @@ def test_invariance_and_equivariance(w, cfg):
         assert (_perm_blocks(a, full[l], full[l + 1]) - b).abs().max() <= TOL
 
 
-@given(batched_kans(), st.sampled_from([{}, dict(readout="layer", max_layers=3, io_readout=True)]))
+@given(batched_kans(), st.sampled_from([{}, dict(readout="layer", max_layers=3, io_readout=True),
+                                       dict(context=True, shared=True, max_layers=3)]))
 @settings(max_examples=examples(8))
 def test_negative_twin_input_permutation_changes_output(w, cfg):
     p = torch.roll(torch.arange(w.widths[0]), 1)  # a non-identity permutation of the inputs
@@ -93,7 +100,8 @@ def test_negative_twin_input_permutation_changes_output(w, cfg):
         assert (model(g).graph - model(kan_to_graph(wbad)).graph).abs().max() > 1e-9
 
 
-@pytest.mark.parametrize("cfg", [{}, dict(readout="layer", max_layers=3, io_readout=True)])
+@pytest.mark.parametrize("cfg", [{}, dict(readout="layer", max_layers=3, io_readout=True),
+                                 dict(context=True, max_layers=3)])
 def test_batch_equals_individual_mixed_architectures(cfg):
     items = [rand_kan([3, 4, 2], 2, 2, 2, 0), rand_kan([2, 5, 3, 1], 2, 2, 1, 1)[0], rand_kan([3, 2], 2, 2, 1, 2)[0]]
     g = kan_to_graph(items)
@@ -196,7 +204,7 @@ def reference_layer(layer: WSKANLayer, x, edge_index, e, aggrs, bias_per_node=Fa
 
     parts = [x, message(layer.msg_fwd, first(0, x[src], x[dst]), dst)]
     if layer.backward:
-        parts.append(message(layer.msg_bwd, first(1, x[src], x[dst]), src))
+        parts.append(message(layer.msg_bwd, first(min(1, k - 1), x[src], x[dst]), src))
     h = layer.node_mlp(torch.cat(parts, 1))
     de = layer.edge_mlp(first(k - 1, x[src], x[dst]))
     h, e2 = (x + h, e + de) if layer.residual else (h, de)
@@ -204,9 +212,9 @@ def reference_layer(layer: WSKANLayer, x, edge_index, e, aggrs, bias_per_node=Fa
 
 
 @given(st.integers(1, 6), st.integers(1, 12), st.sampled_from([["sum"], ["mean"], ["max"], ["sum", "mean", "max"]]),
-       st.booleans(), st.booleans(), st.integers(0, 999))
+       st.booleans(), st.booleans(), st.integers(0, 999), st.booleans())
 @settings(max_examples=examples(20))
-def test_layer_matches_reference_formula(n_extra, E, aggrs, backward, residual, seed):
+def test_layer_matches_reference_formula(n_extra, E, aggrs, backward, residual, seed, shared):
     """The fused / reordered forward (index_select gathers, sum and mean aggregated before
     the message MLP's last affine map) is the documented function, in float64, including
     nodes that receive no message; the negative twin drops the bias count per message."""
@@ -217,7 +225,7 @@ def test_layer_matches_reference_formula(n_extra, E, aggrs, backward, residual, 
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         layer = WSKANLayer(5, 3, 7, aggr=aggrs if len(aggrs) > 1 else aggrs[0], backward=backward,
-                           residual=residual).double()
+                           residual=residual, shared=shared).double()
     for p in layer.parameters():  # non-zero biases everywhere (the bias count matters)
         torch.nn.init.normal_(p, generator=g)
     h, e2 = layer(x, edge_index, e)
@@ -228,3 +236,26 @@ def test_layer_matches_reference_formula(n_extra, E, aggrs, backward, residual, 
         # node instead of once per message) is a different function, and the check sees it
         h_bad, _ = reference_layer(layer, x, edge_index, e, aggrs, bias_per_node=True)
         assert not torch.allclose(h, h_bad, atol=1e-6)
+
+
+def test_context_starts_as_the_plain_model_and_needs_layers():
+    """``context=True`` is zero-initialised: the fresh model computes what the model without
+    it computes (same seed); it needs the graph's layer indices and enough ``max_layers``."""
+    g = kan_to_graph(rand_kan([3, 4, 2], 2, 2, 2, 0))
+    plain = WSKAN(g.x.shape[1], g.edge_attr.shape[1], 8, 2, graph_out_channels=1, max_layers=3).double()
+    torch.manual_seed(0)
+    plain.reset_parameters()
+    ctx = WSKAN(g.x.shape[1], g.edge_attr.shape[1], 8, 2, graph_out_channels=1, max_layers=3, context=True).double()
+    torch.manual_seed(0)
+    ctx.reset_parameters()
+    plain_state = plain.state_dict()
+    ctx.load_state_dict({**ctx.state_dict(), **plain_state})
+    with torch.no_grad():
+        assert torch.equal(plain(g).graph, ctx(g).graph)
+    bad = kan_to_graph(rand_kan([3, 4, 2], 2, 2, 2, 0))
+    del bad.edge_layer
+    with pytest.raises(ValueError, match=r"context=True.*edge_layer"):
+        ctx(bad)
+    short = WSKAN(g.x.shape[1], g.edge_attr.shape[1], 8, 1, max_layers=1, context=True).double()
+    with pytest.raises(ValueError, match="max_layers=1"):
+        short(g)

@@ -39,7 +39,11 @@ class WSKANLayer(MessagePassing):
         e'_{ij} &= \mathrm{N}_e\big(e_{ij} + \phi_e([e_{ij}, h_i, h_j])\big)
 
     with :math:`\bigoplus` the aggregation (``"sum"`` by default), :math:`\psi, \phi`
-    two-layer MLPs, the residual ``+`` optional and :math:`\mathrm{N}` a per-node /
+    two-layer MLPs (with ``shared=True`` the three share their first layer, one edge MLP
+    with three output maps:
+    :math:`[\psi_{\rightarrow}, \psi_{\leftarrow}, \phi_e] = [W_{\rightarrow}, W_{\leftarrow}, W_e]\,
+    \sigma(W_1 [h_i, h_j, e_{ij}] + b_1) + [b_{\rightarrow}, b_{\leftarrow}, b_e]`, a third of
+    the per-edge first-map FLOPs and activations), the residual ``+`` optional and :math:`\mathrm{N}` a per-node /
     per-edge :class:`~torch.nn.LayerNorm` (or identity). Every operation is either
     per node, per edge, or a permutation-invariant aggregation over edges, so the layer
     is equivariant to any relabelling of nodes (in particular to hidden-neuron
@@ -57,6 +61,8 @@ class WSKANLayer(MessagePassing):
         residual: add the update to the input.
         norm: ``"layer"`` (LayerNorm per node / edge) or ``None``.
         act: ``"silu"``, ``"relu"``, ``"gelu"`` or ``"tanh"``.
+        shared: one first layer for the forward message, backward message and edge update
+            (see above) instead of one each.
 
     Shapes:
         - input: node features ``(N, node_channels)``, ``edge_index: (2, E)``, edge
@@ -75,6 +81,7 @@ class WSKANLayer(MessagePassing):
         residual: bool = True,
         norm: Optional[str] = "layer",
         act: str = "silu",
+        shared: bool = False,
     ):
         aggrs = [aggr] if isinstance(aggr, str) else list(aggr)
         if not aggrs:
@@ -90,12 +97,14 @@ class WSKANLayer(MessagePassing):
         self.node_channels, self.edge_channels = int(node_channels), int(edge_channels)
         H = int(hidden_channels or max(node_channels, edge_channels))
         self.hidden_channels, self.backward, self.residual, self.norm, self.act = H, backward, residual, norm, act
+        self.shared = bool(shared)
         Cn, Ce = self.node_channels, self.edge_channels
         # The first linear map of psi_fwd, psi_bwd and phi_e acts on a concatenation
         # [h_a, h_b, e]; it is computed as W_a h_a + W_b h_b + W_e e with the node parts
         # projected once per *node* (N rows) and the edge parts once per edge, instead of
         # three (E, 2 Cn + Ce) concatenations. Same function class, ~3x fewer edge FLOPs.
-        self.num_parts = 3 if backward else 2  # forward message, backward message, edge update
+        # forward message, backward message, edge update (one first map for all with shared)
+        self.num_parts = 1 if self.shared else (3 if backward else 2)
         self.node_proj = nn.Linear(Cn, 2 * self.num_parts * H, bias=False)
         self.edge_proj = nn.Linear(Ce, self.num_parts * H)
         self.msg_fwd = nn.Sequential(_ACTS[act](), nn.Linear(H, Cn))
@@ -145,10 +154,11 @@ class WSKANLayer(MessagePassing):
         # msg_fwd[0] / msg_bwd[0] stay as modules so saved state dicts and reprs keep their layout)
         a = self.edge_mlp[0](z).split(H, dim=1)
         # part 0: forward messages src -> dst, psi_fwd([h_src, h_dst, e]);
-        # part 1: backward messages dst -> src, psi_bwd([h_dst, h_src, e])
+        # part 1: backward messages dst -> src, psi_bwd([h_dst, h_src, e]);
+        # with shared, all three parts read the one activation a[0]
         parts = [x, self._aggregate(self.msg_fwd[1], a[0], dst, N)]
         if self.backward:
-            parts.append(self._aggregate(self.msg_bwd[1], a[1], src, N))
+            parts.append(self._aggregate(self.msg_bwd[1], a[min(1, k - 1)], src, N))
         dh = self.node_mlp(torch.cat(parts, dim=-1))
         # last part: edge update phi_e([e, h_src, h_dst])
         de = self.edge_mlp[1](a[k - 1])
@@ -172,5 +182,5 @@ class WSKANLayer(MessagePassing):
         return (
             f"{self.__class__.__name__}(node={self.node_channels}, edge={self.edge_channels}, "
             f"hidden={self.hidden_channels}, aggr={self.aggr!r}, backward={self.backward}, "
-            f"residual={self.residual}, norm={self.norm!r})"
+            f"residual={self.residual}, norm={self.norm!r}{', shared=True' if self.shared else ''})"
         )

@@ -84,12 +84,17 @@ class WSKAN(nn.Module):
             disables a head).
         max_inputs, max_outputs: size of the positional embedding tables.
         extra_node_channels: size of :math:`\xi_v` passed to :meth:`forward`.
-        aggr, backward, residual, norm, act: passed to every :class:`WSKANLayer`.
+        aggr, backward, residual, norm, act, shared: passed to every :class:`WSKANLayer`.
         pool: ``"mean"`` or ``"sum"`` graph pooling (``readout="global"``).
         readout: ``"global"`` (pool all nodes and edges) or ``"layer"`` (pool per KAN layer;
             needs ``node_layer`` / ``edge_layer`` from :func:`~wskan_ext.kan_to_graph`).
         max_layers: number of KAN layers the ``"layer"`` read-out has slots for.
         dropout: dropout before the last linear map of every head.
+        context: before every layer, add to each node (edge) a learned linear map of the mean
+            of the node (edge) features of its own KAN layer in its own graph, zero-initialised
+            (a per-layer "virtual node", like NFN's pooled terms; invariant under hidden-neuron
+            permutations, which keep every neuron in its layer). Needs ``node_layer`` /
+            ``edge_layer``.
         io_readout: the graph head also reads :math:`\sum_{v \in \text{in}} h_v \odot
             \gamma^{\text{in}}_{p(v)}` and the same over output neurons, with learned gates
             :math:`\gamma` per position: input and output neurons are never permuted, so the
@@ -126,6 +131,8 @@ class WSKAN(nn.Module):
         max_layers: int = 8,
         dropout: float = 0.0,
         io_readout: bool = False,
+        shared: bool = False,
+        context: bool = False,
     ):
         super().__init__()
         if pool not in ("mean", "sum"):
@@ -135,7 +142,7 @@ class WSKAN(nn.Module):
         if int(max_layers) < 1:
             raise ValueError(f"max_layers must be >= 1, got {max_layers}")
         self.readout, self.max_layers, self.dropout = readout, int(max_layers), float(dropout)
-        self.io_readout = bool(io_readout)
+        self.io_readout, self.context = bool(io_readout), bool(context)
         H, He = hidden_channels, edge_hidden_channels or hidden_channels
         self.node_in_channels, self.edge_in_channels = node_in_channels, edge_in_channels
         self.extra_node_channels, self.pool = extra_node_channels, pool
@@ -146,9 +153,13 @@ class WSKAN(nn.Module):
         self.input_embedding = nn.Embedding(max_inputs, H)
         self.output_embedding = nn.Embedding(max_outputs, H)
         self.layers = nn.ModuleList(
-            WSKANLayer(H, He, max(H, He), aggr=aggr, backward=backward, residual=residual, norm=norm, act=act)
+            WSKANLayer(H, He, max(H, He), aggr=aggr, backward=backward, residual=residual, norm=norm, act=act,
+                       shared=shared)
             for _ in range(num_layers)
         )
+        if self.context:  # zero-initialised: the model starts as the one without context
+            self.node_context = nn.ModuleList(nn.Linear(H, H) for _ in range(num_layers))
+            self.edge_context = nn.ModuleList(nn.Linear(He, He) for _ in range(num_layers))
         g_in = H + He if readout == "global" else 2 * ((self.max_layers + 1) * H + self.max_layers * He)
         if self.io_readout:
             self.input_gate, self.output_gate = nn.Embedding(max_inputs, H), nn.Embedding(max_outputs, H)
@@ -159,10 +170,14 @@ class WSKAN(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self):
-        """Re-initialise every sub-module."""
+        """Re-initialise every sub-module (the context maps to zero)."""
         for mod in self.modules():
             if mod is not self and hasattr(mod, "reset_parameters"):
                 mod.reset_parameters()
+        if self.context:
+            for lin in (*self.node_context, *self.edge_context):
+                nn.init.zeros_(lin.weight)
+                nn.init.zeros_(lin.bias)
 
     def encode(self, data, node_extra: Optional[torch.Tensor] = None):
         """Initial node and edge features ``(N, H)``, ``(E, He)``."""
@@ -195,16 +210,20 @@ class WSKAN(nn.Module):
         """Encode, apply the layers, and read out (heads that are not configured give ``None``)."""
         h, e = self.encode(data, node_extra)
         edge_index = data.edge_index
-        for layer in self.layers:
+        bvec = getattr(data, "batch", None)
+        if bvec is None:
+            bvec = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
+        size = int(data.num_graphs) if getattr(data, "num_graphs", None) is not None else int(bvec.max()) + 1
+        need_groups = self.context or (self.readout == "layer" and self.graph_head is not None)
+        groups = self._layer_groups(data, bvec) if need_groups else None
+        for t, layer in enumerate(self.layers):
+            if self.context:  # before the layer: its residual sum is what the layer normalises
+                h, e = self._add_context(t, h, e, groups, size)
             h, e = layer(h, edge_index, e)
         graph = None
         if self.graph_head is not None:
-            bvec = getattr(data, "batch", None)
-            if bvec is None:
-                bvec = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
-            size = int(data.num_graphs) if getattr(data, "num_graphs", None) is not None else int(bvec.max()) + 1
             if self.readout == "layer":
-                pooled = self._layer_pool(data, h, e, bvec, size)
+                pooled = self._layer_pool(h, e, groups, size)
             else:
                 pool = global_mean_pool if self.pool == "mean" else global_add_pool
                 pooled = torch.cat([pool(h, bvec, size), pool(e, bvec[edge_index[0]], size)], dim=-1)
@@ -217,19 +236,32 @@ class WSKAN(nn.Module):
             edge = self.edge_head(torch.cat([e, h[edge_index[0]], h[edge_index[1]]], dim=-1))
         return WSKANOutput(graph, node, edge, h, e)
 
-    def _layer_pool(self, data, h, e, bvec, size):
-        """Mean and max of node / edge features per (graph, KAN layer): ``(B, g_in)``."""
+    def _layer_groups(self, data, bvec):
+        """Index of the (graph, KAN layer) group of every node and edge: ``graph * slots + layer``
+        with ``max_layers + 1`` node slots and ``max_layers`` edge slots per graph."""
         nl, el = getattr(data, "node_layer", None), getattr(data, "edge_layer", None)
         if nl is None or el is None:
-            raise ValueError("WSKAN(readout='layer'): the graph needs node_layer and edge_layer "
-                             "(build it with kan_to_graph)")
+            what = "readout='layer'" if self.readout == "layer" else "context=True"
+            raise ValueError(f"WSKAN({what}): the graph needs node_layer and edge_layer (build it with kan_to_graph)")
         L = self.max_layers
         if int(el.max()) >= L:
-            raise ValueError(f"WSKAN(readout='layer'): a KAN has {int(el.max()) + 1} layers, more than "
-                             f"max_layers={L}")
-        parts = []
-        for feat, layer, slots, owner in ((h, nl, L + 1, bvec), (e, el, L, bvec[data.edge_index[0]])):
-            group = owner * slots + layer.long()
+            what = "readout='layer'" if self.readout == "layer" else "context=True"
+            raise ValueError(f"WSKAN({what}): a KAN has {int(el.max()) + 1} layers, more than max_layers={L}")
+        return bvec * (L + 1) + nl.long(), bvec[data.edge_index[0]] * L + el.long()
+
+    def _add_context(self, t, h, e, groups, size):
+        """``h_v += C^h_t mean_{u in layer(v)} h_u`` and ``e_uv += C^e_t mean_{e' in layer(uv)} e'``,
+        the means taken within the node's / edge's own graph and KAN layer."""
+        L, (gn, ge) = self.max_layers, groups
+        hn = scatter(h, gn, 0, dim_size=size * (L + 1), reduce="mean")
+        he = scatter(e, ge, 0, dim_size=size * L, reduce="mean")
+        return (h + self.node_context[t](hn).index_select(0, gn),
+                e + self.edge_context[t](he).index_select(0, ge))
+
+    def _layer_pool(self, h, e, groups, size):
+        """Mean and max of node / edge features per (graph, KAN layer): ``(B, g_in)``."""
+        L, parts = self.max_layers, []
+        for feat, group, slots in ((h, groups[0], L + 1), (e, groups[1], L)):
             for reduce in ("mean", "max"):
                 parts.append(scatter(feat, group, 0, dim_size=size * slots, reduce=reduce).view(size, -1))
         return torch.cat(parts, dim=-1)
