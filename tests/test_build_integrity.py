@@ -303,6 +303,10 @@ def test_model_bounds_cover_every_hyperparameter_and_defaults_pass():
     validate_model_config("wskan", {"edge_hidden": 32})
     with pytest.raises(ValueError, match=r"edge_hidden=0 is not allowed: .*\[1, 4096\], or null"):
         validate_model_config("wskan", {"edge_hidden": 0})
+    validate_model_config("wskan", {"shared": True, "context": False, "layernorm": False})
+    for key in ("shared", "context", "layernorm"):
+        with pytest.raises(ValueError, match=f"{key}=1 is not allowed: .*true or false"):
+            validate_model_config("wskan", {key: 1})
     with pytest.raises(ValueError, match="probe of model 'probe_mlp' must be an integer in"):
         validate_model_config("probe_mlp", {"probe": 0})
     TrainConfig(epochs=1, batch_size=1, patience=1, lr=1e-3, weight_decay=0.0, max_time=1.0)

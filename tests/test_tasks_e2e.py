@@ -46,7 +46,8 @@ def test_every_task_and_model_trains_end_to_end(zoos, tmp_path, task, model):
         assert res["epochs_run"] == 2 and len(res["history"]) == 2
 
 
-@pytest.mark.parametrize("options", [{"norm": "global"}, {"norm": "layer"}, {"log_scale": True}])
+@pytest.mark.parametrize("options", [{"norm": "global"}, {"norm": "layer"}, {"log_scale": True},
+                                     {"shared": True, "context": True, "layernorm": False}])
 def test_wskan_is_invariant_and_equivariant_after_training(zoos, options):
     for task in ("accuracy", "pruning"):
         res = fit(zoos["digits"], task, "wskan", TrainConfig(epochs=1, batch_size=4, progress=False,
