@@ -124,6 +124,35 @@ def test_log_scale_edge_features(zoos):
     assert torch.allclose((shifted - extra[..., -3:])[keep], torch.full_like(shifted[keep], 2.302585), atol=1e-3)
 
 
+def test_support_value_range_samples_each_edge_on_its_whole_knot_span(zoos):
+    """``value_range="support"``: the value columns are each edge function at ``P`` equispaced
+    points of ``[t_0, t_last]`` of its source neuron, in the KAN-graph edge order (checked edge
+    by edge against ``KANWeights.edge_functions``); the coefficient and layer columns are the
+    default's; the grid-range values differ (negative twin); a bad value is refused."""
+    from wskan_ext.tasks.models import _edge_inputs
+
+    w = load_split(zoos["digits"], "accuracy", "train").weights.map(lambda t: t.double())[:2]
+    P, L = 5, w.depth
+    grid_f, sup_f = _edge_inputs(w, P), _edge_inputs(w, P, value_range="support")
+    ncoef = grid_f.shape[-1] - P - L
+    assert torch.equal(sup_f[..., :ncoef], grid_f[..., :ncoef]) and torch.equal(sup_f[..., -L:], grid_f[..., -L:])
+    row = 0
+    for l in range(L):
+        n, m = w.widths[l], w.widths[l + 1]
+        for i in range(n):
+            for j in range(m):
+                g = w.grid[l][:, i]  # (B, K)
+                pts = g[:, :1] + (g[:, -1:] - g[:, :1]) * torch.linspace(0, 1, P, dtype=w.dtype)  # (B, P)
+                x = torch.zeros(w.num_models, P, n, dtype=w.dtype)
+                x[:, :, i] = pts
+                ref = w.edge_functions(l, x)[:, :, i, j]  # (B, P)
+                assert torch.allclose(sup_f[:, row, ncoef:ncoef + P].double(), ref, rtol=1e-5, atol=1e-6)
+                row += 1
+    assert not torch.allclose(sup_f[..., ncoef:ncoef + P], grid_f[..., ncoef:ncoef + P])
+    with pytest.raises(ValueError, match="value_range must be 'grid' or 'support'"):
+        _edge_inputs(w, P, value_range="knots")
+
+
 def test_odd_augmentation_doubles_the_sine_training_split_exactly(zoos):
     """``augment="odd"``: the training split gains, per INR, the weights of x -> -f(-x) with the
     same label (for a sine INR the same function on its domain); val/test are untouched; only

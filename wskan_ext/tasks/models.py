@@ -112,21 +112,32 @@ class _FlatAugment(_Flat):
         return (self._vec(permute_hidden(w, perms)) - self.mean) / self.std, y
 
 
-def _edge_inputs(w: KANWeights, num_points: int, log_scale: bool = False) -> torch.Tensor:
+def _edge_inputs(w: KANWeights, num_points: int, log_scale: bool = False, value_range: str = "grid") -> torch.Tensor:
     """Per-edge features ``(B, E, G+k+1 + P + L (+ 3))``: canonical coefficients, edge-function
-    values at ``P`` points of the source grid range, and a one-hot of the edge's layer.
+    values at ``P`` points of the source neuron's range, and a one-hot of the edge's layer.
+
+    ``value_range``: ``"grid"`` samples the grid range ``[t_k, t_{G+k}]``; ``"support"`` the
+    whole support of the B-splines, ``[t_0, t_{G+2k}]`` -- where a hidden neuron whose input
+    leaves the grid range still evaluates its spline (the outer knots).
 
     With ``log_scale`` (WS-KAN option ``log_scale``), three more columns: the logarithms
     (``+ 1e-6`` inside) of the std and of the mean absolute value of the ``P`` function values
     and of the coefficients' RMS. A global standardisation maps a 0.001-sized and a 0.01-sized
     edge function to nearly the same inputs; their logarithms keep the relative scale that a
     thresholded label such as pykan's attribution depends on. Functions of the weights only.
-    Measured: it did not help (``docs/tutorials/tasks.rst``, "Attempts")."""
+    Measured: neither option helped (``docs/tutorials/tasks.rst``, "Attempts")."""
     from ..graph import kan_to_graph
 
+    if value_range not in ("grid", "support"):
+        raise ValueError(f"value_range must be 'grid' or 'support', got {value_range!r}")
     Bm = w.num_models
     coef = kan_to_graph(w).edge_attr.view(Bm, -1, w.grid_sizes[0] + w.k[0] + 1)
-    vals = kan_to_graph(w, encoding="values", num_points=num_points).edge_attr.view(Bm, -1, num_points)
+    if value_range == "grid":
+        vals = kan_to_graph(w, encoding="values", num_points=num_points).edge_attr.view(Bm, -1, num_points)
+    else:  # the same layout as kan_to_graph's values: per layer, source-major (B, n * m, P)
+        steps = torch.linspace(0, 1, num_points, dtype=w.dtype)
+        vals = torch.cat([w.edge_functions(l, (g[..., :1] + (g[..., -1:] - g[..., :1]) * steps).transpose(-1, -2))
+                          .permute(0, 2, 3, 1).reshape(Bm, -1, num_points) for l, g in enumerate(w.grid)], 1)
     sizes = torch.tensor([a * b for a, b in zip(w.widths[:-1], w.widths[1:])])
     layer = torch.nn.functional.one_hot(torch.repeat_interleave(torch.arange(w.depth), sizes), w.depth)
     parts = [coef, vals, layer.to(coef.dtype).expand(Bm, -1, -1)]
@@ -251,7 +262,7 @@ class _WSKAN(MetaModel):
         g = kan_to_graph(w)
         Bm = w.num_models
         x = g.x.view(Bm, -1, g.x.shape[-1]).float()
-        e = _edge_inputs(w, self.config["num_points"], self.config["log_scale"])
+        e = _edge_inputs(w, self.config["num_points"], self.config["log_scale"], self.config["value_range"])
         if self.probe_x is not None:  # probe statistics go before the 3 role-flag columns
             from .probes import probe_features
 

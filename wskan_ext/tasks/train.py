@@ -82,6 +82,7 @@ MODEL_BOUNDS = {
     "shared": ((lambda v: isinstance(v, bool)), "true or false"),
     "context": ((lambda v: isinstance(v, bool)), "true or false"),
     "layernorm": ((lambda v: isinstance(v, bool)), "true or false"),
+    "value_range": ((lambda v: v in ("grid", "support")), "'grid' or 'support'"),
     "norm": ((lambda v: v in ("global", "layer")), "'global' or 'layer'"),
     "edge_hidden": (lambda v, _ok=_int_in(1, 4096)[0]: v is None or _ok(v),
                     "an integer in [1, 4096], or null (the same as hidden)"),
