@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 import torch
 
@@ -23,8 +24,10 @@ from wskan_ext.tasks import TrainConfig, fit
 from wskan_ext.tasks.definitions import load_split
 from wskan_ext.tasks.train import predict
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from attempts import TRAIN_KEYS  # noqa: E402  (the same split of a spec's JSON as attempts.py)
+
 BANDS = ((1.0, 2.5), (2.5, 4.0), (4.0, 5.0), (5.0, 6.01))
-TRAIN_KEYS = ("epochs", "batch_size", "patience", "lr", "weight_decay", "schedule", "precision", "augment")
 
 
 def band_errors(spec: str, zoo: str, seed: int = 0) -> dict:

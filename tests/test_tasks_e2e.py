@@ -151,6 +151,10 @@ def test_support_value_range_samples_each_edge_on_its_whole_knot_span(zoos):
     assert not torch.allclose(sup_f[..., ncoef:ncoef + P], grid_f[..., ncoef:ncoef + P])
     with pytest.raises(ValueError, match="value_range must be 'grid' or 'support'"):
         _edge_inputs(w, P, value_range="knots")
+    from wskan_ext import kan_to_graph
+
+    with pytest.raises(ValueError, match="kan_to_graph: value_range must be 'grid' or 'support'"):
+        kan_to_graph(w, encoding="values", value_range="knots")
 
 
 def test_odd_augmentation_doubles_the_sine_training_split_exactly(zoos):

@@ -26,7 +26,7 @@ def _normalise(kans) -> List[KANWeights]:
     return out
 
 
-def _group_tensors(w: KANWeights, encoding: str, num_points: int) -> Dict[str, torch.Tensor]:
+def _group_tensors(w: KANWeights, encoding: str, num_points: int, value_range: str = "grid") -> Dict[str, torch.Tensor]:
     """All tensors of a stack of ``B`` same-architecture KANs, ``(B, N_g, .)`` / ``(B, E_g, .)``."""
     B, widths, L = w.num_models, w.widths, w.depth
     dt, dev = w.dtype, w.device
@@ -57,15 +57,17 @@ def _group_tensors(w: KANWeights, encoding: str, num_points: int) -> Dict[str, t
         vals = []
         steps = torch.linspace(0, 1, num_points, dtype=dt, device=dev)
         for l, g in enumerate(w.grid):
-            lo, hi = g[..., w.k[l], None], g[..., -1 - w.k[l], None]
-            pts = (lo + (hi - lo) * steps).transpose(-1, -2)  # (B, P, n): each neuron's own grid range
+            c = w.k[l] if value_range == "grid" else 0  # [t_k, t_{G+k}] or the whole span [t_0, t_last]
+            lo, hi = g[..., c, None], g[..., -1 - c, None]
+            pts = (lo + (hi - lo) * steps).transpose(-1, -2)  # (B, P, n): each neuron's own range
             v = w.edge_functions(l, pts).permute(0, 2, 3, 1)  # (B, n, m, P)
             vals.append(v.reshape(B, -1, num_points))
         out["edge_attr"] = torch.cat(vals, 1)
     return out
 
 
-def kan_to_graph(kans, *, encoding: str = "coef", num_points: int = 16, validate: bool = True) -> Batch:
+def kan_to_graph(kans, *, encoding: str = "coef", num_points: int = 16, validate: bool = True,
+                 value_range: str = "grid") -> Batch:
     r"""Build the KAN-graph batch of one or many KANs (fields: see the module docstring).
 
     Args:
@@ -79,6 +81,10 @@ def kan_to_graph(kans, *, encoding: str = "coef", num_points: int = 16, validate
             source neuron's grid range ``[t_k, t_{G+k}]``; works across grid sizes and
             spline orders, not invertible).
         num_points: number of sample points for ``encoding="values"``.
+        value_range: where ``encoding="values"`` samples each edge function: ``"grid"``, the
+            source neuron's grid range ``[t_k, t_{G+k}]``, or ``"support"``, the whole knot
+            span ``[t_0, t_{G+2k}]`` (the outer knots' B-splines act on inputs that leave the
+            grid range). The node features keep the grid range either way.
         validate: re-check every input for non-finite values and knot order (weights may
             have been changed in place since they were validated); errors name the item,
             layer and tensor.
@@ -93,6 +99,8 @@ def kan_to_graph(kans, *, encoding: str = "coef", num_points: int = 16, validate
         raise ValueError(f"kan_to_graph: encoding must be one of {sorted(ENCODINGS)}, got {encoding!r}")
     if encoding == "values" and (not isinstance(num_points, int) or num_points < 2):
         raise ValueError(f"kan_to_graph: num_points must be an int >= 2, got {num_points!r}")
+    if value_range not in ("grid", "support"):
+        raise ValueError(f"kan_to_graph: value_range must be 'grid' or 'support', got {value_range!r}")
     ws = _normalise(kans)
     if validate:
         for i, w in enumerate(ws):
@@ -135,7 +143,7 @@ def kan_to_graph(kans, *, encoding: str = "coef", num_points: int = 16, validate
     blocks = []
     for members, graphs in zip(groups.values(), order):
         w = members[0][0] if len(members) == 1 else KANWeights.stack([m[0] for m in members])
-        b = _group_tensors(w, encoding, num_points)
+        b = _group_tensors(w, encoding, num_points, value_range)
         # global edge_index of this group's graphs: template + node offset of each graph
         b["edge_index"] = (b["edge_index"].unsqueeze(1) + node_ptr[graphs].view(1, -1, 1)).reshape(2, -1).t()
         blocks.append(b)

@@ -240,12 +240,11 @@ class WSKAN(nn.Module):
         """Index of the (graph, KAN layer) group of every node and edge: ``graph * slots + layer``
         with ``max_layers + 1`` node slots and ``max_layers`` edge slots per graph."""
         nl, el = getattr(data, "node_layer", None), getattr(data, "edge_layer", None)
+        what = "readout='layer'" if self.readout == "layer" else "context=True"
         if nl is None or el is None:
-            what = "readout='layer'" if self.readout == "layer" else "context=True"
             raise ValueError(f"WSKAN({what}): the graph needs node_layer and edge_layer (build it with kan_to_graph)")
         L = self.max_layers
         if int(el.max()) >= L:
-            what = "readout='layer'" if self.readout == "layer" else "context=True"
             raise ValueError(f"WSKAN({what}): a KAN has {int(el.max()) + 1} layers, more than max_layers={L}")
         return bvec * (L + 1) + nl.long(), bvec[data.edge_index[0]] * L + el.long()
 

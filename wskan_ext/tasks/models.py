@@ -132,12 +132,8 @@ def _edge_inputs(w: KANWeights, num_points: int, log_scale: bool = False, value_
         raise ValueError(f"value_range must be 'grid' or 'support', got {value_range!r}")
     Bm = w.num_models
     coef = kan_to_graph(w).edge_attr.view(Bm, -1, w.grid_sizes[0] + w.k[0] + 1)
-    if value_range == "grid":
-        vals = kan_to_graph(w, encoding="values", num_points=num_points).edge_attr.view(Bm, -1, num_points)
-    else:  # the same layout as kan_to_graph's values: per layer, source-major (B, n * m, P)
-        steps = torch.linspace(0, 1, num_points, dtype=w.dtype)
-        vals = torch.cat([w.edge_functions(l, (g[..., :1] + (g[..., -1:] - g[..., :1]) * steps).transpose(-1, -2))
-                          .permute(0, 2, 3, 1).reshape(Bm, -1, num_points) for l, g in enumerate(w.grid)], 1)
+    vals = kan_to_graph(w, encoding="values", num_points=num_points, value_range=value_range).edge_attr
+    vals = vals.view(Bm, -1, num_points)
     sizes = torch.tensor([a * b for a, b in zip(w.widths[:-1], w.widths[1:])])
     layer = torch.nn.functional.one_hot(torch.repeat_interleave(torch.arange(w.depth), sizes), w.depth)
     parts = [coef, vals, layer.to(coef.dtype).expand(Bm, -1, -1)]
