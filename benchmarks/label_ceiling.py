@@ -16,6 +16,9 @@ that no function of the weights predicts smoothly:
   noise-free accuracy would reach, simulated).
 
     python benchmarks/label_ceiling.py [--zoo benchmarks/out/zoos/mnist5k-classifiers] [--md docs/label_ceiling.inc]
+    python benchmarks/label_ceiling.py --zoo benchmarks/out/zoos/mnist5k-classifiers-fullprune \
+        --compare benchmarks/out/zoos/mnist5k-classifiers --md docs/label_ceiling_fullprune.inc \
+        --json benchmarks/out/label_ceiling_fullprune.json
 """
 
 from __future__ import annotations
@@ -48,7 +51,12 @@ def pruning_rows(w, data, cfg, seed: int):
     rows = [("label recomputed (same images)", (label == _masks(w, x[:s], thr)).double().mean().item())]
     if len(x) >= 2 * s:
         rows.append((f"disjoint draw of {s} training images", (label == _masks(w, x[s:2 * s], thr)).double().mean().item()))
-    rows.append((f"all {len(x)} training images", (label == _masks(w, x, thr)).double().mean().item()))
+    if s < len(x):
+        rows.append((f"all {len(x)} training images", (label == _masks(w, x, thr)).double().mean().item()))
+    else:  # the label uses every training image: no disjoint draw of its size exists; two halves
+        h = len(x) // 2  # (each noisier than the label) bound its reproducibility from below
+        rows.append((f"halves of {h} images vs each other", (_masks(w, x[:h], thr) == _masks(w, x[h:2 * h], thr))
+                     .double().mean().item()))
     scores = torch.cat([e.flatten(1) for e in edge_attribution(w, x[:s])], 1)
     mask = torch.cat([m.flatten(1) for m in w.mask], 1) != 0
     sc = scores[mask.expand_as(scores)]
@@ -83,6 +91,8 @@ def main(argv=None):
     ap.add_argument("--zoo", default=os.path.join(here, "out", "zoos", "mnist5k-classifiers"))
     ap.add_argument("--split", default="test")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--compare", help="a second zoo of the same runs (e.g. mnist5k-classifiers-fullprune): "
+                                      "are the weights identical, and how often do the stored masks agree")
     output_args(ap, "label_ceiling")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -102,6 +112,22 @@ def main(argv=None):
                  + " / ".join(f"{v:.3f}" for v in near.values()))
     lines.append("  mask accuracy of the exact scores times log-normal noise (sigma: accuracy): "
                  + ", ".join(f"{s}: {v:.4f}" for s, v in noisy))
+    cmp = None
+    if a.compare:
+        other = Zoo(a.compare)
+        w2 = other.weights(split=a.split).map(lambda t: t.double())
+        same = all(torch.equal(p, q) for p, q in zip(w.tensors().values(), w2.tensors().values()))
+        acc_diff = (zoo.labels(split=a.split)["test_acc"] - other.labels(split=a.split)["test_acc"]).abs()
+        m1 = torch.cat([m.flatten(1) for m in zoo.labels(split=a.split)["prune_mask"]], 1)
+        m2 = torch.cat([m.flatten(1) for m in other.labels(split=a.split)["prune_mask"]], 1)
+        cmp = {"zoo": os.path.basename(os.path.normpath(a.compare)), "weights_identical": same,
+               "prune_samples": BuildConfig(**other.manifest["config"]).prune_samples,
+               "mask_agreement": (m1 == m2).double().mean().item(), "kept_fraction": m2.double().mean().item(),
+               "test_acc_abs_diff_mean": acc_diff.mean().item(), "test_acc_abs_diff_max": acc_diff.max().item()}
+        lines += ["", f"compared with {cmp['zoo']} (prune_samples {cmp['prune_samples']}), split {a.split!r}: "
+                      f"weights identical: {same} (test accuracy differs by {cmp['test_acc_abs_diff_mean']:.4f} "
+                      f"on average, {cmp['test_acc_abs_diff_max']:.4f} at most); stored masks agree on {cmp['mask_agreement']:.4f} of the edges "
+                      f"({cmp['kept_fraction']:.3f} kept there)"]
     lines += ["", f"test accuracy ({acc['n_test_images']} held-out images):",
               f"  Kendall tau between two disjoint halves      {acc['halves_tau']:.4f}",
               f"  R² between two disjoint halves                {acc['halves_r2']:.4f}",
@@ -109,7 +135,8 @@ def main(argv=None):
               "", f"wall time {time.time() - t0:.0f} s, {a.threads} thread(s)"]
     text = "\n".join(lines)
     write_report(a, text, {"zoo": name, "split": a.split, "pruning_agreement": dict(rows), "near_threshold": near,
-                           "noisy_score_accuracy": dict(noisy), "kept_fraction": kept, "accuracy": acc})
+                           "noisy_score_accuracy": dict(noisy), "kept_fraction": kept, "accuracy": acc,
+                           "compare": cmp})
     return 0
 
 

@@ -4,6 +4,8 @@ import json
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 
 from wskan_ext.tasks import TASKS, TrainConfig, fit, load_split
@@ -124,6 +126,32 @@ def test_log_scale_edge_features(zoos):
     assert torch.allclose((shifted - extra[..., -3:])[keep], torch.full_like(shifted[keep], 2.302585), atol=1e-3)
 
 
+def test_edge_features_select_the_coefficient_or_value_columns(zoos):
+    """``edge_features="coef"`` / ``"values"`` keep exactly the coefficient / value columns of
+    the default ``"both"`` (plus the layer one-hot), WS-KAN trains on each, and a bad value or
+    ``log_scale`` without both is refused."""
+    from wskan_ext.tasks.models import _edge_inputs
+
+    w = load_split(zoos["digits"], "accuracy", "train").weights.map(lambda t: t.double())
+    P, L, nc = 8, w.depth, w.grid_sizes[0] + w.k[0] + 1
+    both = _edge_inputs(w, P)
+    coef, vals = _edge_inputs(w, P, features="coef"), _edge_inputs(w, P, features="values")
+    assert both.shape[-1] == nc + P + L
+    assert torch.equal(coef, torch.cat([both[..., :nc], both[..., -L:]], -1))
+    assert torch.equal(vals, both[..., nc:])
+    assert not torch.equal(coef[..., :-L], vals[..., :nc])  # negative twin: the two column sets differ
+    for f in ("coef", "values"):
+        res = fit(zoos["sine"], "sine", "wskan", TrainConfig(epochs=1, batch_size=8, progress=False,
+                                                                model={"edge_features": f, "hidden": 8, "layers": 1}))
+        assert torch.isfinite(torch.tensor(res["metrics"]["val"]["mse"]))
+    with pytest.raises(ValueError, match="edge_features must be 'both', 'coef' or 'values'"):
+        _edge_inputs(w, P, features="knots")
+    with pytest.raises(ValueError, match="log_scale needs edge_features='both'"):
+        _edge_inputs(w, P, log_scale=True, features="coef")
+    with pytest.raises(ValueError, match=r"edge_features.*'both', 'coef' or 'values'"):
+        fit(zoos["sine"], "sine", "wskan", TrainConfig(epochs=1, progress=False, model={"edge_features": "x"}))
+
+
 def test_support_value_range_samples_each_edge_on_its_whole_knot_span(zoos):
     """``value_range="support"``: the value columns are each edge function at ``P`` equispaced
     points of ``[t_0, t_last]`` of its source neuron, in the KAN-graph edge order (checked edge
@@ -179,3 +207,47 @@ def test_odd_augmentation_doubles_the_sine_training_split_exactly(zoos):
         fit(zoos["digits"], "accuracy", "nfn", TrainConfig(epochs=1, progress=False, augment="odd"))
     with pytest.raises(ValueError, match=r"augment \(--augment\) must be null or 'odd'"):
         TrainConfig(augment="flip")
+
+
+@settings(deadline=None)
+@given(n=st.integers(2, 40), c=st.integers(1, 3), noise=st.floats(0.0, 2.0), seed=st.integers(0, 2 ** 16))
+def test_rank_loss_is_the_discordant_fraction_at_low_temperature(n, c, noise, seed):
+    """``rank_loss`` at T -> 0 equals, per column, scipy's ``(1 - tau) / 2`` (no ties: continuous
+    draws), summed over the columns; negative twin: a perfectly ordered prediction scores 0
+    and the reversed one c (every pair discordant)."""
+    from scipy.stats import kendalltau
+
+    from wskan_ext.tasks.train import rank_loss
+
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randn(n, c, generator=g, dtype=torch.float64)
+    o = y + noise * torch.randn(n, c, generator=g, dtype=torch.float64)
+    want = sum((1 - kendalltau(o[:, j].numpy(), y[:, j].numpy())[0]) / 2 for j in range(c))
+    assert abs(float(rank_loss(o, y, 1e-9)) - want) < 1e-9
+    assert float(rank_loss(3 * y + 1, y, 1e-9)) == 0.0
+    assert float(rank_loss(-y, y, 1e-9)) == pytest.approx(c)
+
+
+def test_rank_weight_trains_and_is_refused_where_it_does_not_apply(zoos):
+    """``rank_weight > 0`` changes the training of a graph-level regression task (sine), a
+    classification or edge task refuses it with one line naming the flag, and bad values are
+    refused on construction; a column of tied targets gives no NaN."""
+    from wskan_ext.tasks.train import rank_loss
+
+    cfg = dict(epochs=2, batch_size=8, progress=False)
+    plain = fit(zoos["sine"], "sine", "nfn", TrainConfig(**cfg))
+    ranked = fit(zoos["sine"], "sine", "nfn", TrainConfig(rank_weight=1.0, **cfg))
+    assert plain["history"][-1]["train_loss"] != ranked["history"][-1]["train_loss"]
+    assert torch.isfinite(torch.tensor(ranked["metrics"]["val"]["mse"]))
+    with pytest.raises(ValueError, match=r"rank_weight \(--rank-weight\) applies to graph-level regression"):
+        fit(zoos["digits_inr"], "inr_class", "nfn", TrainConfig(rank_weight=1.0, **cfg))
+    with pytest.raises(ValueError, match=r"rank_weight \(--rank-weight\) must be a finite number >= 0"):
+        TrainConfig(rank_weight=-1.0)
+    with pytest.raises(ValueError, match=r"rank_temperature \(--rank-temperature\) must be a finite number > 0"):
+        TrainConfig(rank_temperature=0.0)
+    with pytest.raises(ValueError, match=r"rank_loss: out and y must both be \(b, C\)"):
+        rank_loss(torch.zeros(4), torch.zeros(4))
+    o = torch.randn(5, 1, requires_grad=True)
+    loss = rank_loss(o, torch.ones(5, 1))
+    loss.backward()
+    assert float(loss) == 0.0 and torch.equal(o.grad, torch.zeros(5, 1))

@@ -42,6 +42,11 @@ def add_parser(subparsers) -> None:
     t.add_argument("--augment", choices=["odd"], default=None,
                    help="odd: add to the training split the exact copy x -> -f(-x) of every KAN (same label; "
                         "for odd targets, task sine)")
+    t.add_argument("--rank-weight", type=float, default=0.0,
+                   help="weight of a soft Kendall-tau term added to the MSE (graph-level regression tasks; "
+                        "0 = off)")
+    t.add_argument("--rank-temperature", type=float, default=0.1,
+                   help="temperature of the soft Kendall-tau term, in standardised target units")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="model hyperparameter, e.g. --set hidden=128 --set layers=4 (JSON values; keys and "
                         "bounds: wskan_ext.tasks.train.MODEL_BOUNDS)")
@@ -114,7 +119,8 @@ def _train(a) -> int:
     # every flag and --set key is checked before any work (ValueError: one line, exit 2)
     cfg = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, patience=a.patience, lr=a.lr,
                       weight_decay=a.weight_decay, seed=a.seed, max_time=a.max_time, progress=not a.quiet,
-                      precision=a.precision, augment=a.augment, model=_parse_sets(a.set))
+                      precision=a.precision, augment=a.augment, rank_weight=a.rank_weight,
+                      rank_temperature=a.rank_temperature, model=_parse_sets(a.set))
     validate_model_config(a.model, cfg.model, where="--set")
     set_threads(a.threads)
     out = a.out or f"runs/{a.task}_{a.model}_s{a.seed}"

@@ -112,9 +112,13 @@ class _FlatAugment(_Flat):
         return (self._vec(permute_hidden(w, perms)) - self.mean) / self.std, y
 
 
-def _edge_inputs(w: KANWeights, num_points: int, log_scale: bool = False, value_range: str = "grid") -> torch.Tensor:
+def _edge_inputs(w: KANWeights, num_points: int, log_scale: bool = False, value_range: str = "grid",
+                 features: str = "both") -> torch.Tensor:
     """Per-edge features ``(B, E, G+k+1 + P + L (+ 3))``: canonical coefficients, edge-function
     values at ``P`` points of the source neuron's range, and a one-hot of the edge's layer.
+    ``features`` (WS-KAN option ``edge_features``): ``"both"``, or ``"coef"`` / ``"values"``
+    to keep only the coefficients (NFN's input) or only the sampled values (``log_scale``
+    needs both).
 
     ``value_range``: ``"grid"`` samples the grid range ``[t_k, t_{G+k}]``; ``"support"`` the
     whole support of the B-splines, ``[t_0, t_{G+2k}]`` -- where a hidden neuron whose input
@@ -136,7 +140,11 @@ def _edge_inputs(w: KANWeights, num_points: int, log_scale: bool = False, value_
     vals = vals.view(Bm, -1, num_points)
     sizes = torch.tensor([a * b for a, b in zip(w.widths[:-1], w.widths[1:])])
     layer = torch.nn.functional.one_hot(torch.repeat_interleave(torch.arange(w.depth), sizes), w.depth)
-    parts = [coef, vals, layer.to(coef.dtype).expand(Bm, -1, -1)]
+    if features not in ("both", "coef", "values"):
+        raise ValueError(f"edge_features must be 'both', 'coef' or 'values', got {features!r}")
+    if log_scale and features != "both":
+        raise ValueError(f"log_scale needs edge_features='both', got {features!r}")
+    parts = {"both": [coef, vals], "coef": [coef], "values": [vals]}[features] + [layer.to(coef.dtype).expand(Bm, -1, -1)]
     if log_scale:
         parts.append(torch.stack([vals.std(-1), vals.abs().mean(-1), coef.pow(2).mean(-1).sqrt()], -1).add(1e-6).log())
     return torch.cat(parts, -1).float()
@@ -258,7 +266,8 @@ class _WSKAN(MetaModel):
         g = kan_to_graph(w)
         Bm = w.num_models
         x = g.x.view(Bm, -1, g.x.shape[-1]).float()
-        e = _edge_inputs(w, self.config["num_points"], self.config["log_scale"], self.config["value_range"])
+        e = _edge_inputs(w, self.config["num_points"], self.config["log_scale"], self.config["value_range"],
+                         self.config["edge_features"])
         if self.probe_x is not None:  # probe statistics go before the 3 role-flag columns
             from .probes import probe_features
 

@@ -83,6 +83,7 @@ MODEL_BOUNDS = {
     "context": ((lambda v: isinstance(v, bool)), "true or false"),
     "layernorm": ((lambda v: isinstance(v, bool)), "true or false"),
     "value_range": ((lambda v: v in ("grid", "support")), "'grid' or 'support'"),
+    "edge_features": ((lambda v: v in ("both", "coef", "values")), "'both', 'coef' or 'values'"),
     "norm": ((lambda v: v in ("global", "layer")), "'global' or 'layer'"),
     "edge_hidden": (lambda v, _ok=_int_in(1, 4096)[0]: v is None or _ok(v),
                     "an integer in [1, 4096], or null (the same as hidden)"),
@@ -113,7 +114,8 @@ def validate_model_config(model: str, config, where: str = "model config") -> No
 
 
 _FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "patience": "--patience", "lr": "--lr",
-          "weight_decay": "--weight-decay", "seed": "--seed", "max_time": "--max-time"}
+          "weight_decay": "--weight-decay", "seed": "--seed", "max_time": "--max-time",
+          "rank_weight": "--rank-weight", "rank_temperature": "--rank-temperature"}
 
 
 @dataclass
@@ -130,7 +132,13 @@ class TrainConfig:
     :func:`~wskan_ext.kan.negate_output`) with the same label -- label-preserving for odd
     target functions, so only the ``sine`` task accepts it; every model then trains on the
     same doubled split. Validated on construction (``ValueError`` naming the field, its ``wskan train`` flag and
-    the bound); ``model`` is checked against the model by ``validate_model_config`` when
+    the bound); ``rank_weight``: ``0`` (off), or the weight :math:`\lambda` of a soft
+    Kendall-:math:`\tau` term added to the MSE of *graph-level regression* tasks (accuracy,
+    sine): :math:`\lambda \cdot \operatorname{mean}_{i \ne j,\, y_i \ne y_j}
+    \sigma(-(o_i - o_j)\operatorname{sign}(y_i - y_j) / T)` over the pairs of a batch, per
+    output column, with temperature ``rank_temperature`` :math:`T` (in standardised target
+    units): as :math:`T \to 0` it is the batch's fraction of discordant pairs,
+    :math:`(1 - \tau) / 2`; a budget setting that every model gets alike. ``model`` is checked against the model by ``validate_model_config`` when
     :func:`fit` starts."""
 
     epochs: int = 100
@@ -143,6 +151,8 @@ class TrainConfig:
     schedule: str = "cosine"
     precision: str = "float32"
     augment: Optional[str] = None
+    rank_weight: float = 0.0
+    rank_temperature: float = 0.1
     eval_batch_size: int = 256
     progress: bool = True
     model: Dict = field(default_factory=dict)
@@ -154,6 +164,8 @@ class TrainConfig:
             "lr": _real(lambda v: v > 0, "a finite number > 0"),
             "weight_decay": _real(lambda v: v >= 0, "a finite number >= 0"),
             "max_time": _real(lambda v: v > 0, "a finite number of seconds > 0"),
+            "rank_weight": _real(lambda v: v >= 0, "a finite number >= 0"),
+            "rank_temperature": _real(lambda v: v > 0, "a finite number > 0"),
         }
         for name, (ok, bound) in checks.items():
             v = getattr(self, name)
@@ -194,6 +206,21 @@ def _loss(kind: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if kind == "binary":
         return F.binary_cross_entropy_with_logits(out.reshape(y.shape), y, reduction="sum")
     return F.cross_entropy(out, y, reduction="sum")
+
+
+def rank_loss(out: torch.Tensor, y: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    r"""Soft Kendall-:math:`\tau` loss of predictions ``out`` against targets ``y``, both
+    ``(b, C)``: per column, the mean over the ordered pairs :math:`i \ne j` with
+    :math:`y_i \ne y_j` of :math:`\sigma(-(o_i - o_j)\operatorname{sign}(y_i - y_j) / T)`,
+    summed over the columns. As :math:`T \to 0` a column's term is its fraction of
+    discordant pairs, :math:`(1 - \tau_b) / 2` without ties. A column with no untied pair
+    contributes 0 (and no gradient)."""
+    if out.shape != y.shape or out.dim() != 2:
+        raise ValueError(f"rank_loss: out and y must both be (b, C), got {tuple(out.shape)} and {tuple(y.shape)}")
+    s = torch.sign(y[:, None, :] - y[None, :, :])
+    d = out[:, None, :] - out[None, :, :]
+    per = torch.sigmoid(-d * s / temperature) * s.abs()
+    return (per.sum((0, 1)) / s.abs().sum((0, 1)).clamp_min(1)).sum()
 
 
 def _autocast(precision: str):
@@ -272,6 +299,9 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
     num_classes = None
     if task.kind == "classification":
         num_classes = int(max(int(s.targets.max()) for s in splits.values())) + 1
+    if cfg.rank_weight > 0 and (task.kind != "regression" or task.level != "graph"):
+        raise ValueError(f"train config: rank_weight (--rank-weight) applies to graph-level regression tasks "
+                         f"(accuracy, sine); task {task.name!r} is a {task.level}-level {task.kind} task")
     mm = build_meta_model(model, task, splits["train"], cfg.model, task.out_channels(num_classes))
     enc = {s: mm.encode(d) for s, d in splits.items()}
     y_mean, y_std = 0.0, 1.0
@@ -324,6 +354,8 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
                             out = ddp(x).float()
                         per_item = out[0].numel() if task.kind != "classification" else 1
                         loss = _loss(task.kind, out, y) * (weight * world / (idx.numel() * per_item))
+                        if cfg.rank_weight > 0:  # this rank's pairs; DDP averages the ranks' gradients
+                            loss = loss + cfg.rank_weight * weight * rank_loss(out, y, cfg.rank_temperature)
                         opt.zero_grad(set_to_none=True)
                         loss.backward()
                         opt.step()
