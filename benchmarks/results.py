@@ -69,10 +69,12 @@ def check_pure_weight_space(model: str, config: dict) -> None:
                          f"(probe={config.get('probe')}); probes belong in the probe table")
 
 
-def candidates(model: str, n: int):
+def candidates(model: str, n: int, base: dict = None):
     """The first ``n`` configurations of ``model``'s search space (the defaults first, then
-    learning rate x 0.5, x 2, then weight decay x 10): the same count for every model."""
-    base = DEFAULTS[model]
+    learning rate x 0.5, x 2, then weight decay x 10): the same count for every model. With
+    ``base`` (``--base MODEL=JSON``) the steps are taken from the base's values (a base with
+    ``lr`` 1e-3 gets 5e-4 as its second configuration, not a copy of itself)."""
+    base = {**DEFAULTS[model], **(base or {})}
     out = [{}]
     if "lr" in base:
         out += [{"lr": base["lr"] * 0.5}, {"lr": base["lr"] * 2}]
@@ -280,6 +282,8 @@ def main(argv=None):
     p.add_argument("--resume", action="store_true", help="skip runs already recorded in --out")
     p.add_argument("--epochs", type=int, default=BUDGET["epochs"],
                    help="epoch cap of every run (the same for every model; early stopping as in BUDGET)")
+    p.add_argument("--batch-size", type=int, default=BUDGET["batch_size"],
+                   help="batch size of every run (the same for every model)")
     p.add_argument("--tasks", nargs="+", choices=sorted(TASKS), help="only these tasks (default: every task of each zoo)")
     p.add_argument("--readme", help="also write the compact summary into this file's results block (README.md)")
     a = p.parse_args(argv)
@@ -287,7 +291,9 @@ def main(argv=None):
         p.error(f"--jobs must be >= 1, got {a.jobs}")
     if a.epochs < 1:
         p.error(f"--epochs must be >= 1, got {a.epochs}")
-    budget = dict(BUDGET, epochs=a.epochs)
+    if a.batch_size < 1:
+        p.error(f"--batch-size must be >= 1, got {a.batch_size}")
+    budget = dict(BUDGET, epochs=a.epochs, batch_size=a.batch_size)
     zoos = {}
     if a.build:
         zoos.update(build_default(a.cache, a.only or list(DEFAULT_ZOOS)))
@@ -359,7 +365,7 @@ def main(argv=None):
         # 1. model selection on validation (seed 0, test never predicted), same count per model
         sel_jobs, sel_keys = [], []
         for zname, path, task, m, label, base, table in todo:
-            cands = candidates(m, a.configs) if m not in ("magnitude", "attribution") else [{}]
+            cands = candidates(m, a.configs, base) if m not in ("magnitude", "attribution") else [{}]
             for c in cands if len(cands) > 1 else []:
                 cfg = {**base, **c}
                 key = (zname, task, label, json.dumps(cfg, sort_keys=True))

@@ -146,6 +146,9 @@ def test_same_search_budget_for_every_model(results_script):
         counts = {m: len(rs.candidates(m, n)) for m in rs.MAIN_MODELS if m != "magnitude"}
         assert set(counts.values()) == {n}, counts
         assert all(rs.candidates(m, n)[0] == {} for m in counts)  # the defaults come first
+    # a --base with its own lr: the second configuration halves *that* lr (no duplicate)
+    assert rs.candidates("wskan", 2, {"lr": 1e-3, "hidden": 128}) == [{}, {"lr": 5e-4}]
+    assert rs.candidates("nfn", 2, {"hidden": 256}) == [{}, {"lr": rs.DEFAULTS["nfn"]["lr"] * 0.5}]
 
 
 def test_plan_puts_probes_only_in_the_probe_table(results_script, tmp_path):

@@ -57,7 +57,8 @@ CONFIGS = [dict(aggr="sum", backward=True, pool="mean"), dict(aggr="mean", backw
            dict(aggr="sum", backward=True, pool="sum"), dict(readout="layer", max_layers=3),
            dict(readout="layer", max_layers=3, io_readout=True, aggr=["sum", "max"]),
            dict(io_readout=True), dict(readout="layer", max_layers=3, io_readout=True, edge_hidden_channels=8),
-           dict(context=True, max_layers=3), dict(readout="layer", max_layers=3, shared=True, context=True)]
+           dict(context=True, max_layers=3), dict(readout="layer", max_layers=3, shared=True, context=True),
+           dict(typed_edges=True, max_layers=3), dict(readout="layer", max_layers=3, io_readout=True, typed_edges=True)]
 
 
 @given(batched_kans(), st.sampled_from(CONFIGS))
@@ -81,7 +82,8 @@ def test_invariance_and_equivariance(w, cfg):
 
 
 @given(batched_kans(), st.sampled_from([{}, dict(readout="layer", max_layers=3, io_readout=True),
-                                       dict(context=True, shared=True, max_layers=3)]))
+                                       dict(context=True, shared=True, max_layers=3),
+                                       dict(typed_edges=True, max_layers=3)]))
 @settings(max_examples=examples(8))
 def test_negative_twin_input_permutation_changes_output(w, cfg):
     p = torch.roll(torch.arange(w.widths[0]), 1)  # a non-identity permutation of the inputs
@@ -101,7 +103,7 @@ def test_negative_twin_input_permutation_changes_output(w, cfg):
 
 
 @pytest.mark.parametrize("cfg", [{}, dict(readout="layer", max_layers=3, io_readout=True),
-                                 dict(context=True, max_layers=3)])
+                                 dict(context=True, max_layers=3), dict(typed_edges=True, max_layers=3)])
 def test_batch_equals_individual_mixed_architectures(cfg):
     items = [rand_kan([3, 4, 2], 2, 2, 2, 0), rand_kan([2, 5, 3, 1], 2, 2, 1, 1)[0], rand_kan([3, 2], 2, 2, 1, 2)[0]]
     g = kan_to_graph(items)
@@ -172,16 +174,23 @@ def test_model_errors():
         WSKAN(g.x.shape[1], g.edge_attr.shape[1], 8, 1, extra_node_channels=1).double()(g)
 
 
-def reference_layer(layer: WSKANLayer, x, edge_index, e, aggrs, bias_per_node=False):
+def reference_layer(layer: WSKANLayer, x, edge_index, e, aggrs, bias_per_node=False, edge_type=None):
     """The class docstring's math with explicit concatenations ``[h_a, h_b, e]`` and
-    per-edge messages (no fused projections, no aggregate-before-linear)."""
+    per-edge messages (no fused projections, no aggregate-before-linear); with
+    ``edge_type``, edge by edge with its own type's edge weight and bias."""
     H, Cn, k = layer.hidden_channels, layer.node_channels, layer.num_parts
-    Wn, We, be = layer.node_proj.weight, layer.edge_proj.weight, layer.edge_proj.bias
+    Wn, We_all, be_all = layer.node_proj.weight, layer.edge_proj.weight, layer.edge_proj.bias
     act = layer.edge_mlp[0]
+    types = torch.zeros(e.shape[0], dtype=torch.long) if edge_type is None else edge_type
 
-    def first(i, a, b):  # first linear map of part i on [h_a, h_b, e]
-        W = torch.cat([Wn[i * H:(i + 1) * H], Wn[(k + i) * H:(k + i + 1) * H], We[i * H:(i + 1) * H]], 1)
-        return torch.cat([a, b, e], 1) @ W.T + be[i * H:(i + 1) * H]
+    def first(i, a, b):  # first linear map of part i on [h_a, h_b, e], one edge at a time
+        rows = []
+        for r in range(e.shape[0]):
+            o = int(types[r]) * k * H  # the block of this edge's type
+            We, be = We_all[o:o + k * H], be_all[o:o + k * H]
+            W = torch.cat([Wn[i * H:(i + 1) * H], Wn[(k + i) * H:(k + i + 1) * H], We[i * H:(i + 1) * H]], 1)
+            rows.append(torch.cat([a[r], b[r], e[r]]) @ W.T + be[i * H:(i + 1) * H])
+        return torch.stack(rows) if rows else torch.zeros(0, H, dtype=e.dtype)
 
     src, dst = edge_index
     N = x.shape[0]
@@ -212,25 +221,30 @@ def reference_layer(layer: WSKANLayer, x, edge_index, e, aggrs, bias_per_node=Fa
 
 
 @given(st.integers(1, 6), st.integers(1, 12), st.sampled_from([["sum"], ["mean"], ["max"], ["sum", "mean", "max"]]),
-       st.booleans(), st.booleans(), st.integers(0, 999), st.booleans())
+       st.booleans(), st.booleans(), st.integers(0, 999), st.booleans(), st.integers(1, 3))
 @settings(max_examples=examples(20))
-def test_layer_matches_reference_formula(n_extra, E, aggrs, backward, residual, seed, shared):
+def test_layer_matches_reference_formula(n_extra, E, aggrs, backward, residual, seed, shared, T):
     """The fused / reordered forward (index_select gathers, sum and mean aggregated before
-    the message MLP's last affine map) is the documented function, in float64, including
-    nodes that receive no message; the negative twin drops the bias count per message."""
+    the message MLP's last affine map, typed edge maps gathered from one wide map) is the
+    documented function, in float64, including nodes that receive no message; the negative
+    twins drop the bias count per message and give every edge the type-0 weights."""
     g = torch.Generator().manual_seed(seed)
     N = n_extra + 2
     edge_index = torch.randint(0, N, (2, E), generator=g)
     x, e = torch.randn(N, 5, generator=g, dtype=torch.float64), torch.randn(E, 3, generator=g, dtype=torch.float64)
+    etype = torch.randint(0, T, (E,), generator=g) if T > 1 else None
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         layer = WSKANLayer(5, 3, 7, aggr=aggrs if len(aggrs) > 1 else aggrs[0], backward=backward,
-                           residual=residual, shared=shared).double()
+                           residual=residual, shared=shared, num_edge_types=T).double()
     for p in layer.parameters():  # non-zero biases everywhere (the bias count matters)
         torch.nn.init.normal_(p, generator=g)
-    h, e2 = layer(x, edge_index, e)
-    h_ref, e_ref = reference_layer(layer, x, edge_index, e, aggrs)
+    h, e2 = layer(x, edge_index, e, etype)
+    h_ref, e_ref = reference_layer(layer, x, edge_index, e, aggrs, edge_type=etype)
     assert torch.allclose(h, h_ref, atol=1e-10, rtol=1e-10) and torch.allclose(e2, e_ref, atol=1e-10, rtol=1e-10)
+    if etype is not None and bool((etype > 0).any()):  # negative twin: the types matter
+        _, e_bad = reference_layer(layer, x, edge_index, e, aggrs)
+        assert not torch.allclose(e2, e_bad, atol=1e-6)
     if aggrs == ["sum"] and (torch.bincount(edge_index[1], minlength=N) != 1).any():
         # negative twin: applying the message MLP's last map after the sum (its bias once per
         # node instead of once per message) is a different function, and the check sees it
@@ -259,3 +273,32 @@ def test_context_starts_as_the_plain_model_and_needs_layers():
     short = WSKAN(g.x.shape[1], g.edge_attr.shape[1], 8, 1, max_layers=1, context=True).double()
     with pytest.raises(ValueError, match="max_layers=1"):
         short(g)
+
+
+def test_typed_edges_bad_input_is_refused():
+    """``num_edge_types > 1`` needs an in-range integer ``edge_type`` of one entry per edge; an
+    untyped layer refuses one; ``WSKAN(typed_edges=True)`` needs the graph's ``edge_layer``
+    and enough ``max_layers``."""
+    layer = WSKANLayer(4, 3, 5, num_edge_types=2)
+    x, e, ei = torch.randn(3, 4), torch.randn(2, 3), torch.tensor([[0, 1], [1, 2]])
+    for bad, msg in ((None, "edge_type must be an integer tensor of shape \\(2,\\)"),
+                     (torch.zeros(3, dtype=torch.long), "shape \\(2,\\)"),
+                     (torch.zeros(2), "integer tensor"),
+                     (torch.tensor([0, 2]), r"values must lie in \[0, 2\)")):
+        with pytest.raises(ValueError, match=msg):
+            layer(x, ei, e, bad)
+    with pytest.raises(ValueError, match="num_edge_types=1"):
+        WSKANLayer(4, 3, 5)(x, ei, e, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="num_edge_types must be >= 1"):
+        WSKANLayer(4, 3, 5, num_edge_types=0)
+    assert "num_edge_types=2" in repr(layer)
+    g = kan_to_graph(rand_kan([3, 4, 2], 2, 2, 2, 0))
+    model = WSKAN(g.x.shape[1], g.edge_attr.shape[1], 8, 1, graph_out_channels=1, max_layers=3,
+                  typed_edges=True).double()
+    model(g)
+    bad = kan_to_graph(rand_kan([3, 4, 2], 2, 2, 2, 0))
+    del bad.edge_layer
+    with pytest.raises(ValueError, match=r"typed_edges=True.*edge_layer"):
+        model(bad)
+    with pytest.raises(ValueError, match="max_layers=1"):
+        WSKAN(g.x.shape[1], g.edge_attr.shape[1], 8, 1, max_layers=1, typed_edges=True).double()(g)

@@ -63,10 +63,16 @@ class WSKANLayer(MessagePassing):
         act: ``"silu"``, ``"relu"``, ``"gelu"`` or ``"tanh"``.
         shared: one first layer for the forward message, backward message and edge update
             (see above) instead of one each.
+        num_edge_types: with ``T > 1``, the edge part :math:`W_e e_{ij} + b` of the first
+            maps has one weight and bias per edge type :math:`t_{ij}` (R-GCN-style typed
+            edges; for a KAN-graph the type is the KAN layer of the edge, which a
+            hidden-neuron permutation keeps, so equivariance is kept), and :meth:`forward`
+            needs ``edge_type``. Costs ``T`` times that one ``(E, C_e) x (C_e, parts H)`` map.
 
     Shapes:
         - input: node features ``(N, node_channels)``, ``edge_index: (2, E)``, edge
-          features ``(E, edge_channels)``;
+          features ``(E, edge_channels)``, ``edge_type: (E,)`` (integers in ``[0, T)``,
+          only with ``num_edge_types > 1``);
         - output: ``(N, node_channels)``, ``(E, edge_channels)``.
     """
 
@@ -82,6 +88,7 @@ class WSKANLayer(MessagePassing):
         norm: Optional[str] = "layer",
         act: str = "silu",
         shared: bool = False,
+        num_edge_types: int = 1,
     ):
         aggrs = [aggr] if isinstance(aggr, str) else list(aggr)
         if not aggrs:
@@ -98,6 +105,9 @@ class WSKANLayer(MessagePassing):
         H = int(hidden_channels or max(node_channels, edge_channels))
         self.hidden_channels, self.backward, self.residual, self.norm, self.act = H, backward, residual, norm, act
         self.shared = bool(shared)
+        if int(num_edge_types) < 1:
+            raise ValueError(f"num_edge_types must be >= 1, got {num_edge_types}")
+        self.num_edge_types = int(num_edge_types)
         Cn, Ce = self.node_channels, self.edge_channels
         # The first linear map of psi_fwd, psi_bwd and phi_e acts on a concatenation
         # [h_a, h_b, e]; it is computed as W_a h_a + W_b h_b + W_e e with the node parts
@@ -106,7 +116,7 @@ class WSKANLayer(MessagePassing):
         # forward message, backward message, edge update (one first map for all with shared)
         self.num_parts = 1 if self.shared else (3 if backward else 2)
         self.node_proj = nn.Linear(Cn, 2 * self.num_parts * H, bias=False)
-        self.edge_proj = nn.Linear(Ce, self.num_parts * H)
+        self.edge_proj = nn.Linear(Ce, self.num_edge_types * self.num_parts * H)  # [type 0 | type 1 | ...]
         self.msg_fwd = nn.Sequential(_ACTS[act](), nn.Linear(H, Cn))
         self.msg_bwd = nn.Sequential(_ACTS[act](), nn.Linear(H, Cn)) if backward else None
         self.edge_mlp = nn.Sequential(_ACTS[act](), nn.Linear(H, Ce))
@@ -127,7 +137,8 @@ class WSKANLayer(MessagePassing):
             nn.init.uniform_(lin.weight, -bound, bound)
         nn.init.uniform_(self.edge_proj.bias, -bound, bound)
 
-    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor,
+                edge_type: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """Update node and edge features (see the class docstring); returns ``(h', e')``."""
         if x.dim() != 2 or x.shape[1] != self.node_channels:
             raise ValueError(f"WSKANLayer: node features must have shape (N, {self.node_channels}), got {tuple(x.shape)}")
@@ -140,6 +151,17 @@ class WSKANLayer(MessagePassing):
                 f"WSKANLayer: edge_index must have shape (2, {edge_attr.shape[0]}) (one column per edge feature row), "
                 f"got {tuple(edge_index.shape)}"
             )
+        T, E = self.num_edge_types, edge_attr.shape[0]
+        if T > 1:
+            if edge_type is None or edge_type.shape != (E,) or edge_type.dtype not in (torch.long, torch.int):
+                got = None if edge_type is None else f"{tuple(edge_type.shape)} {edge_type.dtype}"
+                raise ValueError(f"WSKANLayer(num_edge_types={T}): edge_type must be an integer tensor of shape "
+                                 f"({E},), got {got}")
+            if E and (int(edge_type.min()) < 0 or int(edge_type.max()) >= T):
+                raise ValueError(f"WSKANLayer(num_edge_types={T}): edge_type values must lie in [0, {T}), got "
+                                 f"[{int(edge_type.min())}, {int(edge_type.max())}]")
+        elif edge_type is not None:
+            raise ValueError("WSKANLayer: edge_type given but the layer was built with num_edge_types=1")
         src, dst = edge_index
         H, N, k = self.hidden_channels, x.shape[0], self.num_parts
         # every part i (forward message, backward message, edge update) has the first map
@@ -148,7 +170,9 @@ class WSKANLayer(MessagePassing):
         # sort-based index_put), and split the (E, parts * H) sum once (no slice backward
         # that zero-fills an (E, parts * H) gradient per slice).
         P = self.node_proj(x)  # (N, 2 * parts * H): [sender parts | receiver parts]
-        z = self.edge_proj(edge_attr)  # (E, parts * H)
+        z = self.edge_proj(edge_attr)  # (E, T * parts * H)
+        if T > 1:  # each edge keeps its own type's block
+            z = z.view(E, T, k * H).gather(1, edge_type.long().view(E, 1, 1).expand(E, 1, k * H)).squeeze(1)
         z = z + P[:, : k * H].contiguous().index_select(0, src) + P[:, k * H:].contiguous().index_select(0, dst)
         # one activation pass for all parts (every part's MLP starts with the same activation;
         # msg_fwd[0] / msg_bwd[0] stay as modules so saved state dicts and reprs keep their layout)
@@ -182,5 +206,6 @@ class WSKANLayer(MessagePassing):
         return (
             f"{self.__class__.__name__}(node={self.node_channels}, edge={self.edge_channels}, "
             f"hidden={self.hidden_channels}, aggr={self.aggr!r}, backward={self.backward}, "
-            f"residual={self.residual}, norm={self.norm!r}{', shared=True' if self.shared else ''})"
+            f"residual={self.residual}, norm={self.norm!r}{', shared=True' if self.shared else ''}"
+            f"{f', num_edge_types={self.num_edge_types}' if self.num_edge_types > 1 else ''})"
         )

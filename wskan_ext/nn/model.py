@@ -95,6 +95,9 @@ class WSKAN(nn.Module):
             (a per-layer "virtual node", like NFN's pooled terms; invariant under hidden-neuron
             permutations, which keep every neuron in its layer). Needs ``node_layer`` /
             ``edge_layer``.
+        typed_edges: every layer's first maps get one edge weight per KAN layer
+            (``WSKANLayer(num_edge_types=max_layers)``, fed ``edge_layer``): R-GCN-style
+            typed edges, the per-layer parameters NFN's layers have. Needs ``edge_layer``.
         io_readout: the graph head also reads :math:`\sum_{v \in \text{in}} h_v \odot
             \gamma^{\text{in}}_{p(v)}` and the same over output neurons, with learned gates
             :math:`\gamma` per position: input and output neurons are never permuted, so the
@@ -133,6 +136,7 @@ class WSKAN(nn.Module):
         io_readout: bool = False,
         shared: bool = False,
         context: bool = False,
+        typed_edges: bool = False,
     ):
         super().__init__()
         if pool not in ("mean", "sum"):
@@ -142,7 +146,7 @@ class WSKAN(nn.Module):
         if int(max_layers) < 1:
             raise ValueError(f"max_layers must be >= 1, got {max_layers}")
         self.readout, self.max_layers, self.dropout = readout, int(max_layers), float(dropout)
-        self.io_readout, self.context = bool(io_readout), bool(context)
+        self.io_readout, self.context, self.typed_edges = bool(io_readout), bool(context), bool(typed_edges)
         H, He = hidden_channels, edge_hidden_channels or hidden_channels
         self.node_in_channels, self.edge_in_channels = node_in_channels, edge_in_channels
         self.extra_node_channels, self.pool = extra_node_channels, pool
@@ -154,7 +158,7 @@ class WSKAN(nn.Module):
         self.output_embedding = nn.Embedding(max_outputs, H)
         self.layers = nn.ModuleList(
             WSKANLayer(H, He, max(H, He), aggr=aggr, backward=backward, residual=residual, norm=norm, act=act,
-                       shared=shared)
+                       shared=shared, num_edge_types=self.max_layers if self.typed_edges else 1)
             for _ in range(num_layers)
         )
         if self.context:  # zero-initialised: the model starts as the one without context
@@ -214,12 +218,13 @@ class WSKAN(nn.Module):
         if bvec is None:
             bvec = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
         size = int(data.num_graphs) if getattr(data, "num_graphs", None) is not None else int(bvec.max()) + 1
-        need_groups = self.context or (self.readout == "layer" and self.graph_head is not None)
+        need_groups = self.context or self.typed_edges or (self.readout == "layer" and self.graph_head is not None)
         groups = self._layer_groups(data, bvec) if need_groups else None
+        etype = data.edge_layer.long() if self.typed_edges else None  # checked < max_layers by _layer_groups
         for t, layer in enumerate(self.layers):
             if self.context:  # before the layer: its residual sum is what the layer normalises
                 h, e = self._add_context(t, h, e, groups, size)
-            h, e = layer(h, edge_index, e)
+            h, e = layer(h, edge_index, e, etype)
         graph = None
         if self.graph_head is not None:
             if self.readout == "layer":
@@ -240,7 +245,8 @@ class WSKAN(nn.Module):
         """Index of the (graph, KAN layer) group of every node and edge: ``graph * slots + layer``
         with ``max_layers + 1`` node slots and ``max_layers`` edge slots per graph."""
         nl, el = getattr(data, "node_layer", None), getattr(data, "edge_layer", None)
-        what = "readout='layer'" if self.readout == "layer" else "context=True"
+        what = ("readout='layer'" if self.readout == "layer" and self.graph_head is not None
+                else "context=True" if self.context else "typed_edges=True")
         if nl is None or el is None:
             raise ValueError(f"WSKAN({what}): the graph needs node_layer and edge_layer (build it with kan_to_graph)")
         L = self.max_layers

@@ -22,7 +22,7 @@ DEFAULTS: Dict[str, dict] = {
     "wskan": dict(hidden=64, layers=4, num_points=16, dropout=None, lr=2e-3, weight_decay=1e-5, probe=0, aggr="sum",
                   io=True, edge_hidden=None, norm="global", log_scale=False, shared=False,
                   context=False, layernorm=True, value_range="grid",
-                  edge_features="both"),
+                  edge_features="both", typed=False),
     "mlp": dict(hidden=256, layers=2, lr=1e-3, weight_decay=1e-4),
     "mlp_aligned": dict(hidden=256, layers=2, lr=1e-3, weight_decay=1e-4),
     "mlp_augment": dict(hidden=256, layers=2, lr=1e-3, weight_decay=1e-4),

@@ -82,6 +82,7 @@ MODEL_BOUNDS = {
     "shared": ((lambda v: isinstance(v, bool)), "true or false"),
     "context": ((lambda v: isinstance(v, bool)), "true or false"),
     "layernorm": ((lambda v: isinstance(v, bool)), "true or false"),
+    "typed": ((lambda v: isinstance(v, bool)), "true or false"),
     "value_range": ((lambda v: v in ("grid", "support")), "'grid' or 'support'"),
     "edge_features": ((lambda v: v in ("both", "coef", "values")), "'both', 'coef' or 'values'"),
     "norm": ((lambda v: v in ("global", "layer")), "'global' or 'layer'"),
