@@ -121,7 +121,7 @@ _FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "patience": "--pat
 
 @dataclass
 class TrainConfig:
-    """Meta-training settings (``model`` holds model hyperparameters, see
+    r"""Meta-training settings (``model`` holds model hyperparameters, see
     ``wskan_ext.tasks.models.DEFAULTS``; ``lr``/``weight_decay`` default to the model's;
     ``schedule``: ``"cosine"`` decays the learning rate to 0 over ``epochs`` per step, or
     ``"constant"``; ``precision``: ``"float32"``, or ``"bf16"`` for the forward passes under
