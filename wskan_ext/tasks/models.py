@@ -134,17 +134,22 @@ def _edge_inputs(w: KANWeights, num_points: int, log_scale: bool = False, value_
 
     if value_range not in ("grid", "support"):
         raise ValueError(f"value_range must be 'grid' or 'support', got {value_range!r}")
-    Bm = w.num_models
-    coef = kan_to_graph(w).edge_attr.view(Bm, -1, w.grid_sizes[0] + w.k[0] + 1)
-    vals = kan_to_graph(w, encoding="values", num_points=num_points, value_range=value_range).edge_attr
-    vals = vals.view(Bm, -1, num_points)
-    sizes = torch.tensor([a * b for a, b in zip(w.widths[:-1], w.widths[1:])])
-    layer = torch.nn.functional.one_hot(torch.repeat_interleave(torch.arange(w.depth), sizes), w.depth)
     if features not in ("both", "coef", "values"):
         raise ValueError(f"edge_features must be 'both', 'coef' or 'values', got {features!r}")
     if log_scale and features != "both":
         raise ValueError(f"log_scale needs edge_features='both', got {features!r}")
-    parts = {"both": [coef, vals], "coef": [coef], "values": [vals]}[features] + [layer.to(coef.dtype).expand(Bm, -1, -1)]
+    Bm = w.num_models
+    parts = []  # only the encodings asked for are built
+    if features != "values":
+        coef = kan_to_graph(w).edge_attr.view(Bm, -1, w.grid_sizes[0] + w.k[0] + 1)
+        parts.append(coef)
+    if features != "coef":
+        vals = kan_to_graph(w, encoding="values", num_points=num_points, value_range=value_range).edge_attr
+        vals = vals.view(Bm, -1, num_points)
+        parts.append(vals)
+    sizes = torch.tensor([a * b for a, b in zip(w.widths[:-1], w.widths[1:])])
+    layer = torch.nn.functional.one_hot(torch.repeat_interleave(torch.arange(w.depth), sizes), w.depth)
+    parts.append(layer.to(parts[0].dtype).expand(Bm, -1, -1))
     if log_scale:
         parts.append(torch.stack([vals.std(-1), vals.abs().mean(-1), coef.pow(2).mean(-1).sqrt()], -1).add(1e-6).log())
     return torch.cat(parts, -1).float()
