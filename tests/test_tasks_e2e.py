@@ -251,3 +251,22 @@ def test_rank_weight_trains_and_is_refused_where_it_does_not_apply(zoos):
     loss = rank_loss(o, torch.ones(5, 1))
     loss.backward()
     assert float(loss.detach()) == 0.0 and torch.equal(o.grad, torch.zeros(5, 1))
+
+
+@pytest.mark.parametrize("model", ["wskan", "nfn", "deepsets", "mlp"])
+def test_attr_head_trains_reloads_and_stays_equivariant(zoos, tmp_path, model):
+    """``attr_head`` wraps any edge-level model: it trains on pruning, ``evaluate_run``
+    rebuilds and reloads it, and WS-KAN / NFN with the head stay equivariant (negative twin:
+    the outputs do move with the neurons); a graph-level task refuses it with one line."""
+    cfg = TrainConfig(epochs=1, batch_size=4, progress=False, model={"attr_head": True})
+    res = fit(zoos["digits"], "pruning", model, cfg, out_dir=str(tmp_path))
+    assert type(res["net"]).__name__ == "AttributionHead"
+    ev = evaluate_run(str(tmp_path), split="test", out=str(tmp_path / "eval.json"))
+    assert ev["metrics"]["accuracy"] == pytest.approx(res["metrics"]["test"]["accuracy"])
+    if model in ("wskan", "nfn"):
+        test = load_split(zoos["digits"], "pruning", "test")
+        a, b = assert_trained_symmetry(res["meta_model"], res["net"].eval(), test, "pruning")
+        assert not torch.allclose(b, a)
+    with pytest.raises(ValueError, match=r"attr_head \(the pruning-attribution read-out\) needs an edge-level "
+                                         r"binary task such as 'pruning'; task 'accuracy' is a graph-level"):
+        fit(zoos["digits"], "accuracy", model, cfg)

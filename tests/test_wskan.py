@@ -58,7 +58,8 @@ CONFIGS = [dict(aggr="sum", backward=True, pool="mean"), dict(aggr="mean", backw
            dict(readout="layer", max_layers=3, io_readout=True, aggr=["sum", "max"]),
            dict(io_readout=True), dict(readout="layer", max_layers=3, io_readout=True, edge_hidden_channels=8),
            dict(context=True, max_layers=3), dict(readout="layer", max_layers=3, shared=True, context=True),
-           dict(typed_edges=True, max_layers=3), dict(readout="layer", max_layers=3, io_readout=True, typed_edges=True)]
+           dict(typed_edges=True, max_layers=3), dict(readout="layer", max_layers=3, io_readout=True, typed_edges=True),
+           dict(product=True), dict(readout="layer", max_layers=3, product=True, aggr=["sum", "max"], backward=False)]
 
 
 @given(batched_kans(), st.sampled_from(CONFIGS))
@@ -83,7 +84,7 @@ def test_invariance_and_equivariance(w, cfg):
 
 @given(batched_kans(), st.sampled_from([{}, dict(readout="layer", max_layers=3, io_readout=True),
                                        dict(context=True, shared=True, max_layers=3),
-                                       dict(typed_edges=True, max_layers=3)]))
+                                       dict(typed_edges=True, max_layers=3), dict(product=True)]))
 @settings(max_examples=examples(8))
 def test_negative_twin_input_permutation_changes_output(w, cfg):
     p = torch.roll(torch.arange(w.widths[0]), 1)  # a non-identity permutation of the inputs
@@ -103,7 +104,8 @@ def test_negative_twin_input_permutation_changes_output(w, cfg):
 
 
 @pytest.mark.parametrize("cfg", [{}, dict(readout="layer", max_layers=3, io_readout=True),
-                                 dict(context=True, max_layers=3), dict(typed_edges=True, max_layers=3)])
+                                 dict(context=True, max_layers=3), dict(typed_edges=True, max_layers=3),
+                                 dict(product=True)])
 def test_batch_equals_individual_mixed_architectures(cfg):
     items = [rand_kan([3, 4, 2], 2, 2, 2, 0), rand_kan([2, 5, 3, 1], 2, 2, 1, 1)[0], rand_kan([3, 2], 2, 2, 1, 2)[0]]
     g = kan_to_graph(items)
@@ -174,7 +176,8 @@ def test_model_errors():
         WSKAN(g.x.shape[1], g.edge_attr.shape[1], 8, 1, extra_node_channels=1).double()(g)
 
 
-def reference_layer(layer: WSKANLayer, x, edge_index, e, aggrs, bias_per_node=False, edge_type=None):
+def reference_layer(layer: WSKANLayer, x, edge_index, e, aggrs, bias_per_node=False, edge_type=None,
+                    no_product=False):
     """The class docstring's math with explicit concatenations ``[h_a, h_b, e]`` and
     per-edge messages (no fused projections, no aggregate-before-linear); with
     ``edge_type``, edge by edge with its own type's edge weight and bias."""
@@ -214,6 +217,12 @@ def reference_layer(layer: WSKANLayer, x, edge_index, e, aggrs, bias_per_node=Fa
     parts = [x, message(layer.msg_fwd, first(0, x[src], x[dst]), dst)]
     if layer.backward:
         parts.append(message(layer.msg_bwd, first(min(1, k - 1), x[src], x[dst]), src))
+    if layer.product and not no_product:  # (P m) * (Q m) for every aggregated message m
+        for m, lin in zip(parts[1:], layer.product_maps):
+            M = m.shape[1]
+            parts.append((m @ lin.weight[:M].T) * (m @ lin.weight[M:].T))
+    if layer.product and no_product:  # wrong on purpose (negative twin): zeros in their place
+        parts += [torch.zeros_like(m) for m in parts[1:]]
     h = layer.node_mlp(torch.cat(parts, 1))
     de = layer.edge_mlp(first(k - 1, x[src], x[dst]))
     h, e2 = (x + h, e + de) if layer.residual else (h, de)
@@ -221,9 +230,9 @@ def reference_layer(layer: WSKANLayer, x, edge_index, e, aggrs, bias_per_node=Fa
 
 
 @given(st.integers(1, 6), st.integers(1, 12), st.sampled_from([["sum"], ["mean"], ["max"], ["sum", "mean", "max"]]),
-       st.booleans(), st.booleans(), st.integers(0, 999), st.booleans(), st.integers(1, 3))
+       st.booleans(), st.booleans(), st.integers(0, 999), st.booleans(), st.integers(1, 3), st.booleans())
 @settings(max_examples=examples(20))
-def test_layer_matches_reference_formula(n_extra, E, aggrs, backward, residual, seed, shared, T):
+def test_layer_matches_reference_formula(n_extra, E, aggrs, backward, residual, seed, shared, T, product):
     """The fused / reordered forward (index_select gathers, sum and mean aggregated before
     the message MLP's last affine map, typed edge maps gathered from one wide map) is the
     documented function, in float64, including nodes that receive no message; the negative
@@ -236,12 +245,15 @@ def test_layer_matches_reference_formula(n_extra, E, aggrs, backward, residual, 
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         layer = WSKANLayer(5, 3, 7, aggr=aggrs if len(aggrs) > 1 else aggrs[0], backward=backward,
-                           residual=residual, shared=shared, num_edge_types=T).double()
+                           residual=residual, shared=shared, num_edge_types=T, product=product).double()
     for p in layer.parameters():  # non-zero biases everywhere (the bias count matters)
         torch.nn.init.normal_(p, generator=g)
     h, e2 = layer(x, edge_index, e, etype)
     h_ref, e_ref = reference_layer(layer, x, edge_index, e, aggrs, edge_type=etype)
     assert torch.allclose(h, h_ref, atol=1e-10, rtol=1e-10) and torch.allclose(e2, e_ref, atol=1e-10, rtol=1e-10)
+    if product and E > 0:  # negative twin: the second-order terms matter
+        h_bad, _ = reference_layer(layer, x, edge_index, e, aggrs, edge_type=etype, no_product=True)
+        assert not torch.allclose(h, h_bad, atol=1e-6)
     if etype is not None and bool((etype > 0).any()):  # negative twin: the types matter
         _, e_bad = reference_layer(layer, x, edge_index, e, aggrs)
         assert not torch.allclose(e2, e_bad, atol=1e-6)

@@ -68,6 +68,12 @@ class WSKANLayer(MessagePassing):
             edges; for a KAN-graph the type is the KAN layer of the edge, which a
             hidden-neuron permutation keeps, so equivariance is kept), and :meth:`forward`
             needs ``edge_type``. Costs ``T`` times that one ``(E, C_e) x (C_e, parts H)`` map.
+        product: the node update also reads, for every aggregated message :math:`m`, the
+            second-order term :math:`(P m) \odot (Q m)` with learned maps :math:`P, Q` (no
+            bias): for a sum aggregation it holds every pairwise cross term
+            :math:`\sum_{i, i'} (P \psi_i) \odot (Q \psi_{i'})`, such as the variance of a
+            sum of correlated edge outputs, which a first-order node MLP can only approximate.
+            Per node, so it costs :math:`O(N)`.
 
     Shapes:
         - input: node features ``(N, node_channels)``, ``edge_index: (2, E)``, edge
@@ -89,6 +95,7 @@ class WSKANLayer(MessagePassing):
         act: str = "silu",
         shared: bool = False,
         num_edge_types: int = 1,
+        product: bool = False,
     ):
         aggrs = [aggr] if isinstance(aggr, str) else list(aggr)
         if not aggrs:
@@ -120,7 +127,11 @@ class WSKANLayer(MessagePassing):
         self.msg_fwd = nn.Sequential(_ACTS[act](), nn.Linear(H, Cn))
         self.msg_bwd = nn.Sequential(_ACTS[act](), nn.Linear(H, Cn)) if backward else None
         self.edge_mlp = nn.Sequential(_ACTS[act](), nn.Linear(H, Ce))
-        self.node_mlp = mlp(Cn + (2 if backward else 1) * self.num_aggr * Cn, H, Cn, act)
+        self.product = bool(product)
+        M, dirs = self.num_aggr * Cn, (2 if backward else 1)
+        # second-order terms: one (M -> 2M) map per direction, split into P m and Q m
+        self.product_maps = nn.ModuleList(nn.Linear(M, 2 * M, bias=False) for _ in range(dirs)) if self.product else None
+        self.node_mlp = mlp(Cn + dirs * M * (2 if self.product else 1), H, Cn, act)
         self.node_norm = nn.LayerNorm(Cn) if norm == "layer" else nn.Identity()
         self.edge_norm = nn.LayerNorm(Ce) if norm == "layer" else nn.Identity()
         self.reset_parameters()
@@ -180,9 +191,14 @@ class WSKANLayer(MessagePassing):
         # part 0: forward messages src -> dst, psi_fwd([h_src, h_dst, e]);
         # part 1: backward messages dst -> src, psi_bwd([h_dst, h_src, e]);
         # with shared, all three parts read the one activation a[0]
-        parts = [x, self._aggregate(self.msg_fwd[1], a[0], dst, N)]
+        msgs = [self._aggregate(self.msg_fwd[1], a[0], dst, N)]
         if self.backward:
-            parts.append(self._aggregate(self.msg_bwd[1], a[min(1, k - 1)], src, N))
+            msgs.append(self._aggregate(self.msg_bwd[1], a[min(1, k - 1)], src, N))
+        parts = [x, *msgs]
+        if self.product:
+            for m, lin in zip(msgs, self.product_maps):
+                pm, qm = lin(m).chunk(2, dim=-1)
+                parts.append(pm * qm)
         dh = self.node_mlp(torch.cat(parts, dim=-1))
         # last part: edge update phi_e([e, h_src, h_dst])
         de = self.edge_mlp[1](a[k - 1])
@@ -207,5 +223,6 @@ class WSKANLayer(MessagePassing):
             f"{self.__class__.__name__}(node={self.node_channels}, edge={self.edge_channels}, "
             f"hidden={self.hidden_channels}, aggr={self.aggr!r}, backward={self.backward}, "
             f"residual={self.residual}, norm={self.norm!r}{', shared=True' if self.shared else ''}"
-            f"{f', num_edge_types={self.num_edge_types}' if self.num_edge_types > 1 else ''})"
+            f"{f', num_edge_types={self.num_edge_types}' if self.num_edge_types > 1 else ''}"
+            f"{', product=True' if self.product else ''})"
         )

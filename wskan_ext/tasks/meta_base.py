@@ -18,19 +18,21 @@ DEFAULTS: Dict[str, dict] = {
     # dropout None: 0.1 for classification tasks, 0 for regression (resolved when the model is built);
     # io: position-gated input/output read-out for graph-level tasks (docs/tutorials/tasks.rst, "Attempts")
     # edge_hidden None: the node width (hidden); edges dominate the cost (E >> N);
+    # attr_head (every trainable edge-level model): pruning logits through pykan's attribution
+    # recursion (wskan_ext.nn.attribution; "residual": plus a free logit), edge-level binary tasks only
     # norm: input standardisation over all neurons / edges ("global") or per KAN layer ("layer")
     "wskan": dict(hidden=64, layers=4, num_points=16, dropout=None, lr=2e-3, weight_decay=1e-5, probe=0, aggr="sum",
                   io=True, edge_hidden=None, norm="global", log_scale=False, shared=False,
                   context=False, layernorm=True, value_range="grid",
-                  edge_features="both", typed=False),
-    "mlp": dict(hidden=256, layers=2, lr=1e-3, weight_decay=1e-4),
-    "mlp_aligned": dict(hidden=256, layers=2, lr=1e-3, weight_decay=1e-4),
-    "mlp_augment": dict(hidden=256, layers=2, lr=1e-3, weight_decay=1e-4),
-    "deepsets": dict(hidden=64, num_points=16, lr=2e-3, weight_decay=1e-5),
+                  edge_features="both", typed=False, product=False, attr_head=False),
+    "mlp": dict(hidden=256, layers=2, lr=1e-3, weight_decay=1e-4, attr_head=False),
+    "mlp_aligned": dict(hidden=256, layers=2, lr=1e-3, weight_decay=1e-4, attr_head=False),
+    "mlp_augment": dict(hidden=256, layers=2, lr=1e-3, weight_decay=1e-4, attr_head=False),
+    "deepsets": dict(hidden=64, num_points=16, lr=2e-3, weight_decay=1e-5, attr_head=False),
     "statnn": dict(hidden=128, layers=2, lr=2e-3, weight_decay=1e-5),
-    "nfn": dict(hidden=16, layers=2, lr=2e-3, weight_decay=1e-5),
+    "nfn": dict(hidden=16, layers=2, lr=2e-3, weight_decay=1e-5, attr_head=False),
     "magnitude": dict(),
-    "probe_mlp": dict(hidden=256, layers=2, lr=1e-3, weight_decay=1e-4, probe=128),
+    "probe_mlp": dict(hidden=256, layers=2, lr=1e-3, weight_decay=1e-4, probe=128, attr_head=False),
     "attribution": dict(probe=128),
 }
 LEVELS = {"wskan": ("graph", "edge"), "mlp": ("graph", "edge"), "mlp_aligned": ("graph", "edge"),
@@ -72,6 +74,13 @@ class MetaModel:
     def __init__(self, task: TaskSpec, train: SplitData, config: Optional[dict] = None, out_channels: int = 1):
         self.task, self.out_channels = task, int(out_channels)
         self.config = {**DEFAULTS[self.name], **(config or {})}
+        if self.config.get("attr_head"):
+            if task.level != "edge" or task.kind != "binary" or self.out_channels != 1:
+                raise ValueError(f"model {self.name!r}: attr_head (the pruning-attribution read-out) needs an "
+                                 f"edge-level binary task such as 'pruning'; task {task.name!r} is a "
+                                 f"{task.level}-level {task.kind} task")
+            # log A, the correction (and the residual logit), see wskan_ext.nn.attribution
+            self.out_channels = 3 if self.config["attr_head"] == "residual" else 2
         w = train.weights
         self.widths, self.num_edges = list(w.widths), sum(a * b for a, b in zip(w.widths[:-1], w.widths[1:]))
         self.fit(train)
@@ -89,6 +98,18 @@ class MetaModel:
         return enc["x"][idx], enc["targets"][idx]
 
     def build_net(self) -> nn.Module:
+        """The network; with ``attr_head`` the model's two edge channels go through
+        :class:`~wskan_ext.nn.AttributionHead` (pykan's attribution recursion)."""
+        net = self._net()
+        if self.config.get("attr_head"):
+            from ..nn.attribution import AttributionHead
+            from ..zoo.labels import PYKAN_EDGE_THRESHOLD
+
+            net = AttributionHead(net, self.widths, PYKAN_EDGE_THRESHOLD,
+                                  residual=self.config["attr_head"] == "residual")
+        return net
+
+    def _net(self) -> nn.Module:
         raise NotImplementedError
 
 

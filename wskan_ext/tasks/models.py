@@ -66,7 +66,7 @@ class _Flat(MetaModel):
         f = self._features(split)
         return {"x": f["x"], "targets": f["targets_aligned"]}
 
-    def build_net(self):
+    def _net(self):
         c = self.config
         return B.FlatMLP(self.mean.shape[-1], self.out_channels, c["hidden"], c["layers"],
                          num_edges=self.num_edges if self.task.level == "edge" else 0)
@@ -165,7 +165,7 @@ class _DeepSets(MetaModel):
     def _features(self, split):
         return {"x": (_edge_inputs(split.weights, self.config["num_points"]) - self.mean) / self.std}
 
-    def build_net(self):
+    def _net(self):
         return B.DeepSetsEdges(self.mean.shape[-1], self.out_channels, self.config["hidden"], self.task.level)
 
 
@@ -178,7 +178,7 @@ class _Stat(MetaModel):
     def _features(self, split):
         return {"x": (B.weight_statistics(split.weights).float() - self.mean) / self.std}
 
-    def build_net(self):
+    def _net(self):
         c = self.config
         return B.StatNN(self.mean.shape[-1], self.out_channels, c["hidden"], c["layers"])
 
@@ -209,7 +209,7 @@ class _NFN(MetaModel):
         return (WeightSpaceFeatures(tuple(t[idx] for t in enc["w"]), tuple(t[idx] for t in enc["b"])),
                 enc["targets"][idx])
 
-    def build_net(self):
+    def _net(self):
         from wskan_ext.adapters.nfn import KANInvariantNFN, network_spec
 
         c, spec = self.config, network_spec(self.widths)
@@ -230,7 +230,7 @@ class WSKANNet(nn.Module):
     def __init__(self, node_in: int, edge_in: int, out_channels: int, level: str, hidden: int, layers: int,
                  depth: int, dropout: float = 0.0, aggr: str = "sum", io: bool = False,
                  edge_hidden: Optional[int] = None, shared: bool = False, context: bool = False,
-                 layernorm: bool = True, typed: bool = False):
+                 layernorm: bool = True, typed: bool = False, product: bool = False):
         super().__init__()
         from ..nn.model import WSKAN
 
@@ -241,7 +241,7 @@ class WSKANNet(nn.Module):
         self.model = WSKAN(node_in, edge_in, hidden, layers, readout="layer", max_layers=depth, dropout=dropout,
                            aggr=_AGGRS[aggr], io_readout=bool(io) and level == "graph",
                            edge_hidden_channels=edge_hidden, shared=shared, context=context,
-                           norm="layer" if layernorm else None, typed_edges=typed, **heads)
+                           norm="layer" if layernorm else None, typed_edges=typed, product=product, **heads)
 
     def forward(self, data) -> torch.Tensor:
         out = self.model(data)
@@ -323,12 +323,12 @@ class _WSKAN(MetaModel):
                             t["edge_index"].repeat(1, b) + node_ptr[:-1].repeat_interleave(E), node_ptr, edge_ptr)
         return inputs, enc["targets"][idx]
 
-    def build_net(self):
+    def _net(self):
         c = self.config
         t = self.template
         return WSKANNet(self.dims[0], self.dims[1], self.out_channels, self.task.level, c["hidden"], c["layers"],
                         int(t["edge_layer"].max()) + 1, c["dropout"], c["aggr"], c["io"], c["edge_hidden"], c["shared"], c["context"],
-                        c["layernorm"], c["typed"])
+                        c["layernorm"], c["typed"], c["product"])
 
 
 class _Magnitude(MetaModel):

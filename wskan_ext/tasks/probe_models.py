@@ -66,7 +66,7 @@ class ProbeMLP(MetaModel):
     def _features(self, split):
         return {"x": (self._raw(split.weights) - self.mean) / self.std}
 
-    def build_net(self):
+    def _net(self):
         c = self.config
         if self.task.level == "graph":
             return B.FlatMLP(self.mean.shape[-1], self.out_channels, c["hidden"], c["layers"])

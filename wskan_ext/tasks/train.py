@@ -83,6 +83,8 @@ MODEL_BOUNDS = {
     "context": ((lambda v: isinstance(v, bool)), "true or false"),
     "layernorm": ((lambda v: isinstance(v, bool)), "true or false"),
     "typed": ((lambda v: isinstance(v, bool)), "true or false"),
+    "product": ((lambda v: isinstance(v, bool)), "true or false"),
+    "attr_head": ((lambda v: isinstance(v, bool) or v == "residual"), "true, false or 'residual'"),
     "value_range": ((lambda v: v in ("grid", "support")), "'grid' or 'support'"),
     "edge_features": ((lambda v: v in ("both", "coef", "values")), "'both', 'coef' or 'values'"),
     "norm": ((lambda v: v in ("global", "layer")), "'global' or 'layer'"),

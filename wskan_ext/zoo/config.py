@@ -228,3 +228,6 @@ PRESETS = {
 # initialisations, data subsets) as mnist5k, whose masks use the first 512 images; on the same
 # weights those agree with the 4000-image masks on 98.2 % of the edges (benchmarks/label_ceiling.py)
 PRESETS["mnist5k_fullprune"] = dict(PRESETS["mnist5k"], prune_samples=4000)
+# four times the runs (2,000 runs x 4 checkpoints = 8,000 members), masks as in mnist5k_fullprune:
+# the zoo-size step of the pruning learning curve (docs/tutorials/tasks.rst, "Attempts", ninth round)
+PRESETS["mnist5k_large"] = dict(PRESETS["mnist5k_fullprune"], size=2000)
