@@ -17,7 +17,9 @@ JSON go to :class:`~wskan_ext.tasks.TrainConfig`, the others to the model.
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -28,6 +30,35 @@ from wskan_ext.tasks import TrainConfig, fit
 
 TRAIN_KEYS = ("epochs", "batch_size", "patience", "lr", "weight_decay", "schedule", "precision", "augment", "rank_weight",
               "rank_temperature")
+
+
+def fit_spec(zoo: str, task: str, spec: str, seed: int = 0) -> dict:
+    """Train one ``MODEL[:JSON_CONFIG]`` spec on ``task`` with this script's budget (30 epochs,
+    batch 64, patience 10 unless the JSON says otherwise; its ``TRAIN_KEYS`` go to
+    :class:`TrainConfig`, the rest to the model) without reading the test split; returns
+    :func:`fit`'s result."""
+    model, _, cfg = spec.partition(":")
+    kw = json.loads(cfg) if cfg else {}
+    tc = {"epochs": 30, "patience": 10, "batch_size": 64, **{k: kw.pop(k) for k in list(kw) if k in TRAIN_KEYS}}
+    return fit(zoo, task, model, TrainConfig(seed=seed, progress=False, model=kw, **tc), read_test=False)
+
+
+def spec_parser(doc: str, name: str) -> argparse.ArgumentParser:
+    """The command line of the diagnosis scripts: ``ZOO MODEL[:JSON] [...] [--out JSON]``
+    (default ``benchmarks/out/<name>.json``)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("zoo")
+    ap.add_argument("specs", nargs="+")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out", f"{name}.json"))
+    return ap
+
+
+def write_json(path: str, obj: dict) -> None:
+    """Write ``obj`` to ``path`` (folders created) and say so."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=1)
+    print(f"written {path}")
 
 
 def main(argv=None):
@@ -46,14 +77,10 @@ def main(argv=None):
     zoo, task = argv[0], argv[1]
     fmt = lambda d: {k: round(v, 4) for k, v in d.items()}  # noqa: E731
     for spec in argv[2:]:
-        model, _, cfg = spec.partition(":")
-        kw = json.loads(cfg) if cfg else {}
-        tc = {k: kw.pop(k) for k in list(kw) if k in TRAIN_KEYS}
-        tc = {"epochs": 30, "patience": 10, "batch_size": 64, **tc}
         vals = []
         for seed in seeds:
             t = time.time()
-            r = fit(zoo, task, model, TrainConfig(seed=seed, progress=False, model=dict(kw), **tc), read_test=False)
+            r = fit_spec(zoo, task, spec, seed)
             vals.append(r["metrics"]["val"])
             print(spec, f"seed {seed}" if len(seeds) > 1 else "", "val", fmt(r["metrics"]["val"]), "train",
                   fmt(r["metrics"]["train"]), f"{time.time() - t:.0f}s best_epoch {r['best_epoch']}", flush=True)

@@ -13,19 +13,16 @@ the first layer's edge functions on 200 points). Writes the figures as JSON (``-
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 
 import torch
 
-from wskan_ext.tasks import TrainConfig, fit
 from wskan_ext.tasks.definitions import load_split
 from wskan_ext.tasks.train import predict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from attempts import TRAIN_KEYS  # noqa: E402  (the same split of a spec's JSON as attempts.py)
+from attempts import fit_spec, spec_parser, write_json  # noqa: E402  (the same budget and split of a spec's JSON as attempts.py)
 
 BANDS = ((1.0, 2.5), (2.5, 4.0), (4.0, 5.0), (5.0, 6.01))
 
@@ -33,10 +30,7 @@ BANDS = ((1.0, 2.5), (2.5, 4.0), (4.0, 5.0), (5.0, 6.01))
 def band_errors(spec: str, zoo: str, seed: int = 0) -> dict:
     """Train ``spec`` on the sine task (validation for early stopping) and return its
     validation errors per target and per band of ``b``."""
-    model, _, cfg = spec.partition(":")
-    kw = json.loads(cfg) if cfg else {}
-    tc = {"epochs": 30, "patience": 10, "batch_size": 64, **{k: kw.pop(k) for k in list(kw) if k in TRAIN_KEYS}}
-    res = fit(zoo, "sine", model, TrainConfig(seed=seed, progress=False, model=kw, **tc), read_test=False)
+    res = fit_spec(zoo, "sine", spec, seed)
     mm, net = res["meta_model"], res["net"]
     train, val = load_split(zoo, "sine", "train"), load_split(zoo, "sine", "val")
     enc = mm.encode(val)
@@ -71,11 +65,7 @@ def hidden_reach(zoo: str) -> list:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("zoo")
-    ap.add_argument("specs", nargs="+")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out", "sine_errors.json"))
-    a = ap.parse_args(argv)
+    a = spec_parser(__doc__, "sine_errors").parse_args(argv)
     torch.set_num_threads(1)
     rows = []
     for spec in a.specs:
@@ -90,10 +80,7 @@ def main(argv=None):
     for band in reach:
         lo, hi = band["band"]
         print(f"  b in [{lo}, {hi}): {band['n_models']:4d} INRs  {100 * band['share_beyond_1']:.0f} %")
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out, "w") as f:
-        json.dump({"zoo": a.zoo, "models": rows, "reach": reach}, f, indent=1)
-    print(f"written {a.out}")
+    write_json(a.out, {"zoo": a.zoo, "models": rows, "reach": reach})
 
 
 if __name__ == "__main__":
