@@ -1,7 +1,7 @@
 r"""A structured edge read-out for pykan pruning masks: the attribution recursion itself.
 
 pykan keeps an edge iff its attribution score exceeds a threshold (see
-:mod:`wskan_ext.zoo.labels`): with :math:`A^{(l)}_{ij}` the std of the edge's output and
+:func:`wskan_ext.zoo.edge_attribution`): with :math:`A^{(l)}_{ij}` the std of the edge's output and
 :math:`\sigma^{(l+1)}_j` the std of node :math:`j`'s sum over the data,
 
 .. math::
