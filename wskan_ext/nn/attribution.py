@@ -27,7 +27,7 @@ cross-entropy on the masks: no extra labels.
 from __future__ import annotations
 
 import math
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -56,7 +56,7 @@ def attribution_log_scores(log_a: torch.Tensor, corr: torch.Tensor, widths: Sequ
     c = [t.reshape(B, n, m) for t, n, m in zip(corr.split(sizes, 1), widths[:-1], widths[1:])]
     log_eps = math.log(eps)
     log_s = log_a.new_full((B, widths[-1]), -math.log(widths[-1]))
-    out: List[torch.Tensor] = [log_a] * L
+    out: List[Optional[torch.Tensor]] = [None] * L  # filled from the last layer back
     for l in range(L - 1, -1, -1):
         log_sigma = 0.5 * torch.logsumexp(2 * a[l], 1) + c[l].mean(1)  # (B, n_{l+1})
         log_den = torch.logaddexp(log_sigma, torch.full_like(log_sigma, log_eps))
