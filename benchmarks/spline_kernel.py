@@ -1,4 +1,4 @@
-"""Benchmark: the three B-spline kernels, forward + backward, in one run.
+"""Benchmark: the B-spline kernels, forward + backward, in one run.
 
 ``spline_sum`` (a KAN layer's splines summed over inputs, what the trainer and
 ``KANWeights.forward`` evaluate), for a few layer shapes:
@@ -8,7 +8,11 @@
 * ``truncated`` -- :func:`~wskan_ext.kan.spline.truncated_power_spline`, as the batched trainer
   calls it every step: ``cT = einsum(coef, A)`` (``A`` precomputed once per fixed grid), the
   clamp at ``t_last``, then the chunked truncated-power GEMMs;
-* ``recursion`` -- ``spline_sum(method="recursion")`` (Cox--de Boor basis + einsum).
+* ``recursion`` -- ``spline_sum(method="recursion")`` (Cox--de Boor basis + einsum);
+* ``basis``     -- a candidate measured here, not in the library: the dense ``(B, s, n, G+k)``
+  basis scattered from :func:`~wskan_ext.kan.local_spline.local_basis`'s ``k+1`` values,
+  then one batched GEMM (forward and coefficient gradient) and, for ``d/dx``, the ``k+1``
+  slopes against the gathered ``gy C^T`` (:class:`_BasisGemm`).
 
 ``spline_eval`` (every edge function separately, ``(B, s, n, m)``): ``local`` vs ``recursion``.
 
@@ -38,8 +42,11 @@ import time
 
 import torch
 
+from wskan_ext.kan.local_spline import local_basis
 from wskan_ext.kan.spline import (spline_eval, spline_sum, truncated_power_coefficients, truncated_power_spline,
                                   uniform_grid)
+
+SUM_KERNELS = ["local", "truncated", "basis", "recursion"]
 
 #: ``spline_sum`` workloads: name -> (B models, s samples, n inputs, m outputs, G, k)
 SUM_SHAPES = {
@@ -79,7 +86,32 @@ def flop_model(kernel: str, B: int, s: int, n: int, m: int, G: int, k: int) -> f
     if kernel == "recursion":
         basis = sum(K - 1 - d for d in range(1, k + 1)) * 6 * 3 + K
         return rows * basis + 3 * 2 * edges * nb
+    if kernel == "basis":  # local values and slopes once, 3 GEMMs, the k+1-term dx contraction
+        return rows * (2 * 3 * k * (k + 1) / 2 + 4 + 2 * (k + 1)) + 3 * 2 * edges * nb
     raise ValueError(kernel)
+
+
+class _BasisGemm(torch.autograd.Function):
+    """The ``basis`` candidate: ``y = B(x) C`` with the dense basis ``B(x)`` scattered from the
+    ``k+1`` local values (uniform grids); ``d coef = B(x)^T gy``; ``d x = sum_r slope_r
+    (gy C^T)[first + r]``. Layouts as the truncated kernel (wide dimension in the output)."""
+
+    @staticmethod
+    def forward(ctx, x, grid, Ct, k: int):
+        B, s, n = x.shape
+        nb = grid.shape[-1] - k - 1
+        first, vals, slopes = local_basis(x, grid, k)
+        idx = (first.unsqueeze(-1) + torch.arange(k + 1, device=x.device)).clamp_(0, nb - 1)
+        basis = x.new_zeros(B, s, n, nb).scatter_add_(-1, idx, vals).view(B, s, n * nb)  # out-of-range: value 0
+        ctx.save_for_backward(basis, idx, slopes, Ct)
+        return torch.bmm(Ct, basis.transpose(1, 2)).transpose(1, 2)  # (B, m, s) -> (B, s, m)
+
+    @staticmethod
+    def backward(ctx, gy):
+        basis, idx, slopes, Ct = ctx.saved_tensors
+        B, s, n = idx.shape[:3]
+        G = torch.bmm(gy, Ct).view(B, s, n, -1)
+        return (G.gather(-1, idx) * slopes).sum(-1), None, torch.bmm(gy.transpose(1, 2), basis), None
 
 
 def eval_flop_model(kernel: str, B: int, s: int, n: int, m: int, G: int, k: int) -> float:
@@ -138,6 +170,9 @@ def sum_runners(grid, coef, x, k, gy):
         cT = torch.einsum("Biob,Bibq->Biqo", c, A).contiguous()
         return truncated_power_spline(torch.minimum(xx, tl), grid, cT, k)
 
+    def basis(c, xx):  # (B, n, m, nb) -> (B, m, n nb)
+        return _BasisGemm.apply(xx, grid, c.permute(0, 2, 1, 3).reshape(c.shape[0], c.shape[2], -1), k)
+
     def make(f):
         def step():
             c = coef.detach().requires_grad_(True)
@@ -147,7 +182,7 @@ def sum_runners(grid, coef, x, k, gy):
             return y.detach(), xx.grad, c.grad
         return step
 
-    return {"local": make(local), "truncated": make(truncated), "recursion": make(recursion)}
+    return {"local": make(local), "truncated": make(truncated), "basis": make(basis), "recursion": make(recursion)}
 
 
 def eval_runners(grid, coef, x, k, gy):
@@ -189,7 +224,9 @@ def bench(shapes, runners_fn, flops_fn, kernels, dtype, device, repeats, peak):
         for kern in kernels:
             res[kern]["speedup_vs_recursion"] = res["recursion"]["wall_s"] / res[kern]["wall_s"]
         if "truncated" in res:
-            res["local"]["speedup_vs_truncated"] = res["truncated"]["wall_s"] / res["local"]["wall_s"]
+            for kern in ("local", "basis"):
+                if kern in res:
+                    res[kern]["speedup_vs_truncated"] = res["truncated"]["wall_s"] / res[kern]["wall_s"]
         rows.append({"workload": name, "B": B, "s": s, "n": n, "m": m, "G": G, "k": k, "kernels": res})
     return rows
 
@@ -208,9 +245,10 @@ def print_table(title, rows, kernels, peak):
                   f"{1e3 * v['wall_s']:9.2f} {1e3 * v['cpu_s']:9.2f} {v['gflops_per_s']:8.2f} "
                   f"{100 * v['peak_fraction']:5.1f}% {v['speedup_vs_recursion']:6.2f}x "
                   f"{v['max_rel_diff_vs_recursion']:12.1e}")
-        if "speedup_vs_truncated" in r["kernels"]["local"]:
-            print(f"{'':30s} {'':>22s} local / truncated time ratio: "
-                  f"{1 / r['kernels']['local']['speedup_vs_truncated']:.2f}")
+        ratios = [f"{kern} {1 / r['kernels'][kern]['speedup_vs_truncated']:.2f}" for kern in ("local", "basis")
+                  if "speedup_vs_truncated" in r["kernels"].get(kern, {})]
+        if ratios:
+            print(f"{'':30s} {'':>22s} time / truncated's: " + ", ".join(ratios))
     print(f"(GEMM peak, float32 1024^3: {peak:.1f} GFLOP/s)")
 
 
@@ -233,7 +271,7 @@ def main(argv=None):
     t_start = time.perf_counter()
 
     peak, gemm_s = gemm_peak(args.repeats, device)
-    sums = bench(SUM_SHAPES, sum_runners, flop_model, ["local", "truncated", "recursion"], dtype, device,
+    sums = bench(SUM_SHAPES, sum_runners, flop_model, SUM_KERNELS, dtype, device,
                  args.repeats, peak)
     evals = bench(EVAL_SHAPES, eval_runners, eval_flop_model, ["local", "recursion"], dtype, device,
                   args.repeats, peak)
@@ -252,7 +290,7 @@ def main(argv=None):
               f"{args.threads} thread(s), median of {args.repeats}")
         print(f"command: {cmd}")
         print(f"machine: {machine}; 1-min load average at start: {load}; GEMM peak {peak:.1f} GFLOP/s")
-        print_table("spline_sum (layer: splines summed over inputs)", sums, ["local", "truncated", "recursion"], peak)
+        print_table("spline_sum (layer: splines summed over inputs)", sums, SUM_KERNELS, peak)
         print_table("spline_eval (every edge function)", evals, ["local", "recursion"], peak)
     print("\n" + buf.getvalue())
     if args.md:

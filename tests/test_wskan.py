@@ -59,7 +59,8 @@ CONFIGS = [dict(aggr="sum", backward=True, pool="mean"), dict(aggr="mean", backw
            dict(io_readout=True), dict(readout="layer", max_layers=3, io_readout=True, edge_hidden_channels=8),
            dict(context=True, max_layers=3), dict(readout="layer", max_layers=3, shared=True, context=True),
            dict(typed_edges=True, max_layers=3), dict(readout="layer", max_layers=3, io_readout=True, typed_edges=True),
-           dict(product=True), dict(readout="layer", max_layers=3, product=True, aggr=["sum", "max"], backward=False)]
+           dict(product=True), dict(readout="layer", max_layers=3, product=True, aggr=["sum", "max"], backward=False),
+           dict(bilinear=True), dict(readout="layer", max_layers=3, bilinear=True, shared=True, typed_edges=True)]
 
 
 @given(batched_kans(), st.sampled_from(CONFIGS))
@@ -84,7 +85,8 @@ def test_invariance_and_equivariance(w, cfg):
 
 @given(batched_kans(), st.sampled_from([{}, dict(readout="layer", max_layers=3, io_readout=True),
                                        dict(context=True, shared=True, max_layers=3),
-                                       dict(typed_edges=True, max_layers=3), dict(product=True)]))
+                                       dict(typed_edges=True, max_layers=3), dict(product=True),
+                                       dict(bilinear=True)]))
 @settings(max_examples=examples(8))
 def test_negative_twin_input_permutation_changes_output(w, cfg):
     p = torch.roll(torch.arange(w.widths[0]), 1)  # a non-identity permutation of the inputs
@@ -105,7 +107,7 @@ def test_negative_twin_input_permutation_changes_output(w, cfg):
 
 @pytest.mark.parametrize("cfg", [{}, dict(readout="layer", max_layers=3, io_readout=True),
                                  dict(context=True, max_layers=3), dict(typed_edges=True, max_layers=3),
-                                 dict(product=True)])
+                                 dict(product=True), dict(bilinear=True)])
 def test_batch_equals_individual_mixed_architectures(cfg):
     items = [rand_kan([3, 4, 2], 2, 2, 2, 0), rand_kan([2, 5, 3, 1], 2, 2, 1, 1)[0], rand_kan([3, 2], 2, 2, 1, 2)[0]]
     g = kan_to_graph(items)
@@ -177,7 +179,7 @@ def test_model_errors():
 
 
 def reference_layer(layer: WSKANLayer, x, edge_index, e, aggrs, bias_per_node=False, edge_type=None,
-                    no_product=False):
+                    no_product=False, no_bilinear=False):
     """The class docstring's math with explicit concatenations ``[h_a, h_b, e]`` and
     per-edge messages (no fused projections, no aggregate-before-linear); with
     ``edge_type``, edge by edge with its own type's edge weight and bias."""
@@ -198,6 +200,18 @@ def reference_layer(layer: WSKANLayer, x, edge_index, e, aggrs, bias_per_node=Fa
     src, dst = edge_index
     N = x.shape[0]
 
+    def bil(i):  # part i's bilinear term (U e + c) * (V_a h_src + V_b h_dst), one edge at a time
+        if not layer.bilinear or no_bilinear:  # no_bilinear: wrong on purpose (negative twin)
+            return 0.0
+        U, c, V = layer.bil_edge_proj.weight, layer.bil_edge_proj.bias, layer.bil_node_proj.weight
+        rows = [(e[r] @ U[i * H:(i + 1) * H].T + c[i * H:(i + 1) * H])
+                * (x[src[r]] @ V[i * H:(i + 1) * H].T + x[dst[r]] @ V[(k + i) * H:(k + i + 1) * H].T)
+                for r in range(e.shape[0])]
+        return torch.stack(rows) if rows else torch.zeros(0, H, dtype=e.dtype)
+
+    def two_layer(mlp, z, i):  # Linear(act(z) + bilinear term)
+        return mlp[1](mlp[0](z) + bil(i))
+
     def agg(msg, index):
         outs = []
         for a in aggrs:
@@ -209,14 +223,14 @@ def reference_layer(layer: WSKANLayer, x, edge_index, e, aggrs, bias_per_node=Fa
             outs.append(out)
         return torch.cat(outs, 1)
 
-    def message(mlp, z, index):
+    def message(mlp, z, index, i):
         if bias_per_node:  # wrong on purpose (negative twin)
-            return mlp[1](agg(mlp[0](z), index))
-        return agg(mlp(z), index)
+            return mlp[1](agg(mlp[0](z) + bil(i), index))
+        return agg(two_layer(mlp, z, i), index)
 
-    parts = [x, message(layer.msg_fwd, first(0, x[src], x[dst]), dst)]
+    parts = [x, message(layer.msg_fwd, first(0, x[src], x[dst]), dst, 0)]
     if layer.backward:
-        parts.append(message(layer.msg_bwd, first(min(1, k - 1), x[src], x[dst]), src))
+        parts.append(message(layer.msg_bwd, first(min(1, k - 1), x[src], x[dst]), src, min(1, k - 1)))
     if layer.product and not no_product:  # (P m) * (Q m) for every aggregated message m
         for m, lin in zip(parts[1:], layer.product_maps):
             M = m.shape[1]
@@ -224,15 +238,16 @@ def reference_layer(layer: WSKANLayer, x, edge_index, e, aggrs, bias_per_node=Fa
     if layer.product and no_product:  # wrong on purpose (negative twin): zeros in their place
         parts += [torch.zeros_like(m) for m in parts[1:]]
     h = layer.node_mlp(torch.cat(parts, 1))
-    de = layer.edge_mlp(first(k - 1, x[src], x[dst]))
+    de = two_layer(layer.edge_mlp, first(k - 1, x[src], x[dst]), k - 1)
     h, e2 = (x + h, e + de) if layer.residual else (h, de)
     return layer.node_norm(h), layer.edge_norm(e2)
 
 
 @given(st.integers(1, 6), st.integers(1, 12), st.sampled_from([["sum"], ["mean"], ["max"], ["sum", "mean", "max"]]),
-       st.booleans(), st.booleans(), st.integers(0, 999), st.booleans(), st.integers(1, 3), st.booleans())
+       st.booleans(), st.booleans(), st.integers(0, 999), st.booleans(), st.integers(1, 3), st.booleans(),
+       st.booleans())
 @settings(max_examples=examples(20))
-def test_layer_matches_reference_formula(n_extra, E, aggrs, backward, residual, seed, shared, T, product):
+def test_layer_matches_reference_formula(n_extra, E, aggrs, backward, residual, seed, shared, T, product, bilinear):
     """The fused / reordered forward (index_select gathers, sum and mean aggregated before
     the message MLP's last affine map, typed edge maps gathered from one wide map) is the
     documented function, in float64, including nodes that receive no message; the negative
@@ -245,7 +260,8 @@ def test_layer_matches_reference_formula(n_extra, E, aggrs, backward, residual, 
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         layer = WSKANLayer(5, 3, 7, aggr=aggrs if len(aggrs) > 1 else aggrs[0], backward=backward,
-                           residual=residual, shared=shared, num_edge_types=T, product=product).double()
+                           residual=residual, shared=shared, num_edge_types=T, product=product,
+                           bilinear=bilinear).double()
     for p in layer.parameters():  # non-zero biases everywhere (the bias count matters)
         torch.nn.init.normal_(p, generator=g)
     h, e2 = layer(x, edge_index, e, etype)
@@ -254,6 +270,9 @@ def test_layer_matches_reference_formula(n_extra, E, aggrs, backward, residual, 
     if product and E > 0:  # negative twin: the second-order terms matter
         h_bad, _ = reference_layer(layer, x, edge_index, e, aggrs, edge_type=etype, no_product=True)
         assert not torch.allclose(h, h_bad, atol=1e-6)
+    if bilinear and E > 0:  # negative twin: the bilinear terms matter
+        h_bad, e_bad = reference_layer(layer, x, edge_index, e, aggrs, edge_type=etype, no_bilinear=True)
+        assert not torch.allclose(e2, e_bad, atol=1e-6)
     if etype is not None and bool((etype > 0).any()):  # negative twin: the types matter
         _, e_bad = reference_layer(layer, x, edge_index, e, aggrs)
         assert not torch.allclose(e2, e_bad, atol=1e-6)

@@ -74,6 +74,14 @@ class WSKANLayer(MessagePassing):
             :math:`\sum_{i, i'} (P \psi_i) \odot (Q \psi_{i'})`, such as the variance of a
             sum of correlated edge outputs, which a first-order node MLP can only approximate.
             Per node, so it costs :math:`O(N)`.
+        bilinear: every part's hidden activation (forward message, backward message, edge
+            update) gets the edge-conditioned term :math:`(U e_{ij} + c) \odot (V_a h_a + V_b h_b)`
+            added after the activation (a low-rank NNConv-style message: an edge's output
+            moments over its input neuron's distribution are bilinear in the edge's
+            coefficients and a basis-moment vector of that neuron, e.g.
+            :math:`\mathbb E[\phi(x)] = c^\top \mathbb E[B(x)]`, which a first-order
+            MLP of the concatenation can only approximate). One more ``(E, C_e) x (C_e, parts H)``
+            map per layer.
 
     Shapes:
         - input: node features ``(N, node_channels)``, ``edge_index: (2, E)``, edge
@@ -96,6 +104,7 @@ class WSKANLayer(MessagePassing):
         shared: bool = False,
         num_edge_types: int = 1,
         product: bool = False,
+        bilinear: bool = False,
     ):
         aggrs = [aggr] if isinstance(aggr, str) else list(aggr)
         if not aggrs:
@@ -128,6 +137,10 @@ class WSKANLayer(MessagePassing):
         self.msg_bwd = nn.Sequential(_ACTS[act](), nn.Linear(H, Cn)) if backward else None
         self.edge_mlp = nn.Sequential(_ACTS[act](), nn.Linear(H, Ce))
         self.product = bool(product)
+        self.bilinear = bool(bilinear)
+        # bilinear terms (U e + c) * (V_a h_a + V_b h_b) per part, nodes projected once per node
+        self.bil_node_proj = nn.Linear(Cn, 2 * self.num_parts * H, bias=False) if self.bilinear else None
+        self.bil_edge_proj = nn.Linear(Ce, self.num_parts * H) if self.bilinear else None
         M, dirs = self.num_aggr * Cn, (2 if backward else 1)
         # second-order terms: one (M -> 2M) map per direction, split into P m and Q m
         self.product_maps = nn.ModuleList(nn.Linear(M, 2 * M, bias=False) for _ in range(dirs)) if self.product else None
@@ -187,7 +200,12 @@ class WSKANLayer(MessagePassing):
         z = z + P[:, : k * H].contiguous().index_select(0, src) + P[:, k * H:].contiguous().index_select(0, dst)
         # one activation pass for all parts (every part's MLP starts with the same activation;
         # msg_fwd[0] / msg_bwd[0] stay as modules so saved state dicts and reprs keep their layout)
-        a = self.edge_mlp[0](z).split(H, dim=1)
+        a = self.edge_mlp[0](z)
+        if self.bilinear:
+            Q = self.bil_node_proj(x)
+            a = a + self.bil_edge_proj(edge_attr) * (Q[:, : k * H].contiguous().index_select(0, src)
+                                                     + Q[:, k * H:].contiguous().index_select(0, dst))
+        a = a.split(H, dim=1)
         # part 0: forward messages src -> dst, psi_fwd([h_src, h_dst, e]);
         # part 1: backward messages dst -> src, psi_bwd([h_dst, h_src, e]);
         # with shared, all three parts read the one activation a[0]
@@ -224,5 +242,5 @@ class WSKANLayer(MessagePassing):
             f"hidden={self.hidden_channels}, aggr={self.aggr!r}, backward={self.backward}, "
             f"residual={self.residual}, norm={self.norm!r}{', shared=True' if self.shared else ''}"
             f"{f', num_edge_types={self.num_edge_types}' if self.num_edge_types > 1 else ''}"
-            f"{', product=True' if self.product else ''})"
+            f"{', product=True' if self.product else ''}{', bilinear=True' if self.bilinear else ''})"
         )

@@ -100,6 +100,8 @@ class WSKAN(nn.Module):
             typed edges, the per-layer parameters NFN's layers have. Needs ``edge_layer``.
         product: every layer's node update also reads second-order products of its aggregated
             messages (``WSKANLayer(product=True)``).
+        bilinear: every layer's messages and edge update get edge-conditioned bilinear terms
+            (``WSKANLayer(bilinear=True)``).
         io_readout: the graph head also reads :math:`\sum_{v \in \text{in}} h_v \odot
             \gamma^{\text{in}}_{p(v)}` and the same over output neurons, with learned gates
             :math:`\gamma` per position: input and output neurons are never permuted, so the
@@ -140,6 +142,7 @@ class WSKAN(nn.Module):
         context: bool = False,
         typed_edges: bool = False,
         product: bool = False,
+        bilinear: bool = False,
     ):
         super().__init__()
         if pool not in ("mean", "sum"):
@@ -161,7 +164,8 @@ class WSKAN(nn.Module):
         self.output_embedding = nn.Embedding(max_outputs, H)
         self.layers = nn.ModuleList(
             WSKANLayer(H, He, max(H, He), aggr=aggr, backward=backward, residual=residual, norm=norm, act=act,
-                       shared=shared, num_edge_types=self.max_layers if self.typed_edges else 1, product=product)
+                       shared=shared, num_edge_types=self.max_layers if self.typed_edges else 1, product=product,
+                       bilinear=bilinear)
             for _ in range(num_layers)
         )
         if self.context:  # zero-initialised: the model starts as the one without context

@@ -230,7 +230,8 @@ class WSKANNet(nn.Module):
     def __init__(self, node_in: int, edge_in: int, out_channels: int, level: str, hidden: int, layers: int,
                  depth: int, dropout: float = 0.0, aggr: str = "sum", io: bool = False,
                  edge_hidden: Optional[int] = None, shared: bool = False, context: bool = False,
-                 layernorm: bool = True, typed: bool = False, product: bool = False):
+                 layernorm: bool = True, typed: bool = False, product: bool = False,
+                 bilinear: bool = False):
         super().__init__()
         from ..nn.model import WSKAN
 
@@ -241,7 +242,8 @@ class WSKANNet(nn.Module):
         self.model = WSKAN(node_in, edge_in, hidden, layers, readout="layer", max_layers=depth, dropout=dropout,
                            aggr=_AGGRS[aggr], io_readout=bool(io) and level == "graph",
                            edge_hidden_channels=edge_hidden, shared=shared, context=context,
-                           norm="layer" if layernorm else None, typed_edges=typed, product=product, **heads)
+                           norm="layer" if layernorm else None, typed_edges=typed, product=product,
+                           bilinear=bilinear, **heads)
 
     def forward(self, data) -> torch.Tensor:
         out = self.model(data)
@@ -328,7 +330,7 @@ class _WSKAN(MetaModel):
         t = self.template
         return WSKANNet(self.dims[0], self.dims[1], self.out_channels, self.task.level, c["hidden"], c["layers"],
                         int(t["edge_layer"].max()) + 1, c["dropout"], c["aggr"], c["io"], c["edge_hidden"], c["shared"], c["context"],
-                        c["layernorm"], c["typed"], c["product"])
+                        c["layernorm"], c["typed"], c["product"], c["bilinear"])
 
 
 class _Magnitude(MetaModel):

@@ -84,6 +84,7 @@ MODEL_BOUNDS = {
     "layernorm": ((lambda v: isinstance(v, bool)), "true or false"),
     "typed": ((lambda v: isinstance(v, bool)), "true or false"),
     "product": ((lambda v: isinstance(v, bool)), "true or false"),
+    "bilinear": ((lambda v: isinstance(v, bool)), "true or false"),
     "attr_head": ((lambda v: isinstance(v, bool) or v == "residual"), "true, false or 'residual'"),
     "value_range": ((lambda v: v in ("grid", "support")), "'grid' or 'support'"),
     "edge_features": ((lambda v: v in ("both", "coef", "values")), "'both', 'coef' or 'values'"),

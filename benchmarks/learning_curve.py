@@ -1,0 +1,93 @@
+"""Learning curve: validation metric against the number of training KANs, for one or more
+meta-models (seed 0 unless ``--seeds``; the budget of ``benchmarks/attempts.py``; the test split is
+not read).
+
+Each fraction ``f`` keeps the training members of the first ``round(f R)`` training *runs*
+(a run's checkpoints stay together; runs in zoo order, which the builder draws at random),
+and the whole validation split, so every point is judged on the same members.
+
+    python benchmarks/learning_curve.py ZOO TASK MODEL[:JSON_CONFIG] [...] [--fractions F ...] [--seeds S ...]
+    python benchmarks/learning_curve.py benchmarks/out/zoos/mnist5k-large pruning 'wskan:{}' nfn --fractions 0.125 0.25 0.5 1
+
+Prints one line per (model, fraction) and a table; writes JSON (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from unittest import mock
+
+import torch
+
+import wskan_ext.tasks.train as train_mod
+from wskan_ext.tasks.definitions import SplitData
+from wskan_ext.zoo import Zoo
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from attempts import fit_spec, write_json  # noqa: E402  (the same budget as attempts.py)
+
+
+def first_runs(split: SplitData, fraction: float, per_run: int) -> SplitData:
+    """The members of the first ``round(fraction * runs)`` runs of ``split`` (member id
+    ``run * per_run + checkpoint``)."""
+    runs = split.ids // per_run
+    keep_runs = torch.unique(runs)[: max(1, round(fraction * len(torch.unique(runs))))]
+    keep = torch.isin(runs, keep_runs)
+    w = split.weights[torch.nonzero(keep).flatten()]
+    return SplitData(w, split.targets[keep], split.ids[keep], split.split, split.source)
+
+
+def run(zoo_dir: str, task: str, spec: str, fraction: float, seed: int) -> dict:
+    """Train ``spec`` on ``task`` with the training runs cut to ``fraction``."""
+    per_run = len(Zoo(zoo_dir).manifest["config"]["checkpoints"])
+    load_splits = train_mod.load_splits
+    sizes = {}
+
+    def cut(z, t):
+        splits = load_splits(z, t)
+        splits["train"] = first_runs(splits["train"], fraction, per_run)
+        sizes.update({s: len(d) for s, d in splits.items() if s != "test"})
+        return splits
+
+    t0 = time.perf_counter()
+    with mock.patch.object(train_mod, "load_splits", cut):
+        res = fit_spec(zoo_dir, task, spec, seed)
+    return {"zoo": zoo_dir, "task": task, "spec": spec, "fraction": fraction, "seed": seed, "sizes": sizes,
+            "val": res["metrics"]["val"], "train": res["metrics"]["train"], "best_epoch": res["best_epoch"],
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("zoo")
+    ap.add_argument("task")
+    ap.add_argument("specs", nargs="+")
+    ap.add_argument("--fractions", type=float, nargs="+", default=[0.125, 0.25, 0.5, 1.0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out",
+                                                  "learning_curve.json"))
+    args = sys.argv[1:] if argv is None else list(argv)
+    a = ap.parse_args(args)
+    if not all(0 < f <= 1 for f in a.fractions):
+        ap.error(f"--fractions must lie in (0, 1], got {a.fractions}")
+    torch.set_num_threads(1)
+    rows = []
+    for spec in a.specs:
+        for f in a.fractions:
+            rs = [run(a.zoo, a.task, spec, f, s) for s in a.seeds]
+            primary = next(iter(rs[0]["val"]))
+            vals = [r["val"][primary] for r in rs]
+            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            print(f"{spec} fraction {f}: {rs[0]['sizes']['train']} training KANs, validation {primary} "
+                  f"{statistics.mean(vals):.4f} ± {sd:.4f} (train {rs[0]['train'][primary]:.4f}, best epochs "
+                  f"{[r['best_epoch'] for r in rs]}, {rs[0]['seconds']:.0f} s)", flush=True)
+            rows += rs
+    write_json(a.out, {"command": "python benchmarks/learning_curve.py " + " ".join(args), "runs": rows})
+
+
+if __name__ == "__main__":
+    main()
