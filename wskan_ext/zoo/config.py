@@ -231,3 +231,7 @@ PRESETS["mnist5k_fullprune"] = dict(PRESETS["mnist5k"], prune_samples=4000)
 # four times the runs (2,000 runs x 4 checkpoints = 8,000 members), masks as in mnist5k_fullprune:
 # the zoo-size step of the pruning learning curve (docs/tutorials/tasks.rst, "Attempts", ninth round)
 PRESETS["mnist5k_large"] = dict(PRESETS["mnist5k_fullprune"], size=2000)
+# sixteen times the runs of mnist5k (8,000 runs x 4 checkpoints = 32,000 members); with the same
+# --seed its first 2,000 runs are those of mnist5k_large (per-run draws and splits depend on the
+# run index and seed only): the next step of the learning curve (benchmarks/learning_curve.py)
+PRESETS["mnist5k_xlarge"] = dict(PRESETS["mnist5k_fullprune"], size=8000)
