@@ -4,10 +4,15 @@ not read).
 
 Each fraction ``f`` keeps the training members of the first ``round(f R)`` training *runs*
 (a run's checkpoints stay together; runs in zoo order, which the builder draws at random),
-and the whole validation split, so every point is judged on the same members.
+and the whole validation split, so every point is judged on the same members. With
+``--val-from SMALL_ZOO`` the validation split is cut to the members of ``SMALL_ZOO``'s
+validation split: for a zoo built with the same preset and ``--seed`` but more runs (such as
+``mnist5k_xlarge`` over ``mnist5k_large``), whose first runs are exactly the smaller zoo's,
+so its points and the smaller zoo's are judged on the same validation members.
 
     python benchmarks/learning_curve.py ZOO TASK MODEL[:JSON_CONFIG] [...] [--fractions F ...] [--seeds S ...]
     python benchmarks/learning_curve.py benchmarks/out/zoos/mnist5k-large pruning 'wskan:{}' nfn --fractions 0.125 0.25 0.5 1
+    python benchmarks/learning_curve.py benchmarks/out/zoos/mnist5k-xlarge pruning 'wskan:{}' --fractions 1 --val-from benchmarks/out/zoos/mnist5k-large
 
 Prints one line per (model, fraction) and a table; writes JSON (``--out``).
 """
@@ -41,8 +46,18 @@ def first_runs(split: SplitData, fraction: float, per_run: int) -> SplitData:
     return SplitData(w, split.targets[keep], split.ids[keep], split.split, split.source)
 
 
-def run(zoo_dir: str, task: str, spec: str, fraction: float, seed: int) -> dict:
-    """Train ``spec`` on ``task`` with the training runs cut to ``fraction``."""
+def same_recipe(big: str, small: str) -> list:
+    """The validation member ids of zoo ``small``, after checking that zoo ``big`` has the same
+    build config except a larger ``size`` (so member ids name the same runs)."""
+    cb, cs = (dict(Zoo(z).manifest["config"]) for z in (big, small))
+    if cb.pop("size") < cs.pop("size") or cb != cs:
+        raise ValueError(f"--val-from {small}: not the same build config (preset and seed) as {big} with fewer runs")
+    return Zoo(small).ids("val")
+
+
+def run(zoo_dir: str, task: str, spec: str, fraction: float, seed: int, val_ids=None) -> dict:
+    """Train ``spec`` on ``task`` with the training runs cut to ``fraction`` (and the
+    validation split to the members ``val_ids``, if given)."""
     per_run = len(Zoo(zoo_dir).manifest["config"]["checkpoints"])
     load_splits = train_mod.load_splits
     sizes = {}
@@ -50,6 +65,14 @@ def run(zoo_dir: str, task: str, spec: str, fraction: float, seed: int) -> dict:
     def cut(z, t):
         splits = load_splits(z, t)
         splits["train"] = first_runs(splits["train"], fraction, per_run)
+        if val_ids is not None:
+            v = splits["val"]
+            keep = torch.isin(v.ids, torch.as_tensor(val_ids))
+            if int(keep.sum()) != len(val_ids):
+                raise ValueError(f"--val-from: {len(val_ids) - int(keep.sum())} of its validation members are not in "
+                                 f"the validation split of {zoo_dir}")
+            splits["val"] = SplitData(v.weights[torch.nonzero(keep).flatten()], v.targets[keep], v.ids[keep],
+                                      v.split, v.source)
         sizes.update({s: len(d) for s, d in splits.items() if s != "test"})
         return splits
 
@@ -68,6 +91,8 @@ def main(argv=None):
     ap.add_argument("specs", nargs="+")
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.125, 0.25, 0.5, 1.0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--val-from", default=None, metavar="SMALL_ZOO",
+                    help="validate on the validation members of this smaller zoo of the same recipe")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out",
                                                   "learning_curve.json"))
     args = sys.argv[1:] if argv is None else list(argv)
@@ -75,10 +100,11 @@ def main(argv=None):
     if not all(0 < f <= 1 for f in a.fractions):
         ap.error(f"--fractions must lie in (0, 1], got {a.fractions}")
     torch.set_num_threads(1)
+    val_ids = same_recipe(a.zoo, a.val_from) if a.val_from else None
     rows = []
     for spec in a.specs:
         for f in a.fractions:
-            rs = [run(a.zoo, a.task, spec, f, s) for s in a.seeds]
+            rs = [run(a.zoo, a.task, spec, f, s, val_ids) for s in a.seeds]
             primary = next(iter(rs[0]["val"]))
             vals = [r["val"][primary] for r in rs]
             sd = statistics.stdev(vals) if len(vals) > 1 else 0.0

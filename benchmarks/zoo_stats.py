@@ -23,7 +23,12 @@ def build_time(root: str) -> str:
     rows = [json.loads(ln) for ln in open(path) if ln.strip()]
     total = sum(r["seconds"] for r in rows)
     procs = sorted({r.get("world_size", 1) for r in rows})
-    return f"{total / 60:.1f} min wall over {len(rows)} session(s), {'/'.join(map(str, procs))} process(es)"
+    text = f"{total / 60:.1f} min wall over {len(rows)} session(s), {'/'.join(map(str, procs))} process(es)"
+    built, num = sum(r.get("shards_built", 0) for r in rows), rows[-1].get("num_shards")
+    if num is not None and built < num:  # a session logs only when it finishes
+        text += (f"; that time covers {built} of {num} shards (the others were built by a session that was "
+                 f"interrupted, which logs nothing)")
+    return text
 
 
 def describe(name: str, root: str) -> str:
