@@ -23,24 +23,33 @@ import os
 import statistics
 import sys
 import time
+from unittest import mock
 
 import torch
 
+import wskan_ext.tasks.train as train_mod
 from wskan_ext.tasks import TrainConfig, fit
 
 TRAIN_KEYS = ("epochs", "batch_size", "patience", "lr", "weight_decay", "schedule", "precision", "augment", "rank_weight",
               "rank_temperature")
 
 
-def fit_spec(zoo: str, task: str, spec: str, seed: int = 0) -> dict:
+def fit_spec(zoo: str, task: str, spec: str, seed: int = 0, splits_hook=None) -> dict:
     """Train one ``MODEL[:JSON_CONFIG]`` spec on ``task`` with this script's budget (30 epochs,
     batch 64, patience 10 unless the JSON says otherwise; its ``TRAIN_KEYS`` go to
     :class:`TrainConfig`, the rest to the model) without reading the test split; returns
-    :func:`fit`'s result."""
+    :func:`fit`'s result. ``splits_hook(splits) -> splits``, if given, rewrites the loaded
+    ``{"train", "val", "test"}`` splits before training (the diagnosis scripts' variations:
+    fewer training runs, soft targets)."""
     model, _, cfg = spec.partition(":")
     kw = json.loads(cfg) if cfg else {}
     tc = {"epochs": 30, "patience": 10, "batch_size": 64, **{k: kw.pop(k) for k in list(kw) if k in TRAIN_KEYS}}
-    return fit(zoo, task, model, TrainConfig(seed=seed, progress=False, model=kw, **tc), read_test=False)
+    config = TrainConfig(seed=seed, progress=False, model=kw, **tc)
+    if splits_hook is None:
+        return fit(zoo, task, model, config, read_test=False)
+    load_splits = train_mod.load_splits
+    with mock.patch.object(train_mod, "load_splits", lambda z, t: splits_hook(load_splits(z, t))):
+        return fit(zoo, task, model, config, read_test=False)
 
 
 def spec_parser(doc: str, name: str) -> argparse.ArgumentParser:

@@ -14,7 +14,7 @@ so its points and the smaller zoo's are judged on the same validation members.
     python benchmarks/learning_curve.py benchmarks/out/zoos/mnist5k-large pruning 'wskan:{}' nfn --fractions 0.125 0.25 0.5 1
     python benchmarks/learning_curve.py benchmarks/out/zoos/mnist5k-xlarge pruning 'wskan:{}' --fractions 1 --val-from benchmarks/out/zoos/mnist5k-large
 
-Prints one line per (model, fraction) and a table; writes JSON (``--out``).
+Prints one line per (model, fraction); writes JSON (``--out``).
 """
 
 from __future__ import annotations
@@ -24,11 +24,9 @@ import os
 import statistics
 import sys
 import time
-from unittest import mock
 
 import torch
 
-import wskan_ext.tasks.train as train_mod
 from wskan_ext.tasks.definitions import SplitData
 from wskan_ext.zoo import Zoo
 
@@ -48,22 +46,29 @@ def first_runs(split: SplitData, fraction: float, per_run: int) -> SplitData:
 
 def same_recipe(big: str, small: str) -> list:
     """The validation member ids of zoo ``small``, after checking that zoo ``big`` has the same
-    build config except a larger ``size`` (so member ids name the same runs)."""
-    cb, cs = (dict(Zoo(z).manifest["config"]) for z in (big, small))
+    build config except a larger ``size`` (so member ids name the same runs) and holds those
+    members bit for bit (weights and pruning masks)."""
+    zb, zs = Zoo(big), Zoo(small)
+    cb, cs = dict(zb.manifest["config"]), dict(zs.manifest["config"])
     if cb.pop("size") < cs.pop("size") or cb != cs:
         raise ValueError(f"--val-from {small}: not the same build config (preset and seed) as {big} with fewer runs")
-    return Zoo(small).ids("val")
+    ids = zs.ids("val")
+    (wb, lb, _), (ws, ls, _) = zb.load(ids=ids), zs.load(ids=ids)
+    same = all(torch.equal(a, b) for a, b in zip(wb.tensors().values(), ws.tensors().values()))
+    same = same and all(torch.equal(a, b) for a, b in zip(lb["prune_mask"], ls["prune_mask"]))
+    if not same:
+        raise ValueError(f"--val-from {small}: its validation members differ from the same ids in {big}")
+    print(f"--val-from: {len(ids)} validation members of {small} are identical in {big}", flush=True)
+    return ids
 
 
 def run(zoo_dir: str, task: str, spec: str, fraction: float, seed: int, val_ids=None) -> dict:
     """Train ``spec`` on ``task`` with the training runs cut to ``fraction`` (and the
     validation split to the members ``val_ids``, if given)."""
     per_run = len(Zoo(zoo_dir).manifest["config"]["checkpoints"])
-    load_splits = train_mod.load_splits
     sizes = {}
 
-    def cut(z, t):
-        splits = load_splits(z, t)
+    def cut(splits):
         splits["train"] = first_runs(splits["train"], fraction, per_run)
         if val_ids is not None:
             v = splits["val"]
@@ -77,8 +82,7 @@ def run(zoo_dir: str, task: str, spec: str, fraction: float, seed: int, val_ids=
         return splits
 
     t0 = time.perf_counter()
-    with mock.patch.object(train_mod, "load_splits", cut):
-        res = fit_spec(zoo_dir, task, spec, seed)
+    res = fit_spec(zoo_dir, task, spec, seed, splits_hook=cut)
     return {"zoo": zoo_dir, "task": task, "spec": spec, "fraction": fraction, "seed": seed, "sizes": sizes,
             "val": res["metrics"]["val"], "train": res["metrics"]["train"], "best_epoch": res["best_epoch"],
             "seconds": round(time.perf_counter() - t0, 1)}

@@ -20,11 +20,9 @@ import os
 import statistics
 import sys
 import time
-from unittest import mock
 
 import torch
 
-import wskan_ext.tasks.train as train_mod
 from wskan_ext.tasks.definitions import SplitData, edge_targets
 from wskan_ext.zoo import Zoo
 from wskan_ext.zoo.build import BuildConfig, load_dataset
@@ -54,11 +52,9 @@ def run(zoo_dir: str, tau: float, spec: str, seed: int) -> dict:
     zoo = Zoo(zoo_dir)
     cfg = BuildConfig.from_dict(zoo.manifest["config"])
     x = load_dataset(cfg).x_train[: cfg.prune_samples]
-    load_splits = train_mod.load_splits
     check = {}
 
-    def with_soft_train(z, task):
-        splits = load_splits(z, task)
+    def with_soft_train(splits):
         tr = splits["train"]
         score = edge_scores(tr, x)
         agree = float(((score > cfg.prune_threshold).to(tr.targets.dtype) == tr.targets).double().mean())
@@ -70,8 +66,7 @@ def run(zoo_dir: str, tau: float, spec: str, seed: int) -> dict:
         return splits
 
     t0 = time.perf_counter()
-    with mock.patch.object(train_mod, "load_splits", with_soft_train):
-        res = fit_spec(zoo_dir, "pruning", spec, seed)
+    res = fit_spec(zoo_dir, "pruning", spec, seed, splits_hook=with_soft_train)
     return {"zoo": zoo_dir, "tau": tau, "spec": spec, "seed": seed, "val": res["metrics"]["val"],
             "best_epoch": res["best_epoch"], "mean_abs_target_change": check["mean_abs_change"],
             "seconds": round(time.perf_counter() - t0, 1)}
