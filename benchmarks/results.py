@@ -53,8 +53,9 @@ DEFAULT_ZOOS = {
     "digits-inr": "digits_inr",
     "sine": "sine",
 }
-#: The training budget and early-stopping rule: the same for every model.
-BUDGET = dict(epochs=30, batch_size=64, patience=10)
+#: The training budget and early-stopping rule: the same for every model. ``precision``
+#: ``"bf16"`` (``--precision``) runs every model's forward passes under bf16 autocast.
+BUDGET = dict(epochs=30, batch_size=64, patience=10, precision="float32")
 #: Weight-space models of the main table.
 MAIN_MODELS = tuple(m for m in MODELS if m not in PROBE_ONLY)
 
@@ -284,6 +285,9 @@ def main(argv=None):
                    help="epoch cap of every run (the same for every model; early stopping as in BUDGET)")
     p.add_argument("--batch-size", type=int, default=BUDGET["batch_size"],
                    help="batch size of every run (the same for every model)")
+    p.add_argument("--precision", choices=["float32", "bf16"], default=BUDGET["precision"],
+                   help="arithmetic of every run (the same for every model): bf16 runs the forward passes "
+                        "under torch.autocast with bfloat16, parameters and optimiser state staying float32")
     p.add_argument("--tasks", nargs="+", choices=sorted(TASKS), help="only these tasks (default: every task of each zoo)")
     p.add_argument("--readme", help="also write the compact summary into this file's results block (README.md)")
     a = p.parse_args(argv)
@@ -293,7 +297,7 @@ def main(argv=None):
         p.error(f"--epochs must be >= 1, got {a.epochs}")
     if a.batch_size < 1:
         p.error(f"--batch-size must be >= 1, got {a.batch_size}")
-    budget = dict(BUDGET, epochs=a.epochs, batch_size=a.batch_size)
+    budget = dict(BUDGET, epochs=a.epochs, batch_size=a.batch_size, precision=a.precision)
     zoos = {}
     if a.build:
         zoos.update(build_default(a.cache, a.only or list(DEFAULT_ZOOS)))
@@ -325,7 +329,8 @@ def main(argv=None):
         with open(a.out) as f:
             old = json.load(f)
         runs, selection = old["runs"], old.get("selection", [])
-        if old.get("budget", BUDGET) != budget:
+        # tables written before --precision existed ran in float32
+        if {"precision": "float32", **old.get("budget", BUDGET)} != budget:
             p.error(f"--resume: {a.out} was run with budget {old.get('budget')}, not {budget}; "
                     "one table has one budget (use another --out)")
         print(f"resuming: {len(runs)} runs already in {a.out}", flush=True)

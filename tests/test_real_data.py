@@ -184,10 +184,12 @@ def test_results_budget_and_task_filter_and_no_mixed_budgets(results_script, tmp
     results_script.main(args + ["--epochs", "2"])
     data = json.load(open(out))
     assert data["budget"]["epochs"] == 2 and {r["task"] for r in data["runs"]} == {"accuracy"}
+    assert data["budget"]["precision"] == "float32"
     assert "'epochs': 2" in open(md).read()
-    with pytest.raises(SystemExit):  # a table has one budget: resuming with another is refused
-        results_script.main(args + ["--epochs", "3", "--resume"])
-    assert "one table has one budget" in capsys.readouterr().err
+    for other in (["--epochs", "3"], ["--epochs", "2", "--precision", "bf16"]):
+        with pytest.raises(SystemExit):  # a table has one budget: resuming with another is refused
+            results_script.main(args + other + ["--resume"])
+        assert "one table has one budget" in capsys.readouterr().err
 
 
 def test_label_ceiling_script_on_a_tiny_zoo(tmp_path):
