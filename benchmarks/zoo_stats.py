@@ -1,7 +1,11 @@
 """Describe built zoos: architecture, members per split and status, label quantiles and the
 build wall time each build recorded (``DIR/build_log.jsonl``), as a text table for the docs.
 
-    python benchmarks/zoo_stats.py [--root benchmarks/out/zoos] [--md docs/zoo_stats.inc]
+    python benchmarks/zoo_stats.py [--root benchmarks/out/zoos] [--md docs/zoo_stats.inc] [--update]
+
+``--update`` rewrites only the entries of the zoos found under ``--root`` and keeps the
+other entries of ``--md`` as they are (zoos built on another day or machine); the command
+line of each entry's last writer is kept next to it.
 """
 
 from __future__ import annotations
@@ -52,10 +56,21 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default=os.path.join(os.path.dirname(__file__), "out", "zoos"))
     ap.add_argument("--md", default=os.path.join(os.path.dirname(__file__), "..", "docs", "zoo_stats.inc"))
+    ap.add_argument("--update", action="store_true",
+                    help="keep --md's entries of zoos not under --root (rewrite only the zoos found)")
     a = ap.parse_args(argv)
     names = sorted(d for d in os.listdir(a.root) if os.path.exists(os.path.join(a.root, d, "metadata.jsonl")))
-    cmd = "python benchmarks/zoo_stats.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = f"command: {cmd.strip()}\n\n" + "\n\n".join(describe(n, os.path.join(a.root, n)) for n in names)
+    cmd = ("python benchmarks/zoo_stats.py " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
+    entries = {n: describe(n, os.path.join(a.root, n)) for n in names}
+    header = f"command: {cmd}"
+    if a.update and os.path.exists(a.md):
+        blocks = open(a.md).read().strip().split("\n\n")
+        old_header, old = (blocks[0], blocks[1:]) if blocks[0].startswith("command:") else ("", blocks)
+        kept = {b.split(":", 1)[0]: b for b in old if b.split(":", 1)[0] not in entries}
+        if kept:
+            header = "\n".join(filter(None, [old_header, f"updated: {', '.join(names)} by: {cmd}"]))
+        entries = {**kept, **entries}
+    text = header + "\n\n" + "\n\n".join(entries[n] for n in sorted(entries))
     print(text)
     with open(a.md, "w") as f:
         f.write(text + "\n")

@@ -210,3 +210,22 @@ def test_label_ceiling_script_on_a_tiny_zoo(tmp_path):
     noisy = [out["noisy_score_accuracy"][k] for k in sorted(out["noisy_score_accuracy"], key=float)]
     assert all(0.0 < v <= 1.0 for v in noisy) and noisy[-1] <= noisy[0]
     assert -1.0 <= out["accuracy"]["halves_tau"] <= 1.0 and "pruning masks" in open(md).read()
+
+
+def test_zoo_stats_update_keeps_other_entries(tmp_path):
+    """benchmarks/zoo_stats.py --update rewrites the entries of the zoos under --root and keeps
+    the others (zoos built elsewhere); without --update the file holds only the zoos found."""
+    from wskan_ext.cli import main
+
+    stats = _load(os.path.join(HERE, "..", "benchmarks", "zoo_stats.py"), "wskan_zoo_stats_script")
+    root = tmp_path / "zoos"
+    assert main(["zoo", "build", "--preset", "tiny", "--out", str(root / "tiny"), "--quiet", "--threads", "1"]) == 0
+    md = tmp_path / "stats.inc"
+    old = "elsewhere: 5 members from 5 runs\n  build: 1.0 min"
+    md.write_text(f"command: an older command\n\n{old}\n\ntiny: stale entry\n")
+    stats.main(["--root", str(root), "--md", str(md), "--update"])
+    text = md.read_text()
+    assert old in text and "stale entry" not in text and "an older command" in text
+    assert "tiny: 16 members from 8 runs" in text and "updated: tiny by:" in text
+    stats.main(["--root", str(root), "--md", str(md)])
+    assert "elsewhere" not in md.read_text() and "tiny: 16 members" in md.read_text()
