@@ -12,7 +12,12 @@
 * ``basis``     -- a candidate measured here, not in the library: the dense ``(B, s, n, G+k)``
   basis scattered from :func:`~wskan_ext.kan.local_spline.local_basis`'s ``k+1`` values,
   then one batched GEMM (forward and coefficient gradient) and, for ``d/dx``, the ``k+1``
-  slopes against the gathered ``gy C^T`` (:class:`_BasisGemm`).
+  slopes against the gathered ``gy C^T`` (:class:`_BasisGemm`);
+* ``compiled`` -- a candidate, only with ``--compile``: the dense basis in closed form (each
+  :math:`B_b(x)` is the piece ``floor(u)`` of the cardinal B-spline at ``u = (x - t_b)/h``,
+  :func:`closed_form_basis`), then one batched GEMM, the whole function under
+  ``torch.compile`` (Inductor fuses the elementwise basis into one loop and differentiates
+  it); its first call, which compiles forward and backward, is reported separately.
 
 ``spline_eval`` (every edge function separately, ``(B, s, n, m)``): ``local`` vs ``recursion``.
 
@@ -25,7 +30,7 @@ under its own FLOP model (see :func:`flop_model`; multiplies and adds count one 
 the max difference of each kernel from the recursion (the same function is timed).
 
     python benchmarks/spline_kernel.py [--threads 1] [--repeats 3] [--dtype float32]
-        [--device cpu] [--out benchmarks/out/spline_kernel.json]
+        [--device cpu] [--compile] [--out benchmarks/out/spline_kernel.json]
 
 Prints a table and writes JSON. Never asserts on time.
 """
@@ -88,6 +93,8 @@ def flop_model(kernel: str, B: int, s: int, n: int, m: int, G: int, k: int) -> f
         return rows * basis + 3 * 2 * edges * nb
     if kernel == "basis":  # local values and slopes once, 3 GEMMs, the k+1-term dx contraction
         return rows * (2 * 3 * k * (k + 1) / 2 + 4 + 2 * (k + 1)) + 3 * 2 * edges * nb
+    if kernel == "compiled":  # every basis function's piece (~3 k(k+1)/2 + k + 4), its slope, 3 GEMMs
+        return 2 * rows * nb * (3 * k * (k + 1) / 2 + k + 4) + 3 * 2 * edges * nb
     raise ValueError(kernel)
 
 
@@ -112,6 +119,45 @@ class _BasisGemm(torch.autograd.Function):
         B, s, n = idx.shape[:3]
         G = torch.bmm(gy, Ct).view(B, s, n, -1)
         return (G.gather(-1, idx) * slopes).sum(-1), None, torch.bmm(gy.transpose(1, 2), basis), None
+
+
+def _cardinal_pieces(f: torch.Tensor, k: int):
+    """The ``k+1`` polynomial pieces ``N^k_r(f)`` of the cardinal B-spline (out of place, so
+    that Inductor and autograd see plain ops; the recursion of
+    :mod:`wskan_ext.kan.local_spline`)."""
+    vals = [torch.ones_like(f)]
+    for d in range(1, k + 1):
+        vals = [(((f + (d - r)) * vals[r - 1]) if r >= 1 else 0) + (((r + 1 - f) * vals[r]) if r < d else 0)
+                for r in range(d + 1)]
+        vals = [v / d for v in vals]
+    return vals
+
+
+def closed_form_basis(x: torch.Tensor, t0: float, h: float, nb: int, k: int) -> torch.Tensor:
+    """Dense B-spline basis on the uniform knots ``t_q = t0 + q h``: ``B_b(x)`` is the piece
+    ``p = floor(u)`` of the cardinal B-spline at ``u = (x - t_b)/h`` (``N^k_{k-p}(u - p)``,
+    0 outside ``[0, k+1)``). Shapes: ``x (*, n)`` -> ``(*, n, nb)``."""
+    u = (x.unsqueeze(-1) - t0) / h - torch.arange(nb, dtype=x.dtype, device=x.device)
+    p = u.floor()
+    pieces = _cardinal_pieces(u - p, k)
+    out = torch.zeros_like(u)
+    for q in range(k + 1):
+        out = torch.where(p == q, pieces[k - q], out)
+    return out
+
+
+def compiled_runner(grid, k):
+    """The ``compiled`` candidate for the shared uniform grid of :func:`make_inputs`:
+    ``(C (B, n, m, nb), x (B, s, n)) -> (B, s, m)`` under ``torch.compile``."""
+    t0, K = float(grid[0, 0, 0]), grid.shape[-1]
+    h, nb = (float(grid[0, 0, -1]) - t0) / (K - 1), K - k - 1
+
+    def f(c, xx):
+        B, s, n = xx.shape
+        basis = closed_form_basis(xx, t0, h, nb, k).reshape(B, s, n * nb)
+        return torch.bmm(basis, c.transpose(2, 3).reshape(B, n * nb, c.shape[2]))
+
+    return torch.compile(f, dynamic=False)
 
 
 def eval_flop_model(kernel: str, B: int, s: int, n: int, m: int, G: int, k: int) -> float:
@@ -154,9 +200,9 @@ def make_inputs(B, s, n, m, G, k, dtype, device, seed=0):
     return grid, coef, x
 
 
-def sum_runners(grid, coef, x, k, gy):
-    """fwd+bwd closures for the three ``spline_sum`` kernels, and their outputs (for the
-    agreement check)."""
+def sum_runners(grid, coef, x, k, gy, compile_candidate=False):
+    """fwd+bwd closures for the ``spline_sum`` kernels (``compiled`` with
+    ``compile_candidate``), and their outputs (for the agreement check)."""
     A = truncated_power_coefficients(grid, k)  # fixed grid: once, as in the trainer
     tl = grid[..., -1].unsqueeze(-2)
 
@@ -182,7 +228,10 @@ def sum_runners(grid, coef, x, k, gy):
             return y.detach(), xx.grad, c.grad
         return step
 
-    return {"local": make(local), "truncated": make(truncated), "basis": make(basis), "recursion": make(recursion)}
+    runners = {"local": make(local), "truncated": make(truncated), "basis": make(basis), "recursion": make(recursion)}
+    if compile_candidate:
+        runners["compiled"] = make(compiled_runner(grid, k))
+    return runners
 
 
 def eval_runners(grid, coef, x, k, gy):
@@ -208,15 +257,17 @@ def bench(shapes, runners_fn, flops_fn, kernels, dtype, device, repeats, peak):
     rows = []
     for name, (B, s, n, m, G, k) in shapes.items():
         grid, coef, x = make_inputs(B, s, n, m, G, k, dtype, device)
-        out_shape = (B, s, m) if runners_fn is sum_runners else (B, s, n, m)
+        out_shape = (B, s, m) if runners_fn is not eval_runners else (B, s, n, m)
         gy = torch.randn(out_shape, generator=torch.Generator().manual_seed(2), dtype=dtype).to(device)
         runners = runners_fn(grid, coef, x, k, gy)
         res, outs = {}, {}
         for kern in kernels:
+            t0 = time.perf_counter()
             wall, cpu, outs[kern] = timed(runners[kern], repeats, device)
+            first = time.perf_counter() - t0 - repeats * wall  # the warm-up call (compiles, if any)
             fl = flops_fn(kern, B, s, n, m, G, k)
             res[kern] = {"wall_s": wall, "cpu_s": cpu, "gflop": fl / 1e9, "gflops_per_s": fl / wall / 1e9,
-                         "peak_fraction": fl / wall / 1e9 / peak}
+                         "peak_fraction": fl / wall / 1e9 / peak, "first_call_s": first}
         for kern in kernels:
             d = rel_diffs(outs[kern], outs["recursion"])
             res[kern]["rel_diff_vs_recursion"] = d
@@ -224,7 +275,7 @@ def bench(shapes, runners_fn, flops_fn, kernels, dtype, device, repeats, peak):
         for kern in kernels:
             res[kern]["speedup_vs_recursion"] = res["recursion"]["wall_s"] / res[kern]["wall_s"]
         if "truncated" in res:
-            for kern in ("local", "basis"):
+            for kern in ("local", "basis", "compiled"):
                 if kern in res:
                     res[kern]["speedup_vs_truncated"] = res["truncated"]["wall_s"] / res[kern]["wall_s"]
         rows.append({"workload": name, "B": B, "s": s, "n": n, "m": m, "G": G, "k": k, "kernels": res})
@@ -245,10 +296,13 @@ def print_table(title, rows, kernels, peak):
                   f"{1e3 * v['wall_s']:9.2f} {1e3 * v['cpu_s']:9.2f} {v['gflops_per_s']:8.2f} "
                   f"{100 * v['peak_fraction']:5.1f}% {v['speedup_vs_recursion']:6.2f}x "
                   f"{v['max_rel_diff_vs_recursion']:12.1e}")
-        ratios = [f"{kern} {1 / r['kernels'][kern]['speedup_vs_truncated']:.2f}" for kern in ("local", "basis")
-                  if "speedup_vs_truncated" in r["kernels"].get(kern, {})]
+        ratios = [f"{kern} {1 / r['kernels'][kern]['speedup_vs_truncated']:.2f}"
+                  for kern in ("local", "basis", "compiled") if "speedup_vs_truncated" in r["kernels"].get(kern, {})]
         if ratios:
             print(f"{'':30s} {'':>22s} time / truncated's: " + ", ".join(ratios))
+        if "compiled" in r["kernels"]:
+            print(f"{'':30s} {'':>22s} compiled: first call (compiles forward and backward) "
+                  f"{r['kernels']['compiled']['first_call_s']:.1f} s")
     print(f"(GEMM peak, float32 1024^3: {peak:.1f} GFLOP/s)")
 
 
@@ -261,6 +315,8 @@ def main(argv=None):
     p.add_argument("--out", default=os.path.join("benchmarks", "out", "spline_kernel.json"))
     p.add_argument("--md", default=os.path.join("docs", "spline_kernel_results.inc"),
                    help="also write the printed tables here (included by docs/benchmarks.rst)")
+    p.add_argument("--compile", action="store_true",
+                   help="also time the 'compiled' candidate (torch.compile; needs a C++ compiler)")
     args = p.parse_args(argv)
     if args.threads < 1:
         p.error(f"--threads must be a positive integer, got {args.threads}")
@@ -271,8 +327,9 @@ def main(argv=None):
     t_start = time.perf_counter()
 
     peak, gemm_s = gemm_peak(args.repeats, device)
-    sums = bench(SUM_SHAPES, sum_runners, flop_model, SUM_KERNELS, dtype, device,
-                 args.repeats, peak)
+    sum_kernels = SUM_KERNELS + (["compiled"] if args.compile else [])
+    sums = bench(SUM_SHAPES, lambda *a: sum_runners(*a, compile_candidate=args.compile), flop_model, sum_kernels,
+                 dtype, device, args.repeats, peak)
     evals = bench(EVAL_SHAPES, eval_runners, eval_flop_model, ["local", "recursion"], dtype, device,
                   args.repeats, peak)
 
@@ -290,7 +347,7 @@ def main(argv=None):
               f"{args.threads} thread(s), median of {args.repeats}")
         print(f"command: {cmd}")
         print(f"machine: {machine}; 1-min load average at start: {load}; GEMM peak {peak:.1f} GFLOP/s")
-        print_table("spline_sum (layer: splines summed over inputs)", sums, SUM_KERNELS, peak)
+        print_table("spline_sum (layer: splines summed over inputs)", sums, sum_kernels, peak)
         print_table("spline_eval (every edge function)", evals, ["local", "recursion"], peak)
     print("\n" + buf.getvalue())
     if args.md:
