@@ -19,6 +19,7 @@ Markers: ``slow`` (tests that take seconds; still run by default, deselect with
 ``-m "not slow"``), ``gpu``.
 """
 
+import importlib.util
 import os
 
 import pytest
@@ -85,3 +86,20 @@ class CLI:
 def cli(capsys):
     """See :class:`CLI`."""
     return CLI(capsys)
+
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load_script(relpath: str, name: str):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(_ROOT, relpath))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """``load_script("benchmarks/results.py", "module_name")``: a script or test file of the
+    repository (path relative to its root) imported as a module (``benchmarks/`` is no package)."""
+    return _load_script

@@ -2,31 +2,21 @@
 ``wskan train``, the INR PSNR floor on real 28x28 MNIST, and the fairness rule of the main
 results table (no model is given probe features)."""
 
-import importlib.util
 import json
 import os
 
 import pytest
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 
-
-def _load(path, name):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+@pytest.fixture(scope="module")
+def results_script(load_script):
+    return load_script("benchmarks/results.py", "wskan_results_script")
 
 
 @pytest.fixture(scope="module")
-def results_script():
-    return _load(os.path.join(HERE, "..", "benchmarks", "results.py"), "wskan_results_script")
-
-
-@pytest.fixture(scope="module")
-def image_writers():
-    return _load(os.path.join(HERE, "test_zoo_images.py"), "wskan_test_zoo_images")
+def image_writers(load_script):
+    return load_script("tests/test_zoo_images.py", "wskan_test_zoo_images")
 
 
 def _build_and_train(tmp_path, build_args, task, model="wskan"):
@@ -192,7 +182,7 @@ def test_results_budget_and_task_filter_and_no_mixed_budgets(results_script, tmp
         assert "one table has one budget" in capsys.readouterr().err
 
 
-def test_label_ceiling_script_on_a_tiny_zoo(tmp_path):
+def test_label_ceiling_script_on_a_tiny_zoo(tmp_path, load_script):
     """benchmarks/label_ceiling.py runs on a classifier zoo and writes its table and JSON: the
     label recomputed on its own images agrees exactly, every agreement is a fraction, and
     noisier scores never agree better than exact ones (noise 0 would be 1.0)."""
@@ -200,7 +190,7 @@ def test_label_ceiling_script_on_a_tiny_zoo(tmp_path):
 
     zoo = str(tmp_path / "zoo")
     assert main(["zoo", "build", "--out", zoo, "--preset", "tiny", "--quiet", "--threads", "1"]) == 0
-    script = _load(os.path.join(HERE, "..", "benchmarks", "label_ceiling.py"), "wskan_label_ceiling")
+    script = load_script("benchmarks/label_ceiling.py", "wskan_label_ceiling")
     md, js = str(tmp_path / "c.inc"), str(tmp_path / "c.json")
     assert script.main(["--zoo", zoo, "--md", md, "--json", js]) == 0
     out = json.load(open(js))
@@ -212,12 +202,12 @@ def test_label_ceiling_script_on_a_tiny_zoo(tmp_path):
     assert -1.0 <= out["accuracy"]["halves_tau"] <= 1.0 and "pruning masks" in open(md).read()
 
 
-def test_zoo_stats_update_keeps_other_entries(tmp_path):
+def test_zoo_stats_update_keeps_other_entries(tmp_path, load_script):
     """benchmarks/zoo_stats.py --update rewrites the entries of the zoos under --root and keeps
     the others (zoos built elsewhere); without --update the file holds only the zoos found."""
     from wskan_ext.cli import main
 
-    stats = _load(os.path.join(HERE, "..", "benchmarks", "zoo_stats.py"), "wskan_zoo_stats_script")
+    stats = load_script("benchmarks/zoo_stats.py", "wskan_zoo_stats_script")
     root = tmp_path / "zoos"
     assert main(["zoo", "build", "--preset", "tiny", "--out", str(root / "tiny"), "--quiet", "--threads", "1"]) == 0
     md = tmp_path / "stats.inc"

@@ -10,9 +10,6 @@ rounding). Negative twin: a basis built on knots shifted by a third of a spacing
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -21,19 +18,9 @@ from hypothesis import strategies as st
 from wskan_ext.equivariance_tests.profiles import examples
 from wskan_ext.kan.spline import bspline_basis, uniform_grid
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _load(path, name):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
-def bench():
-    return _load(os.path.join(HERE, "..", "benchmarks", "spline_kernel.py"), "wskan_spline_kernel_bench")
+def bench(load_script):
+    return load_script("benchmarks/spline_kernel.py", "wskan_spline_kernel_bench")
 
 
 def _points(row: torch.Tensor, seed: int) -> torch.Tensor:
