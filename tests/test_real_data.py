@@ -219,3 +219,22 @@ def test_zoo_stats_update_keeps_other_entries(tmp_path, load_script):
     assert "tiny: 16 members from 8 runs" in text and "updated: tiny by:" in text
     stats.main(["--root", str(root), "--md", str(md)])
     assert "elsewhere" not in md.read_text() and "tiny: 16 members" in md.read_text()
+
+
+def test_run_details_lists_every_final_run(tmp_path, load_script):
+    """benchmarks/run_details.py prints one row per final (model, seed) run of a results JSON,
+    epochs counted from 1, search runs and unrequested models left out."""
+    details = load_script("benchmarks/run_details.py", "wskan_run_details_script")
+    run = {"zoo": "z", "task": "pruning", "config": {}, "sizes": {}, "train_time_s": 1.5}
+    runs = [dict(run, model=m, label=m, seed=s, table=t, best_epoch=s, val={"accuracy": 0.5 + s / 10},
+                 test={"accuracy": 0.25 + s / 10})
+            for m in ("wskan", "nfn", "mlp") for s in (0, 1) for t in ("main", "search")]
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"budget": {"epochs": 7, "precision": "bf16"}, "runs": runs}))
+    md = tmp_path / "d.inc"
+    assert details.main([str(path), "--models", "wskan", "nfn", "--md", str(md)]) == 0
+    text = md.read_text()
+    rows = [ln.split() for ln in text.splitlines() if ln.startswith(("wskan", "nfn", "mlp"))]
+    assert [(r[0], r[1]) for r in rows] == [("wskan", "0"), ("wskan", "1"), ("nfn", "0"), ("nfn", "1")]
+    assert rows[1][2:5] == ["2", "of", "7"] and rows[1][5:7] == ["0.6000", "0.3500"]
+    assert "epoch cap 7, precision bf16" in text
