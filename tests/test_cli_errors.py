@@ -91,6 +91,13 @@ def test_train_missing_zoo_uses_the_common_format(capsys, tmp_path):
     assert_one_line_error(rc, err, "train")
 
 
+def test_train_bad_ema_is_one_line(capsys, tmp_path):
+    rc, _, err = run(capsys, "train", "--zoo", str(tmp_path / "missing_zoo"), "--task", "accuracy",
+                     "--model", "wskan", "--ema", "1.5", "--out", str(tmp_path / "run"))
+    assert "ema (--ema) must be 0 (off) or a decay in (0, 1)" in assert_one_line_error(rc, err, "train")
+    assert not (tmp_path / "run").exists()
+
+
 def test_evaluate_missing_run(capsys, tmp_path):
     rc, _, err = run(capsys, "evaluate", "--run", str(tmp_path / "missing"))
     assert "missing" in assert_one_line_error(rc, err, "evaluate")

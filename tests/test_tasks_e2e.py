@@ -85,12 +85,16 @@ def test_cli_train_and_evaluate(zoos, tmp_path, capsys):
 
     out = str(tmp_path / "run")
     assert main(["train", "--zoo", zoos["digits"], "--task", "pruning", "--model", "wskan", "--epochs", "1",
-                 "--batch-size", "8", "--set", "hidden=16", "--set", "layers=2", "--out", out, "--quiet"]) == 0
+                 "--batch-size", "8", "--set", "hidden=16", "--set", "layers=2", "--ema", "0.9", "--out", out,
+                 "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "test " in text and "accuracy=" in text and os.path.exists(os.path.join(out, "pruning_mask.png"))
-    assert json.load(open(os.path.join(out, "metrics.json")))["config"]["model"]["hidden"] == 16
+    info = json.load(open(os.path.join(out, "metrics.json")))
+    assert info["config"]["model"]["hidden"] == 16 and info["config"]["ema"] == 0.9
     assert main(["evaluate", "--run", out, "--split", "val"]) == 0
     assert "[val]" in capsys.readouterr().out
+    # the saved network is the one validation judged (here the weight average)
+    assert evaluate_run(out, split="val")["metrics"] == pytest.approx(info["metrics"]["val"], abs=1e-6)
 
 
 def test_bf16_precision_trains_and_bad_precision_is_refused(zoos):
@@ -251,6 +255,41 @@ def test_rank_weight_trains_and_is_refused_where_it_does_not_apply(zoos):
     loss = rank_loss(o, torch.ones(5, 1))
     loss.backward()
     assert float(loss.detach()) == 0.0 and torch.equal(o.grad, torch.zeros(5, 1))
+
+
+def test_ema_keeps_the_moving_average_of_the_trajectory(zoos, monkeypatch):
+    """``ema=beta``: the returned network is the exponential moving average of the weights
+    after every optimiser step (recorded here as they go into ``AveragedModel``), started
+    at the first step's weights; negative twin: it is not the last step's raw weights. Bad
+    decays are refused on construction, naming the flag."""
+    from torch.optim.swa_utils import AveragedModel
+
+    orig, steps = AveragedModel.update_parameters, []
+
+    def record(self, model):
+        steps.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return orig(self, model)
+
+    monkeypatch.setattr(AveragedModel, "update_parameters", record)
+    beta = 0.8
+    res = fit(zoos["sine"], "sine", "nfn", TrainConfig(epochs=1, batch_size=2, schedule="constant", ema=beta,
+                                                       progress=False))
+    assert len(steps) > 3
+    want = dict(steps[0])
+    for st_ in steps[1:]:
+        want = {k: beta * want[k] + (1 - beta) * v for k, v in st_.items()}
+    got = res["net"].state_dict()
+    assert got.keys() == want.keys()
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-6)
+    assert any(not torch.allclose(got[k], steps[-1][k], atol=1e-5) for k in want)
+    # WS-KAN's averaged weights are WS-KAN weights: the trained model stays invariant
+    res = fit(zoos["digits"], "accuracy", "wskan", TrainConfig(epochs=1, batch_size=4, ema=0.9, progress=False))
+    assert_trained_symmetry(res["meta_model"], res["net"].eval(), load_split(zoos["digits"], "accuracy", "test"),
+                            "accuracy")
+    for bad in (1.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match=r"ema \(--ema\) must be 0 \(off\) or a decay in \(0, 1\)"):
+            TrainConfig(ema=bad)
 
 
 @pytest.mark.parametrize("model", ["wskan", "nfn", "deepsets", "mlp"])

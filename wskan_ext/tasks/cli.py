@@ -47,6 +47,9 @@ def add_parser(subparsers) -> None:
                         "0 = off)")
     t.add_argument("--rank-temperature", type=float, default=0.1,
                    help="temperature of the soft Kendall-tau term, in standardised target units")
+    t.add_argument("--ema", type=float, default=0.0,
+                   help="decay of an exponential moving average of the weights, updated after every step; "
+                        "validation, early stopping and the saved model use the average (0 = off)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="model hyperparameter, e.g. --set hidden=128 --set layers=4 (JSON values; keys and "
                         "bounds: wskan_ext.tasks.train.MODEL_BOUNDS)")
@@ -120,7 +123,7 @@ def _train(a) -> int:
     cfg = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, patience=a.patience, lr=a.lr,
                       weight_decay=a.weight_decay, seed=a.seed, max_time=a.max_time, progress=not a.quiet,
                       precision=a.precision, augment=a.augment, rank_weight=a.rank_weight,
-                      rank_temperature=a.rank_temperature, model=_parse_sets(a.set))
+                      rank_temperature=a.rank_temperature, ema=a.ema, model=_parse_sets(a.set))
     validate_model_config(a.model, cfg.model, where="--set")
     set_threads(a.threads)
     out = a.out or f"runs/{a.task}_{a.model}_s{a.seed}"

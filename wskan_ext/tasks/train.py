@@ -119,7 +119,7 @@ def validate_model_config(model: str, config, where: str = "model config") -> No
 
 _FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "patience": "--patience", "lr": "--lr",
           "weight_decay": "--weight-decay", "seed": "--seed", "max_time": "--max-time",
-          "rank_weight": "--rank-weight", "rank_temperature": "--rank-temperature"}
+          "rank_weight": "--rank-weight", "rank_temperature": "--rank-temperature", "ema": "--ema"}
 
 
 @dataclass
@@ -142,7 +142,13 @@ class TrainConfig:
     \sigma(-(o_i - o_j)\operatorname{sign}(y_i - y_j) / T)` over the pairs of a batch, per
     output column, with temperature ``rank_temperature`` :math:`T` (in standardised target
     units): as :math:`T \to 0` it is the batch's fraction of discordant pairs,
-    :math:`(1 - \tau) / 2`; a budget setting that every model gets alike. ``model`` is checked against the model by ``validate_model_config`` when
+    :math:`(1 - \tau) / 2`; a budget setting that every model gets alike. ``ema``: ``0``
+    (off), or the decay :math:`\beta \in (0, 1)` of an exponential moving average of the
+    weights, :math:`\bar\theta_{t+1} = \beta\,\bar\theta_t + (1 - \beta)\,\theta_{t+1}`
+    after every optimiser step (:class:`torch.optim.swa_utils.AveragedModel`, buffers
+    included): validation, early stopping and the returned network then use the averaged
+    weights -- a training setting, like ``rank_weight``, that every model gets alike
+    (horizon about :math:`1 / (1 - \beta)` steps). ``model`` is checked against the model by ``validate_model_config`` when
     :func:`fit` starts."""
 
     epochs: int = 100
@@ -157,6 +163,7 @@ class TrainConfig:
     augment: Optional[str] = None
     rank_weight: float = 0.0
     rank_temperature: float = 0.1
+    ema: float = 0.0
     eval_batch_size: int = 256
     progress: bool = True
     model: Dict = field(default_factory=dict)
@@ -170,6 +177,7 @@ class TrainConfig:
             "max_time": _real(lambda v: v > 0, "a finite number of seconds > 0"),
             "rank_weight": _real(lambda v: v >= 0, "a finite number >= 0"),
             "rank_temperature": _real(lambda v: v > 0, "a finite number > 0"),
+            "ema": _real(lambda v: 0 <= v < 1, "0 (off) or a decay in (0, 1)"),
         }
         for name, (ok, bound) in checks.items():
             v = getattr(self, name)
@@ -328,6 +336,12 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
             lr = cfg.lr if cfg.lr is not None else mm.config.get("lr", 1e-3)
             wd = cfg.weight_decay if cfg.weight_decay is not None else mm.config.get("weight_decay", 0.0)
             opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=wd, foreach=True)
+            ema, judged = None, net  # judged: the weights validation sees and early stopping keeps
+            if cfg.ema > 0:
+                from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+                ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+                judged = ema.module
             if cfg.schedule not in ("cosine", "constant"):
                 raise ValueError(f"schedule must be 'cosine' or 'constant', got {cfg.schedule!r}")
             total_steps = max(1, cfg.epochs * -(-len(splits["train"]) // max(1, cfg.batch_size)))
@@ -364,17 +378,19 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
                         loss.backward()
                         opt.step()
                         sched.step()
+                        if ema is not None:
+                            ema.update_parameters(net)
                         tot, cnt = tot + float(loss.detach()) / world, cnt + 1  # this rank's share
                     if dist is not None:  # the epoch's loss over all ranks
                         t = torch.tensor([tot], dtype=torch.float64)
                         dist.all_reduce(t)
                         tot = float(t)
-                    out = predict(mm, net, enc["val"], cfg.eval_batch_size, cfg.precision)
+                    out = predict(mm, judged, enc["val"], cfg.eval_batch_size, cfg.precision)
                     val = _split_metrics(task, enc["val"], out, y_mean, y_std)[0][task.primary]
                     history.append({"epoch": epoch, "train_loss": tot / max(cnt, 1), f"val_{task.primary}": val})
                     better = best is None or (val > best if task.higher_is_better else val < best)
                     if better:
-                        best, best_state, best_epoch, bad = val, copy.deepcopy(net.state_dict()), epoch, 0
+                        best, best_state, best_epoch, bad = val, copy.deepcopy(judged.state_dict()), epoch, 0
                     else:
                         bad += 1
                     bar.set_postfix({f"val_{task.primary}": f"{val:.4f}", "best": f"{best:.4f}"})
