@@ -288,6 +288,9 @@ def main(argv=None):
     p.add_argument("--precision", choices=["float32", "bf16"], default=BUDGET["precision"],
                    help="arithmetic of every run (the same for every model): bf16 runs the forward passes "
                         "under torch.autocast with bfloat16, parameters and optimiser state staying float32")
+    p.add_argument("--ema", type=float, default=0.0,
+                   help="decay of the moving average of the weights that every run validates, early-stops on "
+                        "and tests (TrainConfig.ema; the same for every model; 0 = off)")
     p.add_argument("--tasks", nargs="+", choices=sorted(TASKS), help="only these tasks (default: every task of each zoo)")
     p.add_argument("--readme", help="also write the compact summary into this file's results block (README.md)")
     a = p.parse_args(argv)
@@ -297,7 +300,11 @@ def main(argv=None):
         p.error(f"--epochs must be >= 1, got {a.epochs}")
     if a.batch_size < 1:
         p.error(f"--batch-size must be >= 1, got {a.batch_size}")
+    if not 0 <= a.ema < 1:
+        p.error(f"--ema must be 0 (off) or a decay in (0, 1), got {a.ema}")
     budget = dict(BUDGET, epochs=a.epochs, batch_size=a.batch_size, precision=a.precision)
+    if a.ema:  # recorded only when on: tables written before --ema existed ran without it
+        budget["ema"] = a.ema
     zoos = {}
     if a.build:
         zoos.update(build_default(a.cache, a.only or list(DEFAULT_ZOOS)))

@@ -176,10 +176,13 @@ def test_results_budget_and_task_filter_and_no_mixed_budgets(results_script, tmp
     assert data["budget"]["epochs"] == 2 and {r["task"] for r in data["runs"]} == {"accuracy"}
     assert data["budget"]["precision"] == "float32"
     assert "'epochs': 2" in open(md).read()
-    for other in (["--epochs", "3"], ["--epochs", "2", "--precision", "bf16"]):
+    for other in (["--epochs", "3"], ["--epochs", "2", "--precision", "bf16"], ["--epochs", "2", "--ema", "0.9"]):
         with pytest.raises(SystemExit):  # a table has one budget: resuming with another is refused
             results_script.main(args + other + ["--resume"])
         assert "one table has one budget" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        results_script.main(args + ["--epochs", "2", "--ema", "1.0"])
+    assert "--ema must be 0 (off) or a decay in (0, 1)" in capsys.readouterr().err
 
 
 def test_label_ceiling_script_on_a_tiny_zoo(tmp_path, load_script):
