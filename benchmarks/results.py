@@ -216,10 +216,10 @@ def write_readme_block(path: str, text: str) -> None:
 
 def _job(args):
     """One training run (in a worker process with one torch thread)."""
-    zoo_path, task, model, seed, config, read_test, budget = args
+    zoo_path, task, model, seed, config, read_test, budget, extra = args
     torch.set_num_threads(1)
     res = fit(zoo_path, task, model, TrainConfig(seed=seed, progress=False, model=dict(config), **budget),
-              read_test=read_test)
+              read_test=read_test, extra_train=extra)
     return {"val": res["metrics"]["val"], "test": res["metrics"].get("test"), "train_time_s": res["train_time_s"],
             "best_epoch": res["best_epoch"], "sizes": res["sizes"]}
 
@@ -291,6 +291,10 @@ def main(argv=None):
     p.add_argument("--ema", type=float, default=0.0,
                    help="decay of the moving average of the weights that every run validates, early-stops on "
                         "and tests (TrainConfig.ema; the same for every model; 0 = off)")
+    p.add_argument("--extra-train", action="append", default=[], metavar="DIR",
+                   help="another zoo (another build of the same kind, e.g. another seed) whose members, all of "
+                        "them, join every run's training split, for every model alike; validation and test "
+                        "stay each --zoo's own (wskan_ext.tasks.load_training_split; repeatable)")
     p.add_argument("--tasks", nargs="+", choices=sorted(TASKS), help="only these tasks (default: every task of each zoo)")
     p.add_argument("--readme", help="also write the compact summary into this file's results block (README.md)")
     a = p.parse_args(argv)
@@ -340,6 +344,9 @@ def main(argv=None):
         if {"precision": "float32", **old.get("budget", BUDGET)} != budget:
             p.error(f"--resume: {a.out} was run with budget {old.get('budget')}, not {budget}; "
                     "one table has one budget (use another --out)")
+        if old.get("extra_train", []) != a.extra_train:
+            p.error(f"--resume: {a.out} was run with extra training zoos {old.get('extra_train', [])}, "
+                    f"not {a.extra_train}; one table has one training set (use another --out)")
         print(f"resuming: {len(runs)} runs already in {a.out}", flush=True)
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
                f"torch {torch.__version__}, {a.jobs} worker process(es) x 1 thread, Python {platform.python_version()}")
@@ -350,11 +357,13 @@ def main(argv=None):
     def write():
         wall = time.perf_counter() - t0
         footer = (f"Command: ``{cmd}``; machine: {machine}; budget per run: {budget} (every model), "
-                  f"{a.configs} configuration(s) per model chosen on validation; {len(runs)} test runs, "
+                  f"{a.configs} configuration(s) per model chosen on validation; "
+                  + (f"extra training zoos {a.extra_train} (every model); " if a.extra_train else "")
+                  + f"{len(runs)} test runs, "
                   f"their training times summed {sum(r['train_time_s'] for r in runs) / 3600:.1f} h"
                   + (f"; wall time of this session {wall / 60:.1f} min." if new_runs[0] else "."))
         data = json.dumps({"command": cmd, "machine": machine, "zoos": zoos, "budget": budget,
-                           "configs": a.configs, "selection": selection, "runs": runs}, indent=1)
+                           "extra_train": a.extra_train, "configs": a.configs, "selection": selection, "runs": runs}, indent=1)
         outs = [(a.out, data), (a.md, tables(runs, "main") + "\n" + footer + "\n")]
         if a.probes:
             outs.append((a.md_probes, tables(runs, "probes") + "\n" + footer + "\n"))
@@ -382,7 +391,7 @@ def main(argv=None):
                 cfg = {**base, **c}
                 key = (zname, task, label, json.dumps(cfg, sort_keys=True))
                 if key not in sel_done:
-                    sel_jobs.append((path, task, m, 0, cfg, False, budget))
+                    sel_jobs.append((path, task, m, 0, cfg, False, budget, a.extra_train))
                     sel_keys.append(key)
         for key, res in zip(sel_keys, _map(sel_jobs, a.jobs)):
             s = {"zoo": key[0], "task": key[1], "label": key[2], "config": json.loads(key[3]), "val": res["val"]}
@@ -405,7 +414,7 @@ def main(argv=None):
                 check_pure_weight_space(m, cfg)
             for seed in a.seeds:
                 if (zname, task, label, seed) not in done:
-                    jobs.append((path, task, m, seed, cfg, True, budget))
+                    jobs.append((path, task, m, seed, cfg, True, budget, a.extra_train))
                     keys.append((zname, task, m, label, seed, cfg, table))
         for (zname, task, m, label, seed, cfg, table), res in zip(keys, _map(jobs, a.jobs)):
             runs.append({"zoo": zname, "task": task, "model": m, "label": label, "seed": seed, "config": cfg,

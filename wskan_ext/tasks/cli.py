@@ -28,6 +28,9 @@ def add_parser(subparsers) -> None:
     t.add_argument("--zoo", required=True, help="zoo directory (wskan zoo build)")
     t.add_argument("--task", required=True, choices=sorted(TASKS))
     t.add_argument("--model", required=True, choices=list(MODELS))
+    t.add_argument("--extra-train", action="append", default=[], metavar="DIR",
+                   help="another zoo (another build of the same kind: another seed) whose members, all of "
+                        "them, join the training split; validation and test stay --zoo's (repeatable)")
     t.add_argument("--out", help="output directory (default runs/TASK_MODEL_sSEED)")
     t.add_argument("--epochs", type=int, default=100)
     t.add_argument("--batch-size", type=int, default=32)
@@ -127,7 +130,7 @@ def _train(a) -> int:
     validate_model_config(a.model, cfg.model, where="--set")
     set_threads(a.threads)
     out = a.out or f"runs/{a.task}_{a.model}_s{a.seed}"
-    res = fit(a.zoo, a.task, a.model, cfg, out_dir=out)
+    res = fit(a.zoo, a.task, a.model, cfg, out_dir=out, extra_train=a.extra_train)
     if res["world_size"] == 1 or _rank() == 0:
         print(f"{a.task} / {a.model}: best epoch {res['best_epoch']} of {res['epochs_run']}, "
               f"{res['train_time_s']:.1f}s")

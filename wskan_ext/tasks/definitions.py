@@ -178,6 +178,77 @@ def load_split(zoo, task, split: str) -> SplitData:
     return SplitData(w, y, torch.tensor([r["id"] for r in rows], dtype=torch.long), split, str(zoo.root))
 
 
-def load_splits(zoo, task) -> Dict[str, SplitData]:
-    """``{"train", "val", "test"}`` -> :class:`SplitData` (all checked before returning)."""
-    return {s: load_split(zoo, task, s) for s in ("train", "val", "test")}
+def load_splits(zoo, task, extra_train=()) -> Dict[str, SplitData]:
+    """``{"train", "val", "test"}`` -> :class:`SplitData` (all checked before returning);
+    with ``extra_train`` (zoos), the train split is :func:`load_training_split`'s."""
+    return {"train": load_training_split(zoo, task, extra_train),
+            **{s: load_split(zoo, task, s) for s in ("val", "test")}}
+
+
+def load_training_split(zoo, task, extra=()) -> SplitData:
+    """``zoo``'s train split, plus *every* member (all three splits, diverged excluded) of
+    each zoo in ``extra``: more training KANs from other builds of the same kind, while
+    validation and test stay ``zoo``'s own.
+
+    Each extra zoo must be a *different* build (another seed or configuration: its config
+    fingerprint differs from ``zoo``'s and from the other extras'), and no extra member may
+    equal (bit for bit, spline coefficients of every layer) one of ``zoo``'s validation or
+    test KANs -- a zoo built with the same seed and a different size shares its first runs;
+    it must hold the task's labels and
+    KANs of ``zoo``'s architecture, and be a zoo of the same kind (manifest ``task``).
+    The result keeps each member's id in its own zoo (ids of different zoos may repeat)
+    and ``source`` ``zoo``'s directory.
+
+    Raises:
+        ValueError: an extra zoo repeats a build, is of another kind, lacks the labels,
+            or has another architecture (naming the zoo).
+    """
+    from ..kan.weights import KANWeights
+    from ..zoo.store import Zoo
+
+    task = get_task(task)
+    zoo = zoo if isinstance(zoo, Zoo) else Zoo(zoo)
+    train = load_split(zoo, task, "train")
+    if not extra:
+        return train
+    seen = {zoo.fingerprint: zoo.root}
+    held_out = {}
+    for s in ("val", "test"):
+        if zoo.ids(s):
+            w, _, rows = zoo.load(ids=zoo.ids(s))
+            held_out.update(zip(_member_digests(w), ((s, r["id"]) for r in rows)))
+    parts = [train]
+    for e in extra:
+        e = e if isinstance(e, Zoo) else Zoo(e)
+        if e.fingerprint in seen:
+            raise ValueError(f"extra training zoo {e.root}: the same build (config fingerprint) as {seen[e.fingerprint]}; "
+                             "its members would repeat that zoo's KANs, validation and test included")
+        seen[e.fingerprint] = e.root
+        if e.manifest.get("task") != zoo.manifest.get("task"):
+            raise ValueError(f"extra training zoo {e.root}: a {e.manifest.get('task')!r} zoo, "
+                             f"{zoo.root} is a {zoo.manifest.get('task')!r} zoo")
+        for s in ("train", "val", "test"):
+            if not e.ids(s):
+                continue
+            part = load_split(e, task, s)
+            if not part.weights.same_architecture(train.weights) or part.targets.shape[1:] != train.targets.shape[1:]:
+                raise ValueError(f"extra training zoo {e.root}: KANs of architecture {part.weights.architecture}, "
+                                 f"{zoo.root} has {train.weights.architecture}")
+            hits = [(i, held_out[d]) for i, d in zip(part.ids.tolist(), _member_digests(part.weights))
+                     if d in held_out]
+            if hits:
+                (i, (hs, hi)), n = hits[0], len(hits)
+                raise ValueError(f"extra training zoo {e.root}: {n} member(s) equal {zoo.root}'s validation/test "
+                                 f"KANs (member {i} of its {s!r} split is {hs!r} member {hi}); the same runs "
+                                 "cannot be trained on and held out")
+            parts.append(part)
+    return SplitData(KANWeights.stack([p.weights for p in parts]), torch.cat([p.targets for p in parts]),
+                     torch.cat([p.ids for p in parts]), "train", train.source)
+
+
+def _member_digests(weights: KANWeights) -> List[bytes]:
+    """One digest per KAN of a batch: the bytes of its spline coefficients, every layer."""
+    import hashlib
+
+    flat = torch.cat([c.reshape(c.shape[0], -1).to(torch.float64) for c in weights.coef], dim=1).contiguous()
+    return [hashlib.blake2b(row.numpy().tobytes(), digest_size=16).digest() for row in flat]

@@ -33,7 +33,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -284,7 +284,7 @@ def _augmented(train: SplitData, task, augment: str) -> SplitData:
 
 
 def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Optional[str] = None,
-        read_test: bool = True) -> dict:
+        read_test: bool = True, extra_train: Sequence = ()) -> dict:
     """Train meta-model ``model`` on ``task`` over ``zoo`` (directory or :class:`~wskan_ext.zoo.Zoo`).
 
     Checks, before training: the model has the task's output level, the zoo holds the
@@ -292,6 +292,12 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
 
     With ``read_test=False`` (model selection) the test split is never predicted: ``metrics``
     has only ``train`` and ``val``.
+
+    ``extra_train``: other zoos (directories or :class:`~wskan_ext.zoo.Zoo`) whose members,
+    all of them, join the training split; validation and test stay ``zoo``'s
+    (:func:`~wskan_ext.tasks.definitions.load_training_split`, which refuses a repeated
+    build, another architecture or missing labels). Recorded as ``extra_train`` in the
+    result, and used again by :func:`evaluate_run`.
 
     Returns a dict with ``metrics`` (per split), ``test_pred`` / ``test_true`` (label
     space), ``history`` (per-epoch train loss and val metric), timing and settings. With
@@ -305,7 +311,8 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
     check_compatible(model, task)
     validate_model_config(model, cfg.model)
     zoo = zoo if isinstance(zoo, Zoo) else Zoo(zoo)
-    splits = load_splits(zoo, task)
+    extra_train = [e if isinstance(e, Zoo) else Zoo(e) for e in extra_train]
+    splits = load_splits(zoo, task, extra_train)
     if cfg.augment is not None:
         splits["train"] = _augmented(splits["train"], task, cfg.augment)
     num_classes = None
@@ -408,6 +415,7 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
             dist.destroy_process_group()
     result = {
         "task": task.name, "model": model, "zoo": os.path.abspath(zoo.root), "seed": cfg.seed,
+        "extra_train": [os.path.abspath(e.root) for e in extra_train],
         "world_size": world, "epochs_run": len(history), "best_epoch": best_epoch,
         "train_time_s": time.perf_counter() - t0, "sizes": {s: len(d) for s, d in splits.items()},
         "config": {**asdict(cfg), "model": dict(mm.config)},  # defaults resolved for this task
@@ -472,6 +480,9 @@ def _read_run(run_dir: str) -> dict:
     for key in ("task", "model", "zoo"):
         if not isinstance(info.get(key), str):
             raise ValueError(f"{path}: field {key!r}: expected a string, got {info.get(key)!r:.60}")
+    extra = info.get("extra_train", [])
+    if not isinstance(extra, list) or not all(isinstance(e, str) for e in extra):
+        raise ValueError(f"{path}: field 'extra_train': expected a list of zoo directories, got {extra!r:.60}")
     cfg = info.get("config")
     if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
         raise ValueError(f"{path}: field 'config.model': expected an object of model hyperparameters")
@@ -486,17 +497,18 @@ def evaluate_run(run_dir: str, zoo=None, split: str = "test", out: Optional[str]
     With ``figures``, also draw the run's figure on that split into ``run_dir``
     (``write_figures``).
 
-    The meta-model's normalisation is re-fitted on the *training* zoo's train split (it is
-    deterministic), the network weights are loaded without unpickling.
+    The meta-model's normalisation is re-fitted on the *training* zoo's train split (with
+    the run's ``extra_train`` zoos, as in training; it is deterministic), the network
+    weights are loaded without unpickling.
     """
     from ..zoo.store import Zoo
-    from .definitions import load_split
+    from .definitions import load_split, load_training_split
 
     info = _read_run(run_dir)
     task, model = get_task(info["task"]), info["model"]
     train_zoo = Zoo(info["zoo"])
     target = train_zoo if zoo is None else (zoo if isinstance(zoo, Zoo) else Zoo(zoo))
-    train = load_split(train_zoo, task, "train")
+    train = load_training_split(train_zoo, task, info.get("extra_train") or ())
     data = load_split(target, task, split)
     if list(data.weights.widths) != list(train.weights.widths):
         raise ValueError(f"zoo {target.root} has widths {data.weights.widths}, the run was trained on "
