@@ -363,7 +363,8 @@ def main(argv=None):
                   f"their training times summed {sum(r['train_time_s'] for r in runs) / 3600:.1f} h"
                   + (f"; wall time of this session {wall / 60:.1f} min." if new_runs[0] else "."))
         data = json.dumps({"command": cmd, "machine": machine, "zoos": zoos, "budget": budget,
-                           "extra_train": a.extra_train, "configs": a.configs, "selection": selection, "runs": runs}, indent=1)
+                           "extra_train": a.extra_train, "configs": a.configs, "selection": selection,
+                           "runs": runs}, indent=1)
         outs = [(a.out, data), (a.md, tables(runs, "main") + "\n" + footer + "\n")]
         if a.probes:
             outs.append((a.md_probes, tables(runs, "probes") + "\n" + footer + "\n"))

@@ -221,7 +221,8 @@ def load_training_split(zoo, task, extra=()) -> SplitData:
     for e in extra:
         e = e if isinstance(e, Zoo) else Zoo(e)
         if e.fingerprint in seen:
-            raise ValueError(f"extra training zoo {e.root}: the same build (config fingerprint) as {seen[e.fingerprint]}; "
+            raise ValueError(f"extra training zoo {e.root}: the same build (config fingerprint) as "
+                             f"{seen[e.fingerprint]}; "
                              "its members would repeat that zoo's KANs, validation and test included")
         seen[e.fingerprint] = e.root
         if e.manifest.get("task") != zoo.manifest.get("task"):
