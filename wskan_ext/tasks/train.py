@@ -311,7 +311,8 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
     check_compatible(model, task)
     validate_model_config(model, cfg.model)
     zoo = zoo if isinstance(zoo, Zoo) else Zoo(zoo)
-    extra_train = [e if isinstance(e, Zoo) else Zoo(e) for e in extra_train]
+    # paths, not Zoo objects: each extra zoo's shard cache is freed once its members are read
+    extra_train = [os.path.abspath(e.root if isinstance(e, Zoo) else e) for e in extra_train]
     splits = load_splits(zoo, task, extra_train)
     if cfg.augment is not None:
         splits["train"] = _augmented(splits["train"], task, cfg.augment)
@@ -415,7 +416,7 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
             dist.destroy_process_group()
     result = {
         "task": task.name, "model": model, "zoo": os.path.abspath(zoo.root), "seed": cfg.seed,
-        "extra_train": [os.path.abspath(e.root) for e in extra_train],
+        "extra_train": extra_train,
         "world_size": world, "epochs_run": len(history), "best_epoch": best_epoch,
         "train_time_s": time.perf_counter() - t0, "sizes": {s: len(d) for s, d in splits.items()},
         "config": {**asdict(cfg), "model": dict(mm.config)},  # defaults resolved for this task
