@@ -181,11 +181,11 @@ def load_split(zoo, task, split: str) -> SplitData:
 def load_splits(zoo, task, extra_train=()) -> Dict[str, SplitData]:
     """``{"train", "val", "test"}`` -> :class:`SplitData` (all checked before returning);
     with ``extra_train`` (zoos), the train split is :func:`load_training_split`'s."""
-    return {"train": load_training_split(zoo, task, extra_train),
-            **{s: load_split(zoo, task, s) for s in ("val", "test")}}
+    held = {s: load_split(zoo, task, s) for s in ("val", "test")}
+    return {"train": load_training_split(zoo, task, extra_train, held_out=list(held.values())), **held}
 
 
-def load_training_split(zoo, task, extra=()) -> SplitData:
+def load_training_split(zoo, task, extra=(), held_out: Optional[List[SplitData]] = None) -> SplitData:
     """``zoo``'s train split, plus *every* member (all three splits, diverged excluded) of
     each zoo in ``extra``: more training KANs from other builds of the same kind, while
     validation and test stay ``zoo``'s own.
@@ -197,7 +197,8 @@ def load_training_split(zoo, task, extra=()) -> SplitData:
     it must hold the task's labels and
     KANs of ``zoo``'s architecture, and be a zoo of the same kind (manifest ``task``).
     The result keeps each member's id in its own zoo (ids of different zoos may repeat)
-    and ``source`` ``zoo``'s directory.
+    and ``source`` ``zoo``'s directory. ``held_out``: ``zoo``'s validation and test splits
+    when the caller has them already (:func:`load_splits`), so they are not read twice.
 
     Raises:
         ValueError: an extra zoo repeats a build, is of another kind, lacks the labels,
@@ -212,11 +213,9 @@ def load_training_split(zoo, task, extra=()) -> SplitData:
     if not extra:
         return train
     seen = {zoo.fingerprint: zoo.root}
-    held_out = {}
-    for s in ("val", "test"):
-        if zoo.ids(s):
-            w, _, rows = zoo.load(ids=zoo.ids(s))
-            held_out.update(zip(_member_digests(w), ((s, r["id"]) for r in rows)))
+    if held_out is None:
+        held_out = [load_split(zoo, task, s) for s in ("val", "test") if zoo.ids(s)]
+    held = {d: (h.split, i) for h in held_out for d, i in zip(_member_digests(h.weights), h.ids.tolist())}
     parts = [train]
     for e in extra:
         e = e if isinstance(e, Zoo) else Zoo(e)
@@ -235,8 +234,7 @@ def load_training_split(zoo, task, extra=()) -> SplitData:
             if not part.weights.same_architecture(train.weights) or part.targets.shape[1:] != train.targets.shape[1:]:
                 raise ValueError(f"extra training zoo {e.root}: KANs of architecture {part.weights.architecture}, "
                                  f"{zoo.root} has {train.weights.architecture}")
-            hits = [(i, held_out[d]) for i, d in zip(part.ids.tolist(), _member_digests(part.weights))
-                     if d in held_out]
+            hits = [(i, held[d]) for i, d in zip(part.ids.tolist(), _member_digests(part.weights)) if d in held]
             if hits:
                 (i, (hs, hi)), n = hits[0], len(hits)
                 raise ValueError(f"extra training zoo {e.root}: {n} member(s) equal {zoo.root}'s validation/test "
