@@ -198,7 +198,7 @@ def load_training_split(zoo, task, extra=(), held_out: Optional[List[SplitData]]
     KANs of ``zoo``'s architecture, and be a zoo of the same kind (manifest ``task``).
     The result keeps each member's id in its own zoo (ids of different zoos may repeat)
     and ``source`` ``zoo``'s directory. ``held_out``: ``zoo``'s validation and test splits
-    when the caller has them already (:func:`load_splits`), so they are not read twice.
+    when the caller has them already (``load_splits``), so they are not read twice.
 
     Raises:
         ValueError: an extra zoo repeats a build, is of another kind, lacks the labels,
