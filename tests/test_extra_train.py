@@ -84,3 +84,34 @@ def test_cli_and_results_script_pass_extra_train(zoos, tmp_path, capsys, load_sc
     with pytest.raises(SystemExit):  # one table, one training set
         rs.main(args + ["--resume"])
     assert "one table has one training set" in capsys.readouterr().err
+
+
+class _RecordingLock:
+    """A real ``threading.Lock`` that records when it was held."""
+
+    def __init__(self):
+        import threading
+
+        self.lock, self.entered, self.exited = threading.Lock(), 0, 0
+
+    def __enter__(self):
+        self.lock.acquire()
+        self.entered += 1
+
+    def __exit__(self, *exc):
+        self.exited += 1
+        self.lock.release()
+
+
+def test_fit_holds_the_load_lock_only_while_loading(zoos):
+    cfg = TrainConfig(epochs=1, batch_size=4, progress=False)
+    lock = _RecordingLock()
+    with_lock = fit(zoos["main"], "accuracy", "wskan", cfg, extra_train=[zoos["other"]], load_lock=lock)
+    assert lock.entered == lock.exited == 1 and not lock.lock.locked()
+    plain = fit(zoos["main"], "accuracy", "wskan", cfg, extra_train=[zoos["other"]])
+    assert with_lock["metrics"] == plain["metrics"]  # the lock changes nothing but when loading happens
+    # a load that fails releases the lock, so parallel runs are not blocked for ever
+    bad = _RecordingLock()
+    with pytest.raises(ValueError, match="same build"):
+        fit(zoos["main"], "accuracy", "wskan", cfg, extra_train=[zoos["main"]], load_lock=bad)
+    assert bad.entered == bad.exited == 1 and not bad.lock.locked()

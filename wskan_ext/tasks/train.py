@@ -26,6 +26,7 @@ stopping); rank 0 writes the outputs.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import json
@@ -284,7 +285,7 @@ def _augmented(train: SplitData, task, augment: str) -> SplitData:
 
 
 def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Optional[str] = None,
-        read_test: bool = True, extra_train: Sequence = ()) -> dict:
+        read_test: bool = True, extra_train: Sequence = (), load_lock=None) -> dict:
     """Train meta-model ``model`` on ``task`` over ``zoo`` (directory or :class:`~wskan_ext.zoo.Zoo`).
 
     Checks, before training: the model has the task's output level, the zoo holds the
@@ -298,6 +299,10 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
     (:func:`~wskan_ext.tasks.definitions.load_training_split`, which refuses a repeated
     build, another architecture or missing labels). Recorded as ``extra_train`` in the
     result, and used again by :func:`evaluate_run`.
+
+    ``load_lock``: a lock (e.g. a ``multiprocessing`` lock shared by parallel runs) held while
+    the splits are read and encoded, the step whose memory peak is about twice what training
+    then holds; parallel runs on large zoos thus never stack two peaks (``None``: no lock).
 
     Returns a dict with ``metrics`` (per split), ``test_pred`` / ``test_true`` (label
     space), ``history`` (per-epoch train loss and val metric), timing and settings. With
@@ -313,17 +318,18 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
     zoo = zoo if isinstance(zoo, Zoo) else Zoo(zoo)
     # paths, not Zoo objects: each extra zoo's shard cache is freed once its members are read
     extra_train = [os.path.abspath(e.root if isinstance(e, Zoo) else e) for e in extra_train]
-    splits = load_splits(zoo, task, extra_train)
-    if cfg.augment is not None:
-        splits["train"] = _augmented(splits["train"], task, cfg.augment)
-    num_classes = None
-    if task.kind == "classification":
-        num_classes = int(max(int(s.targets.max()) for s in splits.values())) + 1
     if cfg.rank_weight > 0 and (task.kind != "regression" or task.level != "graph"):
         raise ValueError(f"train config: rank_weight (--rank-weight) applies to graph-level regression tasks "
                          f"(accuracy, sine); task {task.name!r} is a {task.level}-level {task.kind} task")
-    mm = build_meta_model(model, task, splits["train"], cfg.model, task.out_channels(num_classes))
-    enc = {s: mm.encode(d) for s, d in splits.items()}
+    with load_lock if load_lock is not None else contextlib.nullcontext():
+        splits = load_splits(zoo, task, extra_train)
+        if cfg.augment is not None:
+            splits["train"] = _augmented(splits["train"], task, cfg.augment)
+        num_classes = None
+        if task.kind == "classification":
+            num_classes = int(max(int(s.targets.max()) for s in splits.values())) + 1
+        mm = build_meta_model(model, task, splits["train"], cfg.model, task.out_channels(num_classes))
+        enc = {s: mm.encode(d) for s, d in splits.items()}
     y_mean, y_std = 0.0, 1.0
     if task.kind == "regression":
         y_mean = enc["train"]["targets"].mean(0)
