@@ -5,8 +5,13 @@ results table (no model is given probe features)."""
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wskan_ext.equivariance_tests.profiles import examples
 
 
 @pytest.fixture(scope="module")
@@ -241,3 +246,36 @@ def test_run_details_lists_every_final_run(tmp_path, load_script):
     assert [(r[0], r[1]) for r in rows] == [("wskan", "0"), ("wskan", "1"), ("nfn", "0"), ("nfn", "1")]
     assert rows[1][2:5] == ["2", "of", "7"] and rows[1][5:7] == ["0.6000", "0.3500"]
     assert "epoch cap 7, precision bf16" in text
+
+
+@settings(max_examples=examples(10), deadline=None)
+@given(a=st.floats(0.5, 1.0), b=st.floats(1.0, 6.0))
+def test_sine_ceiling_fit_recovers_exact_sines(a, b, load_script):
+    """benchmarks/sine_ceiling.py's least-squares decoder returns (a, b) of an exact sine to
+    1e-6; its negative twin, a phase-shifted sine, is not a*sin(b x) and is not recovered."""
+    script = load_script("benchmarks/sine_ceiling.py", "wskan_sine_ceiling")
+    x = torch.linspace(-1, 1, 64, dtype=torch.float64)
+    y = torch.stack([a * torch.sin(b * x), a * torch.sin(b * x + 0.5)])
+    fit = script.fit_sines(x, y, (1.0, 6.0))
+    np.testing.assert_allclose(fit[0], [a, b], atol=1e-6)
+    assert np.abs(fit[1] - [a, b]).max() > 1e-3
+
+
+def test_sine_ceiling_script_on_a_tiny_zoo(tmp_path, load_script):
+    """benchmarks/sine_ceiling.py runs on a sine zoo and writes its table and JSON; other zoos
+    are refused with a clear message."""
+    from wskan_ext.cli import main
+
+    zoo = str(tmp_path / "sine")
+    assert main(["zoo", "build", "--out", zoo, "--preset", "sine", "--size", "6", "--quiet", "--threads",
+                 "1"]) == 0
+    script = load_script("benchmarks/sine_ceiling.py", "wskan_sine_ceiling")
+    md, js = str(tmp_path / "s.inc"), str(tmp_path / "s.json")
+    assert script.main(["--zoo", zoo, "--split", "train", "--md", md, "--json", js]) == 0
+    out = json.load(open(js))
+    assert out["oracle"]["mse"] >= 0.0 and set(out["per_label"]) == {"a", "b"}
+    assert "oracle" in open(md).read()
+    tiny = str(tmp_path / "tiny")
+    assert main(["zoo", "build", "--out", tiny, "--preset", "tiny", "--quiet", "--threads", "1"]) == 0
+    with pytest.raises(SystemExit, match="this ceiling is for sine zoos"):
+        script.main(["--zoo", tiny, "--md", md, "--json", js])
