@@ -79,11 +79,20 @@ def main(argv=None):
     seeds = [0]
     if "--seeds" in argv:
         i = argv.index("--seeds")
-        argv, seeds = argv[:i], [int(v) for v in argv[i + 1:]]
+        try:
+            argv, seeds = argv[:i], [int(v) for v in argv[i + 1:]]
+        except ValueError:
+            print(f"--seeds takes integers and comes last, got {argv[i + 1:]}")
+            return 2
         if not seeds:
             print("--seeds needs at least one seed")
             return 2
     zoo, task = argv[0], argv[1]
+    options = [v for v in argv[2:] if v.startswith("--")]
+    if options:
+        print(f"unknown option {options[0]!r}: attempts.py takes ZOO TASK MODEL[:JSON] ... [--seeds S ...] "
+              f"(--seeds last; results are printed, not written)")
+        return 2
     fmt = lambda d: {k: round(v, 4) for k, v in d.items()}  # noqa: E731
     for spec in argv[2:]:
         vals = []

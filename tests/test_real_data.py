@@ -279,3 +279,13 @@ def test_sine_ceiling_script_on_a_tiny_zoo(tmp_path, load_script):
     assert main(["zoo", "build", "--out", tiny, "--preset", "tiny", "--quiet", "--threads", "1"]) == 0
     with pytest.raises(SystemExit, match="this ceiling is for sine zoos"):
         script.main(["--zoo", tiny, "--md", md, "--json", js])
+
+
+def test_attempts_script_refuses_options_it_does_not_take(load_script, capsys):
+    """benchmarks/attempts.py names a misplaced or unknown option instead of training with it
+    as a model spec or failing inside ``int()``."""
+    script = load_script("benchmarks/attempts.py", "wskan_attempts_script")
+    assert script.main(["ZOO", "sine", "wskan", "--out", "x.json"]) == 2
+    assert "unknown option '--out'" in capsys.readouterr().out
+    assert script.main(["ZOO", "sine", "wskan", "--seeds", "0", "--out", "x.json"]) == 2
+    assert "--seeds takes integers and comes last" in capsys.readouterr().out
