@@ -242,10 +242,14 @@ def test_run_details_lists_every_final_run(tmp_path, load_script):
     md = tmp_path / "d.inc"
     assert details.main([str(path), "--models", "wskan", "nfn", "--md", str(md)]) == 0
     text = md.read_text()
-    rows = [ln.split() for ln in text.splitlines() if ln.startswith(("wskan", "nfn", "mlp"))]
+    rows = [ln.split() for ln in text.splitlines() if ln.startswith(("wskan", "nfn", "mlp")) and "mean" not in ln]
     assert [(r[0], r[1]) for r in rows] == [("wskan", "0"), ("wskan", "1"), ("nfn", "0"), ("nfn", "1")]
     assert rows[1][2:5] == ["2", "of", "7"] and rows[1][5:7] == ["0.6000", "0.3500"]
     assert "epoch cap 7, precision bf16" in text
+    # test mean ± population std per model (seeds 0.25 and 0.35), with the requested decimals
+    assert "wskan          test mean ± std over 2 seed(s): accuracy 0.3000 ± 0.0500" in text
+    assert details.main([str(path), "--models", "nfn", "--digits", "6", "--md", str(md)]) == 0
+    assert "accuracy 0.300000 ± 0.050000" in md.read_text() and "0.350000" in md.read_text()
 
 
 @settings(max_examples=examples(10), deadline=None)
