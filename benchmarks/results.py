@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shlex
@@ -306,6 +307,11 @@ def main(argv=None):
     p.add_argument("--ema", type=float, default=0.0,
                    help="decay of the moving average of the weights that every run validates, early-stops on "
                         "and tests (TrainConfig.ema; the same for every model; 0 = off)")
+    p.add_argument("--aux-points", type=int, default=0,
+                   help="every run also learns to predict each training KAN's outputs at this many fixed input "
+                        "points, computed from its weights (TrainConfig.aux_points; graph-level regression "
+                        "tasks; the same for every model; predictions and metrics use the weights only; 0 = off)")
+    p.add_argument("--aux-weight", type=float, default=1.0, help="weight of the --aux-points loss (TrainConfig.aux_weight)")
     p.add_argument("--extra-train", action="append", default=[], metavar="DIR",
                    help="another zoo (another build of the same kind, e.g. another seed) whose members, all of "
                         "them, join every run's training split, for every model alike; validation and test "
@@ -321,9 +327,14 @@ def main(argv=None):
         p.error(f"--batch-size must be >= 1, got {a.batch_size}")
     if not 0 <= a.ema < 1:
         p.error(f"--ema must be 0 (off) or a decay in (0, 1), got {a.ema}")
+    if not 0 <= a.aux_points <= 4096 or not (a.aux_weight > 0 and math.isfinite(a.aux_weight)):
+        p.error(f"--aux-points must be in [0, 4096] and --aux-weight a finite number > 0, got {a.aux_points} "
+                f"and {a.aux_weight}")
     budget = dict(BUDGET, epochs=a.epochs, batch_size=a.batch_size, precision=a.precision)
     if a.ema:  # recorded only when on: tables written before --ema existed ran without it
         budget["ema"] = a.ema
+    if a.aux_points:  # likewise
+        budget.update(aux_points=a.aux_points, aux_weight=a.aux_weight)
     zoos = {}
     if a.build:
         zoos.update(build_default(a.cache, a.only or list(DEFAULT_ZOOS)))

@@ -53,6 +53,10 @@ def add_parser(subparsers) -> None:
     t.add_argument("--ema", type=float, default=0.0,
                    help="decay of an exponential moving average of the weights, updated after every step; "
                         "validation, early stopping and the saved model use the average (0 = off)")
+    t.add_argument("--aux-points", type=int, default=0,
+                   help="also train the meta-model to predict each training KAN's outputs at this many fixed "
+                        "input points, computed from its weights (graph-level regression tasks; 0 = off)")
+    t.add_argument("--aux-weight", type=float, default=1.0, help="weight of the --aux-points loss term")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="model hyperparameter, e.g. --set hidden=128 --set layers=4 (JSON values; keys and "
                         "bounds: wskan_ext.tasks.train.MODEL_BOUNDS)")
@@ -126,7 +130,8 @@ def _train(a) -> int:
     cfg = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, patience=a.patience, lr=a.lr,
                       weight_decay=a.weight_decay, seed=a.seed, max_time=a.max_time, progress=not a.quiet,
                       precision=a.precision, augment=a.augment, rank_weight=a.rank_weight,
-                      rank_temperature=a.rank_temperature, ema=a.ema, model=_parse_sets(a.set))
+                      rank_temperature=a.rank_temperature, ema=a.ema,
+                      aux_points=a.aux_points, aux_weight=a.aux_weight, model=_parse_sets(a.set))
     validate_model_config(a.model, cfg.model, where="--set")
     set_threads(a.threads)
     out = a.out or f"runs/{a.task}_{a.model}_s{a.seed}"

@@ -120,7 +120,8 @@ def validate_model_config(model: str, config, where: str = "model config") -> No
 
 _FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "patience": "--patience", "lr": "--lr",
           "weight_decay": "--weight-decay", "seed": "--seed", "max_time": "--max-time",
-          "rank_weight": "--rank-weight", "rank_temperature": "--rank-temperature", "ema": "--ema"}
+          "rank_weight": "--rank-weight", "rank_temperature": "--rank-temperature", "ema": "--ema",
+          "aux_points": "--aux-points", "aux_weight": "--aux-weight"}
 
 
 @dataclass
@@ -149,7 +150,12 @@ class TrainConfig:
     after every optimiser step (:class:`torch.optim.swa_utils.AveragedModel`, buffers
     included): validation, early stopping and the returned network then use the averaged
     weights -- a training setting, like ``rank_weight``, that every model gets alike
-    (horizon about :math:`1 / (1 - \beta)` steps). ``model`` is checked against the model by ``validate_model_config`` when
+    (horizon about :math:`1 / (1 - \beta)` steps). ``aux_points``: ``0`` (off), or the number
+    ``P`` of fixed input points at which the meta-model also learns to predict each training
+    KAN's own outputs, computed from its weights (:mod:`wskan_ext.tasks.auxiliary`; graph-level
+    regression tasks; the extra outputs are never used for validation, test or metrics, so
+    the meta-model still sees only weights), weighted by ``aux_weight`` -- a training setting
+    every trainable model gets alike. ``model`` is checked against the model by ``validate_model_config`` when
     :func:`fit` starts."""
 
     epochs: int = 100
@@ -165,6 +171,8 @@ class TrainConfig:
     rank_weight: float = 0.0
     rank_temperature: float = 0.1
     ema: float = 0.0
+    aux_points: int = 0
+    aux_weight: float = 1.0
     eval_batch_size: int = 256
     progress: bool = True
     model: Dict = field(default_factory=dict)
@@ -179,6 +187,8 @@ class TrainConfig:
             "rank_weight": _real(lambda v: v >= 0, "a finite number >= 0"),
             "rank_temperature": _real(lambda v: v > 0, "a finite number > 0"),
             "ema": _real(lambda v: 0 <= v < 1, "0 (off) or a decay in (0, 1)"),
+            "aux_points": _int_in(0, 4096),
+            "aux_weight": _real(lambda v: v > 0, "a finite number > 0"),
         }
         for name, (ok, bound) in checks.items():
             v = getattr(self, name)
@@ -321,6 +331,9 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
     if cfg.rank_weight > 0 and (task.kind != "regression" or task.level != "graph"):
         raise ValueError(f"train config: rank_weight (--rank-weight) applies to graph-level regression tasks "
                          f"(accuracy, sine); task {task.name!r} is a {task.level}-level {task.kind} task")
+    if cfg.aux_points and (task.kind != "regression" or task.level != "graph"):
+        raise ValueError(f"train config: aux_points (--aux-points) applies to graph-level regression tasks "
+                         f"(accuracy, sine); task {task.name!r} is a {task.level}-level {task.kind} task")
     with load_lock if load_lock is not None else contextlib.nullcontext():
         splits = load_splits(zoo, task, extra_train)
         if cfg.augment is not None:
@@ -328,7 +341,12 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
         num_classes = None
         if task.kind == "classification":
             num_classes = int(max(int(s.targets.max()) for s in splits.values())) + 1
-        mm = build_meta_model(model, task, splits["train"], cfg.model, task.out_channels(num_classes))
+        c_task, aux = task.out_channels(num_classes), None
+        if cfg.aux_points:
+            from .auxiliary import function_points, function_values
+
+            aux = function_values(splits["train"].weights, function_points(splits["train"].weights, cfg.aux_points))
+        mm = build_meta_model(model, task, splits["train"], cfg.model, c_task + (aux.shape[1] if aux is not None else 0))
         enc = {s: mm.encode(d) for s, d in splits.items()}
     y_mean, y_std = 0.0, 1.0
     if task.kind == "regression":
@@ -367,6 +385,10 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
             n, GB = len(splits["train"]), max(1, cfg.batch_size)
             train_y = enc["train"]["targets"]
             scaled = dict(enc["train"], targets=(train_y - y_mean) / y_std) if task.kind == "regression" else enc["train"]
+            if aux is not None:  # standardised per column; the batches carry (task targets | aux targets)
+                aux = aux.to(train_y.dtype)
+                aux = (aux - aux.mean(0)) / aux.std(0, unbiased=False).clamp_min(1e-8)
+                scaled["targets"] = torch.cat([scaled["targets"].reshape(n, -1), aux], 1)
             best, best_state, bad = None, None, 0
             bar = tqdm(range(cfg.epochs), desc=f"{task.name}/{model}", disable=not cfg.progress or rank != 0,
                        leave=False)
@@ -384,8 +406,13 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
                         x, y = mm.batch(scaled, local, aug, train=True)
                         with _autocast(cfg.precision):
                             out = ddp(x).float()
+                        if aux is not None:
+                            (out, out_aux), (y, y_aux) = (t.split([c_task, aux.shape[1]], 1) for t in (out, y))
                         per_item = out[0].numel() if task.kind != "classification" else 1
                         loss = _loss(task.kind, out, y) * (weight * world / (idx.numel() * per_item))
+                        if aux is not None:
+                            loss = loss + cfg.aux_weight * F.mse_loss(out_aux, y_aux, reduction="sum") * (
+                                weight * world / (idx.numel() * aux.shape[1]))
                         if cfg.rank_weight > 0:  # this rank's pairs; DDP averages the ranks' gradients
                             loss = loss + cfg.rank_weight * weight * rank_loss(out, y, cfg.rank_temperature)
                         opt.zero_grad(set_to_none=True)
@@ -400,6 +427,7 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
                         dist.all_reduce(t)
                         tot = float(t)
                     out = predict(mm, judged, enc["val"], cfg.eval_batch_size, cfg.precision)
+                    out = out[..., :c_task] if aux is not None else out
                     val = _split_metrics(task, enc["val"], out, y_mean, y_std)[0][task.primary]
                     history.append({"epoch": epoch, "train_loss": tot / max(cnt, 1), f"val_{task.primary}": val})
                     better = best is None or (val > best if task.higher_is_better else val < best)
@@ -414,8 +442,8 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
             net.load_state_dict(best_state)
         metrics, outs = {}, {}
         for s in ("train", "val", "test") if read_test else ("train", "val"):
-            metrics[s], outs[s] = _split_metrics(task, enc[s], predict(mm, net, enc[s], cfg.eval_batch_size,
-                                                                       cfg.precision),
+            pred = predict(mm, net, enc[s], cfg.eval_batch_size, cfg.precision)
+            metrics[s], outs[s] = _split_metrics(task, enc[s], pred[..., :c_task] if aux is not None else pred,
                                                  y_mean, y_std)
     finally:
         if created:
@@ -523,8 +551,13 @@ def evaluate_run(run_dir: str, zoo=None, split: str = "test", out: Optional[str]
     num_classes = None
     if task.kind == "classification":
         num_classes = int(max(int(train.targets.max()), int(data.targets.max()))) + 1
+    aux_points = info["config"].get("aux_points", 0)  # the run's auxiliary outputs: built, then dropped
+    if not (isinstance(aux_points, int) and not isinstance(aux_points, bool) and 0 <= aux_points <= 4096):
+        raise ValueError(f"{run_dir}/metrics.json: field 'config.aux_points': expected an integer in [0, 4096], "
+                         f"got {aux_points!r:.60}")
+    c_task = task.out_channels(num_classes)
     mm = build_meta_model(model, task, train, {k: v for k, v in info["config"]["model"].items()
-                                               if k in DEFAULTS[model]}, task.out_channels(num_classes))
+                                               if k in DEFAULTS[model]}, c_task + aux_points * train.weights.widths[-1])
     net = None
     if mm.trainable:
         from safetensors.torch import load_file
@@ -540,7 +573,8 @@ def evaluate_run(run_dir: str, zoo=None, split: str = "test", out: Optional[str]
     if task.kind == "regression":
         y_mean, y_std = train.targets.mean(0), train.targets.std(0, unbiased=False).clamp_min(1e-8)
     enc = mm.encode(data)
-    metrics, pred = _split_metrics(task, enc, predict(mm, net, enc), y_mean, y_std)
+    pred = predict(mm, net, enc)
+    metrics, pred = _split_metrics(task, enc, pred[..., :c_task] if aux_points else pred, y_mean, y_std)
     res = {"task": task.name, "model": model, "zoo": os.path.abspath(target.root), "split": split,
            "metrics": metrics, "run": os.path.abspath(run_dir)}
     if figures:

@@ -1,0 +1,97 @@
+"""Auxiliary function-value targets (``TrainConfig(aux_points=P)``, ``wskan train --aux-points``,
+``benchmarks/results.py --aux-points``): the points lie in the input grid range, the values are
+the KANs' exact outputs, the extra outputs never reach a metric, and bad settings are refused."""
+
+import json
+
+import pytest
+import torch
+from hypothesis import given, strategies as st
+
+from wskan_ext.equivariance_tests.strategies import architectures, random_kan
+from wskan_ext.tasks import TrainConfig, fit
+from wskan_ext.tasks.auxiliary import function_points, function_values
+from wskan_ext.tasks.testing import tiny_zoo
+from wskan_ext.tasks.train import evaluate_run
+
+
+@given(arch=architectures(max_depth=2, max_width=3), seed=st.integers(0, 2 ** 16), P=st.integers(1, 9),
+       B=st.integers(1, 4))
+def test_points_lie_in_the_union_of_input_grid_ranges_and_values_are_the_forward_pass(arch, seed, P, B):
+    w = random_kan(arch, seed, num_models=B)
+    pts = function_points(w, P)
+    n0, k = w.widths[0], w.k[0]
+    assert pts.shape == (P, n0) and pts.dtype == w.dtype
+    lo, hi = w.grid[0][..., k].amin(0), w.grid[0][..., -1 - k].amax(0)
+    assert bool(((pts >= lo - 1e-12) & (pts <= hi + 1e-12)).all())
+    if n0 == 1 and P > 1:  # equispaced, both ends included
+        torch.testing.assert_close(pts[:, 0], torch.linspace(float(lo), float(hi), P, dtype=w.dtype))
+    vals = function_values(w, pts, chunk=2)  # chunking changes nothing
+    ref = torch.stack([w[b].forward(pts) for b in range(B)]).reshape(B, -1)
+    torch.testing.assert_close(vals, ref, rtol=1e-12, atol=1e-12)
+    assert function_points(w, P).equal(pts)  # fixed points: the same for every call and split
+
+
+def test_values_tell_kans_apart_negative_twin():
+    w = random_kan({"widths": [1, 3, 1], "grid_sizes": 5, "k": 3}, 0, num_models=2)
+    pts = function_points(w, 16)
+    v = function_values(w, pts)
+    assert not torch.allclose(v[0], v[1])  # different KANs, different targets
+    twin = w._replace(node_bias=w.node_bias[:-1] + [w.node_bias[-1] + 1.0])
+    torch.testing.assert_close(function_values(twin, pts), v + 1.0)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda w: function_points(w, 0), "num_points must be an int >= 1"),
+    (lambda w: function_points(w.coef[0], 4), "expected KANWeights"),
+    (lambda w: function_values(w[0], function_points(w, 4)), "batched KANWeights"),
+    (lambda w: function_values(w, torch.zeros(4, 3, dtype=w.dtype)), r"points must be \(P, 1\)"),
+])
+def test_bad_arguments_are_refused_by_name(call, match):
+    w = random_kan({"widths": [1, 2, 1], "grid_sizes": 3, "k": 2}, 1, num_models=2)
+    with pytest.raises((ValueError, TypeError), match=match):
+        call(w)
+
+
+@pytest.fixture(scope="module")
+def sine_zoo(tmp_path_factory):
+    return tiny_zoo(str(tmp_path_factory.mktemp("aux")), "sine")
+
+
+@pytest.mark.parametrize("model", ["wskan", "nfn", "deepsets"])
+def test_fit_with_aux_targets_reports_task_metrics_only_and_changes_training(sine_zoo, model, tmp_path):
+    cfg = dict(epochs=2, batch_size=4, progress=False)
+    out = tmp_path / model
+    res = fit(sine_zoo, "sine", model, TrainConfig(aux_points=8, **cfg), out_dir=str(out))
+    plain = fit(sine_zoo, "sine", model, TrainConfig(**cfg))
+    assert set(res["metrics"]["test"]) == {"mse", "r2"}
+    assert res["test_pred"].shape == plain["test_pred"].shape == res["test_true"].shape  # (B, 2): a and b only
+    assert res["metrics"]["val"] != plain["metrics"]["val"]  # negative twin: the extra loss changed training
+    assert json.load(open(out / "metrics.json"))["config"]["aux_points"] == 8
+    ev = evaluate_run(str(out), split="test")  # the saved network has the extra outputs; they are dropped again
+    assert ev["metrics"] == pytest.approx(res["metrics"]["test"], rel=1e-5, abs=1e-7)
+
+
+def test_aux_targets_are_refused_for_tasks_other_than_graph_regression(tmp_path):
+    zoo = tiny_zoo(str(tmp_path), "digits")
+    with pytest.raises(ValueError, match=r"aux_points \(--aux-points\) applies to graph-level regression"):
+        fit(zoo, "pruning", "wskan", TrainConfig(epochs=1, aux_points=4, progress=False))
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(aux_points=-1), r"aux_points \(--aux-points\) must be an integer in \[0, 4096\]"),
+    (dict(aux_points=2.5), r"aux_points \(--aux-points\)"),
+    (dict(aux_weight=0.0), r"aux_weight \(--aux-weight\) must be a finite number > 0"),
+])
+def test_train_config_refuses_bad_aux_settings(kw, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kw)
+
+
+def test_cli_train_takes_aux_points_and_refuses_a_bad_one(cli, sine_zoo, tmp_path):
+    rc, out, err = cli("train", "--zoo", sine_zoo, "--task", "sine", "--model", "wskan", "--epochs", "1",
+                       "--aux-points", "4", "--out", str(tmp_path / "run"), "--quiet")
+    assert rc == 0, err
+    assert json.load(open(tmp_path / "run" / "metrics.json"))["config"]["aux_points"] == 4
+    rc, out, err = cli("train", "--zoo", sine_zoo, "--task", "sine", "--model", "wskan", "--aux-points", "-3")
+    assert "--aux-points" in cli.one_line(rc, err, "train")
