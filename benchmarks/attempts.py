@@ -11,7 +11,7 @@ patience 10 unless given).
     python benchmarks/attempts.py benchmarks/out/zoos/mnist5k-inr inr_class nfn 'wskan:{"layers": 4, "dropout": 0.1}'
     python benchmarks/attempts.py benchmarks/out/zoos/sine sine nfn 'wskan:{}' --seeds 0 1 2
 
-Keys ``epochs``, ``batch_size``, ``patience``, ``lr``, ``weight_decay``, ``schedule``, ``precision``, ``augment``, ``rank_weight``, ``rank_temperature``, ``ema``, ``aux_points``, ``aux_weight`` of the
+Keys ``epochs``, ``batch_size``, ``patience``, ``lr``, ``weight_decay``, ``schedule``, ``precision``, ``augment``, ``rank_weight``, ``rank_temperature``, ``ema``, ``aux_points``, ``aux_weight``, ``loss_units`` of the
 JSON go to :class:`~wskan_ext.tasks.TrainConfig`, the others to the model.
 """
 
@@ -31,7 +31,7 @@ import wskan_ext.tasks.train as train_mod
 from wskan_ext.tasks import TrainConfig, fit
 
 TRAIN_KEYS = ("epochs", "batch_size", "patience", "lr", "weight_decay", "schedule", "precision", "augment", "rank_weight",
-              "rank_temperature", "ema", "aux_points", "aux_weight")
+              "rank_temperature", "ema", "aux_points", "aux_weight", "loss_units")
 
 
 def fit_spec(zoo: str, task: str, spec: str, seed: int = 0, splits_hook=None) -> dict:
@@ -101,7 +101,8 @@ def main(argv=None):
             r = fit_spec(zoo, task, spec, seed)
             vals.append(r["metrics"]["val"])
             print(spec, f"seed {seed}" if len(seeds) > 1 else "", "val", fmt(r["metrics"]["val"]), "train",
-                  fmt(r["metrics"]["train"]), f"{time.time() - t:.0f}s best_epoch {r['best_epoch']}", flush=True)
+                  fmt(r["metrics"]["train"]), f"{time.time() - t:.0f}s best_epoch {r['best_epoch']}",
+                  *(["aux mse", fmt(r["aux_mse"])] if "aux_mse" in r else []), flush=True)
         if len(seeds) > 1:
             print(spec, f"val over seeds {seeds}:", "  ".join(
                 f"{k} {statistics.mean(v[k] for v in vals):.4f} ± {statistics.stdev(v[k] for v in vals):.4f}"

@@ -312,6 +312,8 @@ def main(argv=None):
                         "points, computed from its weights (TrainConfig.aux_points; graph-level regression "
                         "tasks; the same for every model; predictions and metrics use the weights only; 0 = off)")
     p.add_argument("--aux-weight", type=float, default=1.0, help="weight of the --aux-points loss (TrainConfig.aux_weight)")
+    p.add_argument("--loss-units", choices=["standardised", "label"], default="standardised",
+                   help="regression loss of every run (TrainConfig.loss_units; the same for every model)")
     p.add_argument("--extra-train", action="append", default=[], metavar="DIR",
                    help="another zoo (another build of the same kind, e.g. another seed) whose members, all of "
                         "them, join every run's training split, for every model alike; validation and test "
@@ -335,6 +337,8 @@ def main(argv=None):
         budget["ema"] = a.ema
     if a.aux_points:  # likewise
         budget.update(aux_points=a.aux_points, aux_weight=a.aux_weight)
+    if a.loss_units != "standardised":  # likewise
+        budget["loss_units"] = a.loss_units
     zoos = {}
     if a.build:
         zoos.update(build_default(a.cache, a.only or list(DEFAULT_ZOOS)))

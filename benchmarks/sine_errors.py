@@ -35,7 +35,7 @@ def band_errors(spec: str, zoo: str, seed: int = 0) -> dict:
     train, val = load_split(zoo, "sine", "train"), load_split(zoo, "sine", "val")
     enc = mm.encode(val)
     mean, std = train.targets.mean(0), train.targets.std(0, unbiased=False).clamp_min(1e-8)  # as fit() does
-    err = (predict(mm, net, enc) * std + mean - enc["targets"]) ** 2  # (B, 2): a, b
+    err = (predict(mm, net, enc)[:, :2] * std + mean - enc["targets"]) ** 2  # (B, 2): a, b (aux outputs dropped)
     b = enc["targets"][:, 1]
     bands = []
     for lo, hi in BANDS:

@@ -1,6 +1,8 @@
-"""Auxiliary function-value targets (``TrainConfig(aux_points=P)``, ``wskan train --aux-points``,
-``benchmarks/results.py --aux-points``): the points lie in the input grid range, the values are
-the KANs' exact outputs, the extra outputs never reach a metric, and bad settings are refused."""
+"""Training-signal settings every model gets alike. Auxiliary function-value targets
+(``TrainConfig(aux_points=P)``, ``wskan train --aux-points``, ``benchmarks/results.py
+--aux-points``): the points lie in the input grid range, the values are the KANs' exact outputs,
+the extra outputs never reach a metric, and bad settings are refused. ``loss_units="label"``:
+one target is unchanged, several are reweighted to label units."""
 
 import json
 
@@ -68,6 +70,7 @@ def test_fit_with_aux_targets_reports_task_metrics_only_and_changes_training(sin
     assert res["test_pred"].shape == plain["test_pred"].shape == res["test_true"].shape  # (B, 2): a and b only
     assert res["metrics"]["val"] != plain["metrics"]["val"]  # negative twin: the extra loss changed training
     assert json.load(open(out / "metrics.json"))["config"]["aux_points"] == 8
+    assert set(res["aux_mse"]) == {"train", "val"} and "aux_mse" not in plain  # the diagnostic, never the test split
     ev = evaluate_run(str(out), split="test")  # the saved network has the extra outputs; they are dropped again
     assert ev["metrics"] == pytest.approx(res["metrics"]["test"], rel=1e-5, abs=1e-7)
 
@@ -95,3 +98,23 @@ def test_cli_train_takes_aux_points_and_refuses_a_bad_one(cli, sine_zoo, tmp_pat
     assert json.load(open(tmp_path / "run" / "metrics.json"))["config"]["aux_points"] == 4
     rc, out, err = cli("train", "--zoo", sine_zoo, "--task", "sine", "--model", "wskan", "--aux-points", "-3")
     assert "--aux-points" in cli.one_line(rc, err, "train")
+
+
+def test_loss_units_label_is_the_identity_for_one_target_and_reweights_several(sine_zoo, tmp_path):
+    cfg = dict(epochs=2, batch_size=4, progress=False)
+    zoo = tiny_zoo(str(tmp_path), "digits")
+    one = [fit(zoo, "accuracy", "wskan", TrainConfig(loss_units=u, **cfg))["metrics"] for u in ("standardised", "label")]
+    assert one[0] == one[1]  # one target: weight sigma^2 / mean sigma^2 = 1, the same steps bit for bit
+    two = [fit(sine_zoo, "sine", "wskan", TrainConfig(loss_units=u, **cfg))["metrics"] for u in ("standardised", "label")]
+    assert two[0]["val"] != two[1]["val"]  # negative twin: a and b have different spreads, the loss changed
+
+
+def test_loss_units_are_checked():
+    with pytest.raises(ValueError, match=r"loss_units \(--loss-units\) must be 'standardised' or 'label'"):
+        TrainConfig(loss_units="raw")
+
+
+def test_loss_units_label_is_refused_for_classification(tmp_path):
+    zoo = tiny_zoo(str(tmp_path), "digits")
+    with pytest.raises(ValueError, match=r"loss_units \(--loss-units\) applies to regression tasks"):
+        fit(zoo, "pruning", "wskan", TrainConfig(epochs=1, loss_units="label", progress=False))

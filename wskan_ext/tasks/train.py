@@ -121,7 +121,7 @@ def validate_model_config(model: str, config, where: str = "model config") -> No
 _FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "patience": "--patience", "lr": "--lr",
           "weight_decay": "--weight-decay", "seed": "--seed", "max_time": "--max-time",
           "rank_weight": "--rank-weight", "rank_temperature": "--rank-temperature", "ema": "--ema",
-          "aux_points": "--aux-points", "aux_weight": "--aux-weight"}
+          "aux_points": "--aux-points", "aux_weight": "--aux-weight", "loss_units": "--loss-units"}
 
 
 @dataclass
@@ -155,7 +155,11 @@ class TrainConfig:
     KAN's own outputs, computed from its weights (:mod:`wskan_ext.tasks.auxiliary`; graph-level
     regression tasks; the extra outputs are never used for validation, test or metrics, so
     the meta-model still sees only weights), weighted by ``aux_weight`` -- a training setting
-    every trainable model gets alike. ``model`` is checked against the model by ``validate_model_config`` when
+    every trainable model gets alike. ``loss_units``: ``"standardised"`` (each regression target
+    standardised on the training split, so every target weighs alike, as R² does) or ``"label"``
+    (target :math:`o` weighted by :math:`\sigma_o^2 / \overline{\sigma^2}`: the squared errors in
+    label units, the scale of the ``mse`` metric, up to one constant) -- a training setting every
+    model gets alike. ``model`` is checked against the model by ``validate_model_config`` when
     :func:`fit` starts."""
 
     epochs: int = 100
@@ -173,6 +177,7 @@ class TrainConfig:
     ema: float = 0.0
     aux_points: int = 0
     aux_weight: float = 1.0
+    loss_units: str = "standardised"
     eval_batch_size: int = 256
     progress: bool = True
     model: Dict = field(default_factory=dict)
@@ -202,6 +207,9 @@ class TrainConfig:
         if self.precision not in ("float32", "bf16"):
             raise ValueError(
                 f"train config: precision (--precision) must be 'float32' or 'bf16', got {self.precision!r}")
+        if self.loss_units not in ("standardised", "label"):
+            raise ValueError(f"train config: loss_units (--loss-units) must be 'standardised' or 'label', "
+                             f"got {self.loss_units!r}")
         if self.augment not in (None, "odd"):
             raise ValueError(f"train config: augment (--augment) must be null or 'odd', got {self.augment!r}")
         if not isinstance(self.model, dict):
@@ -331,6 +339,9 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
     if cfg.rank_weight > 0 and (task.kind != "regression" or task.level != "graph"):
         raise ValueError(f"train config: rank_weight (--rank-weight) applies to graph-level regression tasks "
                          f"(accuracy, sine); task {task.name!r} is a {task.level}-level {task.kind} task")
+    if cfg.loss_units != "standardised" and task.kind != "regression":
+        raise ValueError(f"train config: loss_units (--loss-units) applies to regression tasks; task {task.name!r} "
+                         f"is a {task.kind} task")
     if cfg.aux_points and (task.kind != "regression" or task.level != "graph"):
         raise ValueError(f"train config: aux_points (--aux-points) applies to graph-level regression tasks "
                          f"(accuracy, sine); task {task.name!r} is a {task.level}-level {task.kind} task")
@@ -345,7 +356,8 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
         if cfg.aux_points:
             from .auxiliary import function_points, function_values
 
-            aux = function_values(splits["train"].weights, function_points(splits["train"].weights, cfg.aux_points))
+            aux_x = function_points(splits["train"].weights, cfg.aux_points)
+            aux = function_values(splits["train"].weights, aux_x)
         mm = build_meta_model(model, task, splits["train"], cfg.model, c_task + (aux.shape[1] if aux is not None else 0))
         enc = {s: mm.encode(d) for s, d in splits.items()}
     y_mean, y_std = 0.0, 1.0
@@ -383,11 +395,15 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
             gen = torch.Generator().manual_seed(cfg.seed)
             aug = torch.Generator().manual_seed(cfg.seed * 1000003 + rank)
             n, GB = len(splits["train"]), max(1, cfg.batch_size)
+            col_w = None
+            if cfg.loss_units == "label":  # sqrt of sigma_o^2 / mean sigma^2, applied to outputs and targets
+                col_w = (y_std ** 2 / (y_std ** 2).mean()).sqrt().float()
             train_y = enc["train"]["targets"]
             scaled = dict(enc["train"], targets=(train_y - y_mean) / y_std) if task.kind == "regression" else enc["train"]
             if aux is not None:  # standardised per column; the batches carry (task targets | aux targets)
                 aux = aux.to(train_y.dtype)
-                aux = (aux - aux.mean(0)) / aux.std(0, unbiased=False).clamp_min(1e-8)
+                aux_mean, aux_std = aux.mean(0), aux.std(0, unbiased=False).clamp_min(1e-8)
+                aux = (aux - aux_mean) / aux_std
                 scaled["targets"] = torch.cat([scaled["targets"].reshape(n, -1), aux], 1)
             best, best_state, bad = None, None, 0
             bar = tqdm(range(cfg.epochs), desc=f"{task.name}/{model}", disable=not cfg.progress or rank != 0,
@@ -409,7 +425,8 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
                         if aux is not None:
                             (out, out_aux), (y, y_aux) = (t.split([c_task, aux.shape[1]], 1) for t in (out, y))
                         per_item = out[0].numel() if task.kind != "classification" else 1
-                        loss = _loss(task.kind, out, y) * (weight * world / (idx.numel() * per_item))
+                        w_out, w_y = (out, y) if col_w is None else (out * col_w, y * col_w)  # loss_units="label"
+                        loss = _loss(task.kind, w_out, w_y) * (weight * world / (idx.numel() * per_item))
                         if aux is not None:
                             loss = loss + cfg.aux_weight * F.mse_loss(out_aux, y_aux, reduction="sum") * (
                                 weight * world / (idx.numel() * aux.shape[1]))
@@ -440,9 +457,12 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
                         break
             bar.close()
             net.load_state_dict(best_state)
-        metrics, outs = {}, {}
+        metrics, outs, aux_mse = {}, {}, {}
         for s in ("train", "val", "test") if read_test else ("train", "val"):
             pred = predict(mm, net, enc[s], cfg.eval_batch_size, cfg.precision)
+            if aux is not None and s != "test":  # how well the extra outputs decode the function (diagnostic)
+                z = (function_values(splits[s].weights, aux_x).to(pred.dtype) - aux_mean) / aux_std
+                aux_mse[s] = float(((pred[:, c_task:] - z) ** 2).mean())
             metrics[s], outs[s] = _split_metrics(task, enc[s], pred[..., :c_task] if aux is not None else pred,
                                                  y_mean, y_std)
     finally:
@@ -455,6 +475,7 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
         "train_time_s": time.perf_counter() - t0, "sizes": {s: len(d) for s, d in splits.items()},
         "config": {**asdict(cfg), "model": dict(mm.config)},  # defaults resolved for this task
         "metrics": metrics, "history": history,
+        **({"aux_mse": aux_mse} if aux_mse else {}),  # standardised mse of the auxiliary outputs (train, val)
         "test_pred": outs.get("test"), "test_true": enc["test"]["targets"] if read_test else None,
         "test_ids": splits["test"].ids if read_test else None,
         "widths": mm.widths,
