@@ -60,7 +60,16 @@ CONFIGS = [dict(aggr="sum", backward=True, pool="mean"), dict(aggr="mean", backw
            dict(context=True, max_layers=3), dict(readout="layer", max_layers=3, shared=True, context=True),
            dict(typed_edges=True, max_layers=3), dict(readout="layer", max_layers=3, io_readout=True, typed_edges=True),
            dict(product=True), dict(readout="layer", max_layers=3, product=True, aggr=["sum", "max"], backward=False),
-           dict(bilinear=True), dict(readout="layer", max_layers=3, bilinear=True, shared=True, typed_edges=True)]
+           dict(bilinear=True), dict(readout="layer", max_layers=3, bilinear=True, shared=True, typed_edges=True),
+           dict(lookup=4), dict(readout="layer", max_layers=3, io_readout=True, typed_edges=True, lookup=3)]
+
+
+def graph_for(w, cfg, P=7):
+    """``kan_to_graph(w)``, plus the sampled edge functions ``edge_values`` that ``lookup`` reads."""
+    g = kan_to_graph(w)
+    if cfg.get("lookup"):
+        g.edge_values = kan_to_graph(w, encoding="values", num_points=P).edge_attr
+    return g
 
 
 @given(batched_kans(), st.sampled_from(CONFIGS))
@@ -68,7 +77,7 @@ CONFIGS = [dict(aggr="sum", backward=True, pool="mean"), dict(aggr="mean", backw
 def test_invariance_and_equivariance(w, cfg):
     perms = random_hidden_permutations(w, torch.Generator().manual_seed(1), per_model=True)
     wp = permute_hidden(w, perms)
-    g, gp = kan_to_graph(w), kan_to_graph(wp)
+    g, gp = graph_for(w, cfg), graph_for(wp, cfg)
     model = make_model(g, **cfg)
     with torch.no_grad():
         o, op = model(g), model(gp)
@@ -86,7 +95,7 @@ def test_invariance_and_equivariance(w, cfg):
 @given(batched_kans(), st.sampled_from([{}, dict(readout="layer", max_layers=3, io_readout=True),
                                        dict(context=True, shared=True, max_layers=3),
                                        dict(typed_edges=True, max_layers=3), dict(product=True),
-                                       dict(bilinear=True)]))
+                                       dict(bilinear=True), dict(lookup=4)]))
 @settings(max_examples=examples(8))
 def test_negative_twin_input_permutation_changes_output(w, cfg):
     p = torch.roll(torch.arange(w.widths[0]), 1)  # a non-identity permutation of the inputs
@@ -95,27 +104,27 @@ def test_negative_twin_input_permutation_changes_output(w, cfg):
     for f in ("scale_base", "scale_sp", "mask"):
         kw[f][0] = getattr(w, f)[0][:, p]
     wp = w._replace(**kw)
-    g, gp = kan_to_graph(w), kan_to_graph(wp)
+    g, gp = graph_for(w, cfg), graph_for(wp, cfg)
     model = make_model(g, **cfg)
     with torch.no_grad():
         assert (model(g).graph - model(gp).graph).abs().max() > 1e-6
     # and hidden permutations that forget the grid rows are not symmetries either
     wbad = permute_hidden(w, [torch.roll(torch.arange(n), 1) for n in w.widths[1:-1]], permute_grid=False)
     with torch.no_grad():
-        assert (model(g).graph - model(kan_to_graph(wbad)).graph).abs().max() > 1e-9
+        assert (model(g).graph - model(graph_for(wbad, cfg)).graph).abs().max() > 1e-9
 
 
 @pytest.mark.parametrize("cfg", [{}, dict(readout="layer", max_layers=3, io_readout=True),
                                  dict(context=True, max_layers=3), dict(typed_edges=True, max_layers=3),
-                                 dict(product=True), dict(bilinear=True)])
+                                 dict(product=True), dict(bilinear=True), dict(lookup=4)])
 def test_batch_equals_individual_mixed_architectures(cfg):
     items = [rand_kan([3, 4, 2], 2, 2, 2, 0), rand_kan([2, 5, 3, 1], 2, 2, 1, 1)[0], rand_kan([3, 2], 2, 2, 1, 2)[0]]
-    g = kan_to_graph(items)
+    g = graph_for(items, cfg)
     model = make_model(g, **cfg)
     with torch.no_grad():
         o = model(g)
         for b, d in enumerate(g.to_data_list()):
-            single = kan_to_graph(_single(items, b))
+            single = graph_for(_single(items, b), cfg)
             s = model(single)
             assert (s.graph[0] - o.graph[b]).abs().max() <= 1e-12
             assert (s.node - o.node[g.ptr[b] : g.ptr[b + 1]]).abs().max() <= 1e-12
@@ -333,3 +342,50 @@ def test_typed_edges_bad_input_is_refused():
         model(bad)
     with pytest.raises(ValueError, match="max_layers=1"):
         WSKAN(g.x.shape[1], g.edge_attr.shape[1], 8, 1, max_layers=1, typed_edges=True).double()(g)
+
+
+@given(P=st.integers(2, 12), Q=st.integers(1, 5), a=st.floats(-3, 3), b=st.floats(-3, 3),
+       seed=st.integers(0, 2 ** 16))
+@settings(max_examples=examples(30))
+def test_lookup_interpolates_the_samples_exactly(P, Q, a, b, seed):
+    """``WSKANLayer._lookup``: at the sample positions it returns the samples; a linear function
+    is interpolated exactly anywhere in [0, 1]; outside, the position is clamped to the ends."""
+    g = torch.Generator().manual_seed(seed)
+    s = torch.linspace(0, 1, P, dtype=torch.float64)
+    lin = (a + b * s).expand(3, P)
+    r = torch.rand(3, Q, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(WSKANLayer._lookup(r - 0.5, lin), a + b * r, rtol=0, atol=1e-12)
+    v = torch.randn(3, P, generator=g, dtype=torch.float64)
+    idx = torch.randint(0, P, (3, Q), generator=g)
+    torch.testing.assert_close(WSKANLayer._lookup(idx.double() / (P - 1) - 0.5, v), v.gather(1, idx), rtol=0, atol=1e-12)
+    out = WSKANLayer._lookup(torch.tensor([[-5.0, 5.0]] * 3, dtype=torch.float64), v)
+    torch.testing.assert_close(out, v[:, [0, -1]], rtol=0, atol=1e-12)
+    if P > 2:  # negative twin: a curved function is not linear between samples
+        sq = (s ** 2).expand(3, P)
+        mid = torch.full((3, 1), 0.5 / (P - 1) - 0.5, dtype=torch.float64)
+        assert (WSKANLayer._lookup(mid, sq) - (0.5 / (P - 1)) ** 2).abs().max() > 1e-6
+
+
+def test_lookup_reads_the_edge_values_and_refuses_bad_input():
+    w = rand_kan([3, 4, 2], 3, 2, 2, 0)
+    g = graph_for(w, {"lookup": 4})
+    model = make_model(g, lookup=4)
+    assert "lookup=4" in repr(model.layers[0])
+    with torch.no_grad():
+        o = model(g)
+        g2 = graph_for(w, {"lookup": 4})
+        g2.edge_values = g2.edge_values.flip(1)  # negative twin: other functions, same coefficients
+        assert (model(g2).graph - o.graph).abs().max() > 1e-6
+    bad = kan_to_graph(w)
+    with pytest.raises(ValueError, match=r"WSKAN\(lookup=4\): the graph needs edge_values"):
+        model(bad)
+    layer = WSKANLayer(4, 3, 5, lookup=2)
+    x, e, ei = torch.randn(3, 4), torch.randn(2, 3), torch.tensor([[0, 1], [1, 2]])
+    for vals in (None, torch.randn(2, 1), torch.randn(3, 5), torch.randn(2)):
+        with pytest.raises(ValueError, match=r"edge_values must have shape \(2, P\) with P >= 2"):
+            layer(x, ei, e, None, vals)
+    layer(x, ei, e, None, torch.randn(2, 5))
+    with pytest.raises(ValueError, match="built with lookup=0"):
+        WSKANLayer(4, 3, 5)(x, ei, e, None, torch.randn(2, 5))
+    with pytest.raises(ValueError, match="lookup must be >= 0"):
+        WSKANLayer(4, 3, 5, lookup=-1)

@@ -82,11 +82,22 @@ class WSKANLayer(MessagePassing):
             :math:`\mathbb E[\phi(x)] = c^\top \mathbb E[B(x)]`, which a first-order
             MLP of the concatenation can only approximate). One more ``(E, C_e) x (C_e, parts H)``
             map per layer.
+        lookup: with ``Q > 0``, every edge also reads its own edge function at ``Q`` positions
+            chosen by its source neuron, :math:`r_{ij} = \mathrm{clamp}(\tfrac12 + W_r h_i, 0, 1)
+            \in [0, 1]^Q`, by linear interpolation of the edge function's ``P`` equispaced samples
+            ``edge_values`` over the source's range (:math:`r = 0` its lower, :math:`r = 1` its upper
+            end): :math:`\ell_{ij,q} = \mathrm{interp}(v_{ij}, r_{ij,q})`, added to every first map as
+            :math:`W_\ell \ell_{ij}`. An edge's output is its function *at its input neuron's value*;
+            the lookup lets a neuron's state pick where the next functions are read, the step of a
+            forward pass that an MLP of the concatenation :math:`[h_i, e_{ij}]` can only approximate.
+            It reads nothing but the samples the edge features already hold (no input is evaluated),
+            and it is per edge with the edge's own source, so equivariance is kept. :meth:`forward`
+            then needs ``edge_values`` ``(E, P)``, ``P >= 2``.
 
     Shapes:
         - input: node features ``(N, node_channels)``, ``edge_index: (2, E)``, edge
           features ``(E, edge_channels)``, ``edge_type: (E,)`` (integers in ``[0, T)``,
-          only with ``num_edge_types > 1``);
+          only with ``num_edge_types > 1``), ``edge_values: (E, P)`` (only with ``lookup > 0``);
         - output: ``(N, node_channels)``, ``(E, edge_channels)``.
     """
 
@@ -105,6 +116,7 @@ class WSKANLayer(MessagePassing):
         num_edge_types: int = 1,
         product: bool = False,
         bilinear: bool = False,
+        lookup: int = 0,
     ):
         aggrs = [aggr] if isinstance(aggr, str) else list(aggr)
         if not aggrs:
@@ -138,6 +150,12 @@ class WSKANLayer(MessagePassing):
         self.edge_mlp = nn.Sequential(_ACTS[act](), nn.Linear(H, Ce))
         self.product = bool(product)
         self.bilinear = bool(bilinear)
+        if int(lookup) < 0:
+            raise ValueError(f"lookup must be >= 0, got {lookup}")
+        self.lookup = int(lookup)
+        # lookup positions r = clamp(1/2 + W_r h_src, 0, 1), read values projected into every first map
+        self.lookup_query = nn.Linear(Cn, self.lookup) if self.lookup else None
+        self.lookup_proj = nn.Linear(self.lookup, self.num_parts * H, bias=False) if self.lookup else None
         # bilinear terms (U e + c) * (V_a h_a + V_b h_b) per part, nodes projected once per node
         self.bil_node_proj = nn.Linear(Cn, 2 * self.num_parts * H, bias=False) if self.bilinear else None
         self.bil_edge_proj = nn.Linear(Ce, self.num_parts * H) if self.bilinear else None
@@ -162,7 +180,8 @@ class WSKANLayer(MessagePassing):
         nn.init.uniform_(self.edge_proj.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor,
-                edge_type: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                edge_type: Optional[torch.Tensor] = None,
+                edge_values: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """Update node and edge features (see the class docstring); returns ``(h', e')``."""
         if x.dim() != 2 or x.shape[1] != self.node_channels:
             raise ValueError(f"WSKANLayer: node features must have shape (N, {self.node_channels}), got {tuple(x.shape)}")
@@ -186,6 +205,13 @@ class WSKANLayer(MessagePassing):
                                  f"[{int(edge_type.min())}, {int(edge_type.max())}]")
         elif edge_type is not None:
             raise ValueError("WSKANLayer: edge_type given but the layer was built with num_edge_types=1")
+        if self.lookup:
+            if edge_values is None or edge_values.dim() != 2 or edge_values.shape[0] != E or edge_values.shape[1] < 2:
+                got = None if edge_values is None else tuple(edge_values.shape)
+                raise ValueError(f"WSKANLayer(lookup={self.lookup}): edge_values must have shape ({E}, P) with P >= 2 "
+                                 f"(each edge function sampled at P equispaced points), got {got}")
+        elif edge_values is not None:
+            raise ValueError("WSKANLayer: edge_values given but the layer was built with lookup=0")
         src, dst = edge_index
         H, N, k = self.hidden_channels, x.shape[0], self.num_parts
         # every part i (forward message, backward message, edge update) has the first map
@@ -198,6 +224,8 @@ class WSKANLayer(MessagePassing):
         if T > 1:  # each edge keeps its own type's block
             z = z.view(E, T, k * H).gather(1, edge_type.long().view(E, 1, 1).expand(E, 1, k * H)).squeeze(1)
         z = z + P[:, : k * H].contiguous().index_select(0, src) + P[:, k * H:].contiguous().index_select(0, dst)
+        if self.lookup:
+            z = z + self.lookup_proj(self._lookup(self.lookup_query(x).index_select(0, src), edge_values))
         # one activation pass for all parts (every part's MLP starts with the same activation;
         # msg_fwd[0] / msg_bwd[0] stay as modules so saved state dicts and reprs keep their layout)
         a = self.edge_mlp[0](z)
@@ -224,6 +252,17 @@ class WSKANLayer(MessagePassing):
         e = edge_attr + de if self.residual else de
         return self.node_norm(h), self.edge_norm(e)
 
+    @staticmethod
+    def _lookup(q: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """Linear interpolation of ``values (E, P)`` (equispaced samples over ``[0, 1]``) at the
+        positions ``clamp(1/2 + q, 0, 1)``, ``q: (E, Q)`` -> ``(E, Q)``."""
+        npts = values.shape[1]
+        pos = (0.5 + q).clamp(0, 1) * (npts - 1)
+        i0 = pos.detach().floor().clamp(0, npts - 2).long()
+        frac = pos - i0.to(pos.dtype)
+        v0 = values.gather(1, i0).to(pos.dtype)
+        return v0 + frac * (values.gather(1, i0 + 1).to(pos.dtype) - v0)
+
     def _aggregate(self, lin: nn.Linear, a: torch.Tensor, index: torch.Tensor, N: int) -> torch.Tensor:
         """``aggr_{e -> v} lin(a_e)``, ``(N, C)``. Sum and mean commute with the affine map
         ``lin``, so they aggregate the ``(E, H)`` activations first and apply ``lin`` to the
@@ -242,5 +281,6 @@ class WSKANLayer(MessagePassing):
             f"hidden={self.hidden_channels}, aggr={self.aggr!r}, backward={self.backward}, "
             f"residual={self.residual}, norm={self.norm!r}{', shared=True' if self.shared else ''}"
             f"{f', num_edge_types={self.num_edge_types}' if self.num_edge_types > 1 else ''}"
-            f"{', product=True' if self.product else ''}{', bilinear=True' if self.bilinear else ''})"
+            f"{', product=True' if self.product else ''}{', bilinear=True' if self.bilinear else ''}"
+            f"{f', lookup={self.lookup}' if self.lookup else ''})"
         )

@@ -102,6 +102,11 @@ class WSKAN(nn.Module):
             messages (``WSKANLayer(product=True)``).
         bilinear: every layer's messages and edge update get edge-conditioned bilinear terms
             (``WSKANLayer(bilinear=True)``).
+        lookup: ``Q > 0``: every layer's edges read their own edge function at ``Q`` positions
+            chosen by the source neuron (``WSKANLayer(lookup=Q)``); the graph then needs
+            ``edge_values`` ``(E, P)``, the edge functions sampled at ``P`` equispaced points of
+            their source's range (e.g. ``kan_to_graph(w, encoding="values", num_points=P).edge_attr``,
+            any fixed scaling).
         io_readout: the graph head also reads :math:`\sum_{v \in \text{in}} h_v \odot
             \gamma^{\text{in}}_{p(v)}` and the same over output neurons, with learned gates
             :math:`\gamma` per position: input and output neurons are never permuted, so the
@@ -143,6 +148,7 @@ class WSKAN(nn.Module):
         typed_edges: bool = False,
         product: bool = False,
         bilinear: bool = False,
+        lookup: int = 0,
     ):
         super().__init__()
         if pool not in ("mean", "sum"):
@@ -153,6 +159,7 @@ class WSKAN(nn.Module):
             raise ValueError(f"max_layers must be >= 1, got {max_layers}")
         self.readout, self.max_layers, self.dropout = readout, int(max_layers), float(dropout)
         self.io_readout, self.context, self.typed_edges = bool(io_readout), bool(context), bool(typed_edges)
+        self.lookup = int(lookup)
         H, He = hidden_channels, edge_hidden_channels or hidden_channels
         self.node_in_channels, self.edge_in_channels = node_in_channels, edge_in_channels
         self.extra_node_channels, self.pool = extra_node_channels, pool
@@ -165,7 +172,7 @@ class WSKAN(nn.Module):
         self.layers = nn.ModuleList(
             WSKANLayer(H, He, max(H, He), aggr=aggr, backward=backward, residual=residual, norm=norm, act=act,
                        shared=shared, num_edge_types=self.max_layers if self.typed_edges else 1, product=product,
-                       bilinear=bilinear)
+                       bilinear=bilinear, lookup=lookup)
             for _ in range(num_layers)
         )
         if self.context:  # zero-initialised: the model starts as the one without context
@@ -228,10 +235,16 @@ class WSKAN(nn.Module):
         need_groups = self.context or self.typed_edges or (self.readout == "layer" and self.graph_head is not None)
         groups = self._layer_groups(data, bvec) if need_groups else None
         etype = data.edge_layer.long() if self.typed_edges else None  # checked < max_layers by _layer_groups
+        values = None
+        if self.lookup:
+            values = getattr(data, "edge_values", None)
+            if values is None:
+                raise ValueError(f"WSKAN(lookup={self.lookup}): the graph needs edge_values (E, P), the edge "
+                                 "functions sampled at P equispaced points (kan_to_graph(w, encoding='values'))")
         for t, layer in enumerate(self.layers):
             if self.context:  # before the layer: its residual sum is what the layer normalises
                 h, e = self._add_context(t, h, e, groups, size)
-            h, e = layer(h, edge_index, e, etype)
+            h, e = layer(h, edge_index, e, etype, values) if self.lookup else layer(h, edge_index, e, etype)
         graph = None
         if self.graph_head is not None:
             if self.readout == "layer":

@@ -24,7 +24,7 @@ DEFAULTS: Dict[str, dict] = {
     "wskan": dict(hidden=64, layers=4, num_points=16, dropout=None, lr=2e-3, weight_decay=1e-5, probe=0, aggr="sum",
                   io=True, edge_hidden=None, norm="global", log_scale=False, shared=False,
                   context=False, layernorm=True, value_range="grid",
-                  edge_features="both", typed=False, product=False, bilinear=False,
+                  edge_features="both", typed=False, product=False, bilinear=False, lookup=0,
                   attr_head=False),
     "mlp": dict(hidden=256, layers=2, lr=1e-3, weight_decay=1e-4, attr_head=False),
     "mlp_aligned": dict(hidden=256, layers=2, lr=1e-3, weight_decay=1e-4, attr_head=False),

@@ -231,7 +231,7 @@ class WSKANNet(nn.Module):
                  depth: int, dropout: float = 0.0, aggr: str = "sum", io: bool = False,
                  edge_hidden: Optional[int] = None, shared: bool = False, context: bool = False,
                  layernorm: bool = True, typed: bool = False, product: bool = False,
-                 bilinear: bool = False):
+                 bilinear: bool = False, lookup: int = 0):
         super().__init__()
         from ..nn.model import WSKAN
 
@@ -243,7 +243,7 @@ class WSKANNet(nn.Module):
                            aggr=_AGGRS[aggr], io_readout=bool(io) and level == "graph",
                            edge_hidden_channels=edge_hidden, shared=shared, context=context,
                            norm="layer" if layernorm else None, typed_edges=typed, product=product,
-                           bilinear=bilinear, **heads)
+                           bilinear=bilinear, lookup=lookup, **heads)
 
     def forward(self, data) -> torch.Tensor:
         out = self.model(data)
@@ -305,13 +305,27 @@ class _WSKAN(MetaModel):
                              node_pos=g.node_pos[:N], node_layer=g.node_layer[:N],
                              edge_layer=g.edge_layer[: self.num_edges])
         self.dims = (x.shape[-1], e.shape[-1])
+        if self.config["lookup"]:  # one scale for every sample: the lookup reads function shapes undistorted
+            self.value_scale = self._values(train.weights).std().clamp_min(1e-8)
+
+    def _values(self, w):
+        """Edge functions at ``num_points`` equispaced points of their source's range, ``(B, E, P)``
+        (what ``lookup`` interpolates)."""
+        from ..graph import kan_to_graph
+
+        P = self.config["num_points"]
+        return kan_to_graph(w, encoding="values", num_points=P, value_range=self.config["value_range"]
+                            ).edge_attr.view(w.num_models, -1, P).float()
 
     def _features(self, split):
         _, x, e = self._graph(split.weights)
         (mx, sx), (me, se) = self.node_stats, self.edge_stats
         # role flags (last 3 node columns) stay 0/1
         x = torch.cat([(x[..., :-3] - mx[..., :-3]) / sx[..., :-3], x[..., -3:]], -1)
-        return {"x": x, "e": (e - me) / se}
+        out = {"x": x, "e": (e - me) / se}
+        if self.config["lookup"]:
+            out["v"] = self._values(split.weights) / self.value_scale
+        return out
 
     def batch(self, enc, idx, generator=None, train=False):
         x, e = enc["x"][idx], enc["e"][idx]
@@ -321,8 +335,11 @@ class _WSKAN(MetaModel):
 
         node_ptr, edge_ptr = torch.arange(b + 1) * N, torch.arange(b + 1) * E
         node = {"x": x.reshape(b * N, -1), **{k: t[k].repeat(b) for k in ("node_role", "node_pos", "node_layer")}}
-        inputs = make_batch(node, {"edge_attr": e.reshape(b * E, -1), "edge_layer": t["edge_layer"].repeat(b)},
-                            t["edge_index"].repeat(1, b) + node_ptr[:-1].repeat_interleave(E), node_ptr, edge_ptr)
+        edge = {"edge_attr": e.reshape(b * E, -1), "edge_layer": t["edge_layer"].repeat(b)}
+        if "v" in enc:
+            edge["edge_values"] = enc["v"][idx].reshape(b * E, -1)
+        inputs = make_batch(node, edge, t["edge_index"].repeat(1, b) + node_ptr[:-1].repeat_interleave(E), node_ptr,
+                            edge_ptr)
         return inputs, enc["targets"][idx]
 
     def _net(self):
@@ -330,7 +347,7 @@ class _WSKAN(MetaModel):
         t = self.template
         return WSKANNet(self.dims[0], self.dims[1], self.out_channels, self.task.level, c["hidden"], c["layers"],
                         int(t["edge_layer"].max()) + 1, c["dropout"], c["aggr"], c["io"], c["edge_hidden"], c["shared"], c["context"],
-                        c["layernorm"], c["typed"], c["product"], c["bilinear"])
+                        c["layernorm"], c["typed"], c["product"], c["bilinear"], c["lookup"])
 
 
 class _Magnitude(MetaModel):

@@ -69,6 +69,7 @@ MODEL_BOUNDS = {
     "hidden": _int_in(1, 4096),
     "layers": _int_in(1, 64),
     "num_points": _int_in(1, 1024),
+    "lookup": _int_in(0, 256),
     "probe": _int_in(2, 16384),
     # None (WS-KAN's default): 0.1 for classification tasks, 0 for regression
     "dropout": (lambda v, _ok=_real(lambda v: 0 <= v < 1, "")[0]: v is None or _ok(v),
