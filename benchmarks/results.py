@@ -41,7 +41,7 @@ import time
 
 import torch
 
-from wskan_ext.tasks import TASKS, TrainConfig, fit
+from wskan_ext.tasks import TASKS, TrainConfig, fit, get_task
 from wskan_ext.tasks.models import DEFAULTS, LEVELS, MODELS, PROBE_ONLY
 from wskan_ext.tasks.train import validate_model_config
 from wskan_ext.zoo import Zoo
@@ -225,10 +225,24 @@ def _init_worker(lock_path):
     _LOAD_LOCK = FileLock(lock_path)
 
 
+def task_budget(budget: dict, task: str) -> dict:
+    """``budget`` without the settings that do not apply to ``task``: ``aux_points`` /
+    ``aux_weight`` (graph-level regression only) and ``loss_units`` (regression only); those
+    tasks train as without them, every model alike."""
+    spec = get_task(task)
+    drop = set()
+    if spec.kind != "regression" or spec.level != "graph":
+        drop |= {"aux_points", "aux_weight"}
+    if spec.kind != "regression":
+        drop.add("loss_units")
+    return {k: v for k, v in budget.items() if k not in drop}
+
+
 def _job(args):
     """One training run (in a worker process with one torch thread)."""
     zoo_path, task, model, seed, config, read_test, budget, extra = args
     torch.set_num_threads(1)
+    budget = task_budget(budget, task)
     res = fit(zoo_path, task, model, TrainConfig(seed=seed, progress=False, model=dict(config), **budget),
               read_test=read_test, extra_train=extra, load_lock=_LOAD_LOCK)
     return {"val": res["metrics"]["val"], "test": res["metrics"].get("test"), "train_time_s": res["train_time_s"],

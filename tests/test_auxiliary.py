@@ -118,3 +118,23 @@ def test_loss_units_label_is_refused_for_classification(tmp_path):
     zoo = tiny_zoo(str(tmp_path), "digits")
     with pytest.raises(ValueError, match=r"loss_units \(--loss-units\) applies to regression tasks"):
         fit(zoo, "pruning", "wskan", TrainConfig(epochs=1, loss_units="label", progress=False))
+
+
+def test_results_script_gives_aux_targets_to_every_model_and_only_where_they_apply(sine_zoo, tmp_path, load_script,
+                                                                                   capsys):
+    rs = load_script("benchmarks/results.py", "wskan_results_script_aux")
+    assert rs.task_budget({"epochs": 1, "aux_points": 8, "aux_weight": 2.0, "loss_units": "label"}, "pruning") \
+        == {"epochs": 1}  # classification: neither applies, the runs train as without them
+    assert rs.task_budget({"aux_points": 8, "aux_weight": 2.0, "loss_units": "label"}, "sine") \
+        == {"aux_points": 8, "aux_weight": 2.0, "loss_units": "label"}
+    r, md = str(tmp_path / "r.json"), str(tmp_path / "r.inc")
+    args = ["--zoo", f"tiny={sine_zoo}", "--models", "nfn", "deepsets", "--seeds", "0", "--tasks", "sine",
+            "--epochs", "1", "--out", r, "--md", md, "--md-probes", str(tmp_path / "p.inc")]
+    rs.main(args + ["--aux-points", "4", "--aux-weight", "2"])
+    data = json.load(open(r))
+    assert data["budget"]["aux_points"] == 4 and data["budget"]["aux_weight"] == 2.0
+    assert "'aux_points': 4" in open(md).read()  # the table states the setting every model had
+    for bad in (["--aux-points", "-1"], ["--aux-weight", "0"]):
+        with pytest.raises(SystemExit):
+            rs.main(args + bad)
+        assert "--aux-points must be in [0, 4096] and --aux-weight a finite number > 0" in capsys.readouterr().err

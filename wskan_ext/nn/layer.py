@@ -257,6 +257,8 @@ class WSKANLayer(MessagePassing):
         """Linear interpolation of ``values (E, P)`` (equispaced samples over ``[0, 1]``) at the
         positions ``clamp(1/2 + q, 0, 1)``, ``q: (E, Q)`` -> ``(E, Q)``."""
         npts = values.shape[1]
+        if q.dtype in (torch.float16, torch.bfloat16):  # positions need more than 8 mantissa bits (autocast)
+            q = q.float()
         pos = (0.5 + q).clamp(0, 1) * (npts - 1)
         i0 = pos.detach().floor().clamp(0, npts - 2).long()
         frac = pos - i0.to(pos.dtype)
