@@ -389,3 +389,18 @@ def test_lookup_reads_the_edge_values_and_refuses_bad_input():
         WSKANLayer(4, 3, 5)(x, ei, e, None, torch.randn(2, 5))
     with pytest.raises(ValueError, match="lookup must be >= 0"):
         WSKANLayer(4, 3, 5, lookup=-1)
+
+
+def test_lookup_positions_keep_float32_under_bf16_autocast():
+    """Under ``torch.autocast`` the query map runs in bfloat16 (8 mantissa bits); the lookup
+    positions are taken in float32, so a sample is read at the position asked for."""
+    v = torch.linspace(0, 1, 33).expand(2, 33)  # the identity function, 33 samples
+    q = torch.tensor([[0.2371, -0.4123]] * 2, dtype=torch.bfloat16)
+    out = WSKANLayer._lookup(q, v)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, 0.5 + q.float(), rtol=0, atol=1e-6)
+    layer = WSKANLayer(4, 3, 8, lookup=2)
+    x, e, ei = torch.randn(3, 4), torch.randn(2, 3), torch.tensor([[0, 1], [1, 2]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h, e2 = layer(x, ei, e, None, torch.randn(2, 5))
+    assert torch.isfinite(h.float()).all() and torch.isfinite(e2.float()).all()
