@@ -244,7 +244,7 @@ class WSKAN(nn.Module):
         for t, layer in enumerate(self.layers):
             if self.context:  # before the layer: its residual sum is what the layer normalises
                 h, e = self._add_context(t, h, e, groups, size)
-            h, e = layer(h, edge_index, e, etype, values) if self.lookup else layer(h, edge_index, e, etype)
+            h, e = layer(h, edge_index, e, etype, values)
         graph = None
         if self.graph_head is not None:
             if self.readout == "layer":

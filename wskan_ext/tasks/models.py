@@ -113,7 +113,7 @@ class _FlatAugment(_Flat):
 
 
 def _edge_inputs(w: KANWeights, num_points: int, log_scale: bool = False, value_range: str = "grid",
-                 features: str = "both") -> torch.Tensor:
+                 features: str = "both", return_values: bool = False):
     """Per-edge features ``(B, E, G+k+1 + P + L (+ 3))``: canonical coefficients, edge-function
     values at ``P`` points of the source neuron's range, and a one-hot of the edge's layer.
     ``features`` (WS-KAN option ``edge_features``): ``"both"``, or ``"coef"`` / ``"values"``
@@ -129,7 +129,10 @@ def _edge_inputs(w: KANWeights, num_points: int, log_scale: bool = False, value_
     and of the coefficients' RMS. A global standardisation maps a 0.001-sized and a 0.01-sized
     edge function to nearly the same inputs; their logarithms keep the relative scale that a
     thresholded label such as pykan's attribution depends on. Functions of the weights only.
-    Measured: neither option helped (``docs/tutorials/tasks.rst``, "Attempts")."""
+    Measured: neither option helped (``docs/tutorials/tasks.rst``, "Attempts").
+
+    With ``return_values``, returns ``(features, values)``, the raw ``(B, E, P)`` samples too
+    (what WS-KAN's ``lookup`` reads), computed once whatever ``features`` keeps."""
     from ..graph import kan_to_graph
 
     if value_range not in ("grid", "support"):
@@ -143,16 +146,18 @@ def _edge_inputs(w: KANWeights, num_points: int, log_scale: bool = False, value_
     if features != "values":
         coef = kan_to_graph(w).edge_attr.view(Bm, -1, w.grid_sizes[0] + w.k[0] + 1)
         parts.append(coef)
-    if features != "coef":
+    if features != "coef" or return_values:
         vals = kan_to_graph(w, encoding="values", num_points=num_points, value_range=value_range).edge_attr
         vals = vals.view(Bm, -1, num_points)
+    if features != "coef":
         parts.append(vals)
     sizes = torch.tensor([a * b for a, b in zip(w.widths[:-1], w.widths[1:])])
     layer = torch.nn.functional.one_hot(torch.repeat_interleave(torch.arange(w.depth), sizes), w.depth)
     parts.append(layer.to(parts[0].dtype).expand(Bm, -1, -1))
     if log_scale:
         parts.append(torch.stack([vals.std(-1), vals.abs().mean(-1), coef.pow(2).mean(-1).sqrt()], -1).add(1e-6).log())
-    return torch.cat(parts, -1).float()
+    feats = torch.cat(parts, -1).float()
+    return (feats, vals.float()) if return_values else feats
 
 
 class _DeepSets(MetaModel):
@@ -273,15 +278,17 @@ class _WSKAN(MetaModel):
         g = kan_to_graph(w)
         Bm = w.num_models
         x = g.x.view(Bm, -1, g.x.shape[-1]).float()
+        lookup = bool(self.config["lookup"])
         e = _edge_inputs(w, self.config["num_points"], self.config["log_scale"], self.config["value_range"],
-                         self.config["edge_features"])
+                         self.config["edge_features"], return_values=lookup)
+        e, v = e if lookup else (e, None)
         if self.probe_x is not None:  # probe statistics go before the 3 role-flag columns
             from .probes import probe_features
 
             pn, pe = probe_features(w, self.probe_x)
             x = torch.cat([x[..., :-3], pn.float(), x[..., -3:]], -1)
             e = torch.cat([e, pe.float()], -1)
-        return g, x, e
+        return g, x, e, v
 
     def fit(self, train):
         if self.config["dropout"] is None:  # measured: dropout helps classification, hurts regression
@@ -294,7 +301,7 @@ class _WSKAN(MetaModel):
                 raise ValueError("model 'wskan' with probe > 0 needs the zoo directory of the training split "
                                  "(SplitData.source) to draw probe inputs from its dataset")
             self.probe_x = probe_inputs(train.source, int(self.config["probe"]))
-        g, x, e = self._graph(train.weights)
+        g, x, e, v = self._graph(train.weights)
         N = x.shape[1]
         if self.config["norm"] == "layer":  # statistics per KAN layer, over models and that layer's neurons / edges
             self.node_stats = _group_standardizer(x, g.node_layer[:N])
@@ -306,25 +313,16 @@ class _WSKAN(MetaModel):
                              edge_layer=g.edge_layer[: self.num_edges])
         self.dims = (x.shape[-1], e.shape[-1])
         if self.config["lookup"]:  # one scale for every sample: the lookup reads function shapes undistorted
-            self.value_scale = self._values(train.weights).std().clamp_min(1e-8)
-
-    def _values(self, w):
-        """Edge functions at ``num_points`` equispaced points of their source's range, ``(B, E, P)``
-        (what ``lookup`` interpolates)."""
-        from ..graph import kan_to_graph
-
-        P = self.config["num_points"]
-        return kan_to_graph(w, encoding="values", num_points=P, value_range=self.config["value_range"]
-                            ).edge_attr.view(w.num_models, -1, P).float()
+            self.value_scale = v.std().clamp_min(1e-8)
 
     def _features(self, split):
-        _, x, e = self._graph(split.weights)
+        _, x, e, v = self._graph(split.weights)
         (mx, sx), (me, se) = self.node_stats, self.edge_stats
         # role flags (last 3 node columns) stay 0/1
         x = torch.cat([(x[..., :-3] - mx[..., :-3]) / sx[..., :-3], x[..., -3:]], -1)
         out = {"x": x, "e": (e - me) / se}
         if self.config["lookup"]:
-            out["v"] = self._values(split.weights) / self.value_scale
+            out["v"] = v / self.value_scale  # the edge functions' raw samples, (B, E, P), one scale
         return out
 
     def batch(self, enc, idx, generator=None, train=False):

@@ -461,9 +461,10 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
         metrics, outs, aux_mse = {}, {}, {}
         for s in ("train", "val", "test") if read_test else ("train", "val"):
             pred = predict(mm, net, enc[s], cfg.eval_batch_size, cfg.precision)
-            if aux is not None and s != "test":  # how well the extra outputs decode the function (diagnostic)
-                z = (function_values(splits[s].weights, aux_x).to(pred.dtype) - aux_mean) / aux_std
-                aux_mse[s] = float(((pred[:, c_task:] - z) ** 2).mean())
+            if aux is not None and mm.trainable and s != "test":  # how well the extra outputs decode the function
+                z = aux if s == "train" else (
+                    function_values(splits[s].weights, aux_x).to(aux.dtype) - aux_mean) / aux_std
+                aux_mse[s] = float(((pred[:, c_task:] - z.to(pred.dtype)) ** 2).mean())
             metrics[s], outs[s] = _split_metrics(task, enc[s], pred[..., :c_task] if aux is not None else pred,
                                                  y_mean, y_std)
     finally:
