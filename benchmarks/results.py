@@ -238,6 +238,40 @@ def task_budget(budget: dict, task: str) -> dict:
     return {k: v for k, v in budget.items() if k not in drop}
 
 
+#: Settings ``--task-budget TASK=JSON`` may give one task (for every model on it).
+TASK_BUDGET_KEYS = ("epochs", "batch_size", "patience", "precision", "ema", "aux_points", "aux_weight", "loss_units")
+
+
+def parse_task_budgets(items) -> dict:
+    """``{task: settings}`` from ``--task-budget TASK=JSON`` items: the budget of every run on
+    that task, for every model alike, on top of the global one. Raises ``ValueError`` naming
+    the item for an unknown task or key, a value :class:`TrainConfig` refuses, or a setting
+    that does not apply to the task (:func:`task_budget`)."""
+    out = {}
+    for item in items:
+        task, _, js = item.partition("=")
+        if task not in TASKS:
+            raise ValueError(f"--task-budget {item!r}: unknown task {task!r}; choose from {sorted(TASKS)}")
+        try:
+            cfg = json.loads(js)
+        except ValueError as e:
+            raise ValueError(f"--task-budget {task}: not JSON ({e})") from None
+        if not isinstance(cfg, dict):
+            raise ValueError(f"--task-budget {task}: expected a JSON object, got {js!r}")
+        bad = sorted(set(cfg) - set(TASK_BUDGET_KEYS))
+        if bad:
+            raise ValueError(f"--task-budget {task}: unknown setting(s) {bad}; allowed {list(TASK_BUDGET_KEYS)}")
+        dropped = sorted(set(cfg) - set(task_budget(cfg, task)))
+        if dropped:
+            raise ValueError(f"--task-budget {task}: {dropped} do(es) not apply to task {task!r}")
+        try:
+            TrainConfig(**cfg)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"--task-budget {task}: {e}") from None
+        out[task] = cfg
+    return out
+
+
 def _job(args):
     """One training run (in a worker process with one torch thread)."""
     zoo_path, task, model, seed, config, read_test, budget, extra = args
@@ -266,7 +300,8 @@ def _map(jobs, n):
 def plan(zoos, models, probe_models, probes, with_inr_pruning, probe_zoos=None, bases=None):
     """``[(zoo_name, path, task, model, label, config, table)]``: what to run (the probe table
     only on ``probe_zoos``, default every zoo). ``bases``: ``{model: config}`` that replaces a
-    model's defaults in the main table (its search candidates are built around it)."""
+    model's defaults in the main table (its search candidates are built around it);
+    a key ``"model@task"`` replaces it on that task only (``--base wskan@sine=...``)."""
     bases = bases or {}
     out = []
     for zname, path in zoos.items():
@@ -276,7 +311,7 @@ def plan(zoos, models, probe_models, probes, with_inr_pruning, probe_zoos=None, 
             spec = TASKS[task]
             for m in models:
                 if spec.level in LEVELS[m] and not (m == "magnitude" and spec.kind != "binary"):
-                    base = dict(bases.get(m, {}))
+                    base = dict(bases.get(f"{m}@{task}", bases.get(m, {})))
                     check_pure_weight_space(m, base)
                     out.append((zname, path, task, m, m, base, "main"))
             if probes and (probe_zoos is None or zname in probe_zoos):
@@ -299,10 +334,15 @@ def main(argv=None):
                    choices=["wskan", "probe_mlp", "attribution"])
     p.add_argument("--probe-zoos", nargs="+", metavar="NAME", help="zoos of the probe table (default: every zoo)")
     p.add_argument("--configs", type=int, default=1, help="hyperparameter configurations per model (same for all)")
-    p.add_argument("--base", action="append", default=[], metavar="MODEL=JSON",
+    p.add_argument("--base", action="append", default=[], metavar="MODEL[@TASK]=JSON",
                    help="a model design chosen beforehand on validation, e.g. wskan='{\"aggr\": \"pna\"}': it "
                         "replaces the model's defaults in the main table (the search candidates are built "
-                        "around it; the count stays --configs for every model); repeatable")
+                        "around it; the count stays --configs for every model); MODEL@TASK (e.g. wskan@sine) "
+                        "on that task only; repeatable")
+    p.add_argument("--task-budget", action="append", default=[], metavar="TASK=JSON",
+                   help="budget settings of every run on one task, for every model alike, on top of the "
+                        "global ones, e.g. sine='{\"batch_size\": 16, \"aux_points\": 32}' (keys: "
+                        + ", ".join(TASK_BUDGET_KEYS) + "); repeatable")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--jobs", type=int, default=1, help="worker processes (one torch thread each)")
     p.add_argument("--inr-pruning", action="store_true",
@@ -363,20 +403,27 @@ def main(argv=None):
         zoos[name] = path
     if not zoos:
         p.error("give --zoo NAME=DIR and/or --build")
+    try:
+        task_budgets = parse_task_budgets(a.task_budget)
+    except ValueError as e:
+        p.error(str(e))
     bases = {}
     for item in a.base:
-        m, _, js = item.partition("=")
+        key, _, js = item.partition("=")
+        m, _, task = key.partition("@")
         if m not in MAIN_MODELS:
             p.error(f"--base: unknown model {m!r}; choose from {list(MAIN_MODELS)}")
+        if task and task not in TASKS:
+            p.error(f"--base {key}: unknown task {task!r}; choose from {sorted(TASKS)}")
         try:
-            bases[m] = json.loads(js)
+            bases[key] = json.loads(js)
         except ValueError as e:
-            p.error(f"--base {m}: not JSON ({e})")
-        if not isinstance(bases[m], dict):
-            p.error(f"--base {m}: expected a JSON object, got {js!r}")
+            p.error(f"--base {key}: not JSON ({e})")
+        if not isinstance(bases[key], dict):
+            p.error(f"--base {key}: expected a JSON object, got {js!r}")
         try:
-            check_pure_weight_space(m, bases[m])
-            validate_model_config(m, bases[m], where=f"--base {m}")
+            check_pure_weight_space(m, bases[key])
+            validate_model_config(m, bases[key], where=f"--base {key}")
         except ValueError as e:
             p.error(str(e))
     runs, selection = [], []
@@ -388,6 +435,9 @@ def main(argv=None):
         if {"precision": "float32", **old.get("budget", BUDGET)} != budget:
             p.error(f"--resume: {a.out} was run with budget {old.get('budget')}, not {budget}; "
                     "one table has one budget (use another --out)")
+        if old.get("task_budgets", {}) != task_budgets:
+            p.error(f"--resume: {a.out} was run with per-task budgets {old.get('task_budgets', {})}, not "
+                    f"{task_budgets}; one table has one budget (use another --out)")
         if old.get("extra_train", []) != a.extra_train:
             p.error(f"--resume: {a.out} was run with extra training zoos {old.get('extra_train', [])}, "
                     f"not {a.extra_train}; one table has one training set (use another --out)")
@@ -400,13 +450,15 @@ def main(argv=None):
 
     def write():
         wall = time.perf_counter() - t0
-        footer = (f"Command: ``{cmd}``; machine: {machine}; budget per run: {budget} (every model), "
+        per_task = "".join(f"; on {t}: {dict(task_budget({**budget, **tb}, t))}" for t, tb in task_budgets.items())
+        footer = (f"Command: ``{cmd}``; machine: {machine}; budget per run: {budget}{per_task} (every model), "
                   f"{a.configs} configuration(s) per model chosen on validation; "
                   + (f"extra training zoos {a.extra_train} (every model); " if a.extra_train else "")
                   + f"{len(runs)} test runs, "
                   f"their training times summed {sum(r['train_time_s'] for r in runs) / 3600:.1f} h"
                   + (f"; wall time of this session {wall / 60:.1f} min." if new_runs[0] else "."))
         data = json.dumps({"command": cmd, "machine": machine, "zoos": zoos, "budget": budget,
+                           **({"task_budgets": task_budgets} if task_budgets else {}),
                            "extra_train": a.extra_train, "configs": a.configs, "selection": selection,
                            "runs": runs}, indent=1)
         outs = [(a.out, data), (a.md, tables(runs, "main") + "\n" + footer + "\n")]
@@ -436,7 +488,8 @@ def main(argv=None):
                 cfg = {**base, **c}
                 key = (zname, task, label, json.dumps(cfg, sort_keys=True))
                 if key not in sel_done:
-                    sel_jobs.append((path, task, m, 0, cfg, False, budget, a.extra_train))
+                    sel_jobs.append((path, task, m, 0, cfg, False, {**budget, **task_budgets.get(task, {})},
+                                     a.extra_train))
                     sel_keys.append(key)
         for key, res in zip(sel_keys, _map(sel_jobs, a.jobs)):
             s = {"zoo": key[0], "task": key[1], "label": key[2], "config": json.loads(key[3]), "val": res["val"]}
@@ -459,7 +512,8 @@ def main(argv=None):
                 check_pure_weight_space(m, cfg)
             for seed in a.seeds:
                 if (zname, task, label, seed) not in done:
-                    jobs.append((path, task, m, seed, cfg, True, budget, a.extra_train))
+                    jobs.append((path, task, m, seed, cfg, True, {**budget, **task_budgets.get(task, {})},
+                                 a.extra_train))
                     keys.append((zname, task, m, label, seed, cfg, table))
         for (zname, task, m, label, seed, cfg, table), res in zip(keys, _map(jobs, a.jobs)):
             runs.append({"zoo": zname, "task": task, "model": m, "label": label, "seed": seed, "config": cfg,

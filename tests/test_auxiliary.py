@@ -138,3 +138,45 @@ def test_results_script_gives_aux_targets_to_every_model_and_only_where_they_app
         with pytest.raises(SystemExit):
             rs.main(args + bad)
         assert "--aux-points must be in [0, 4096] and --aux-weight a finite number > 0" in capsys.readouterr().err
+
+
+def test_results_script_per_task_budget_and_base_reach_every_run_of_that_task_only(sine_zoo, tmp_path, load_script,
+                                                                                    capsys, monkeypatch):
+    """``--task-budget sine=JSON`` sets the budget of every model's runs on sine (and only
+    there); ``--base MODEL@sine=JSON`` replaces that model's design on sine only; both are
+    recorded, and resuming under other per-task settings is refused."""
+    rs = load_script("benchmarks/results.py", "wskan_results_script_task_budget")
+    seen = []
+    real_fit = rs.fit
+
+    def spy(zoo, task, model, config, **kw):
+        seen.append((task, model, config.batch_size, config.aux_points, dict(config.model)))
+        return real_fit(zoo, task, model, config, **kw)
+
+    monkeypatch.setattr(rs, "fit", spy)
+    r, md = str(tmp_path / "r.json"), str(tmp_path / "r.inc")
+    args = ["--zoo", f"tiny={sine_zoo}", "--models", "nfn", "deepsets", "--seeds", "0", "--epochs", "1",
+            "--out", r, "--md", md, "--md-probes", str(tmp_path / "p.inc"),
+            "--task-budget", 'sine={"batch_size": 4, "aux_points": 3}', "--base", 'nfn@sine={"hidden": 8}',
+            "--base", 'deepsets@pruning={"hidden": 8}']
+    rs.main(args)
+    sine_runs = [s for s in seen if s[0] == "sine"]
+    assert {s[1] for s in sine_runs} == {"nfn", "deepsets"}
+    assert all(s[2:4] == (4, 3) for s in sine_runs)  # every model's sine runs got the task budget
+    assert [s[4] for s in sine_runs if s[1] == "nfn"] == [{"hidden": 8}]
+    assert [s[4] for s in sine_runs if s[1] == "deepsets"] == [{}]  # its base is for another task
+    data = json.load(open(r))
+    assert data["task_budgets"] == {"sine": {"batch_size": 4, "aux_points": 3}}
+    assert data["budget"]["batch_size"] == 64 and "aux_points" not in data["budget"]
+    assert "on sine: {" in open(md).read() and "'batch_size': 4" in open(md).read()
+    with pytest.raises(SystemExit):  # one table has one budget, per task too
+        rs.main([a if a != 'sine={"batch_size": 4, "aux_points": 3}' else 'sine={"batch_size": 8}' for a in args]
+                + ["--resume"])
+    assert "per-task budgets" in capsys.readouterr().err
+    for bad, msg in ((["--task-budget", 'pruning={"aux_points": 4}'], "do(es) not apply to task 'pruning'"),
+                     (["--task-budget", 'sine={"lr": 1}'], "unknown setting(s) ['lr']"),
+                     (["--task-budget", 'sinus={}'], "unknown task 'sinus'"),
+                     (["--base", 'nfn@sinus={}'], "unknown task 'sinus'")):
+        with pytest.raises(SystemExit):
+            rs.main(args[:15] + bad)
+        assert msg in capsys.readouterr().err
