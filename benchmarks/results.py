@@ -43,7 +43,7 @@ import torch
 
 from wskan_ext.tasks import TASKS, TrainConfig, fit, get_task
 from wskan_ext.tasks.models import DEFAULTS, LEVELS, MODELS, PROBE_ONLY
-from wskan_ext.tasks.train import validate_model_config
+from wskan_ext.tasks.train import AUGMENT_TASKS, validate_model_config
 from wskan_ext.zoo import Zoo
 
 #: Zoos ``--build`` creates: a preset name of ``wskan zoo build`` (see ``wskan_ext.zoo.build.PRESETS``).
@@ -239,7 +239,8 @@ def task_budget(budget: dict, task: str) -> dict:
 
 
 #: Settings ``--task-budget TASK=JSON`` may give one task (for every model on it).
-TASK_BUDGET_KEYS = ("epochs", "batch_size", "patience", "precision", "ema", "aux_points", "aux_weight", "loss_units")
+TASK_BUDGET_KEYS = ("epochs", "batch_size", "patience", "precision", "ema", "aux_points", "aux_weight", "loss_units",
+                    "augment")
 
 
 def parse_task_budgets(items) -> dict:
@@ -261,6 +262,9 @@ def parse_task_budgets(items) -> dict:
         bad = sorted(set(cfg) - set(TASK_BUDGET_KEYS))
         if bad:
             raise ValueError(f"--task-budget {task}: unknown setting(s) {bad}; allowed {list(TASK_BUDGET_KEYS)}")
+        if cfg.get("augment") is not None and AUGMENT_TASKS.get(cfg["augment"]) != task:
+            raise ValueError(f"--task-budget {task}: augment {cfg['augment']!r} keeps the labels of task "
+                             f"{AUGMENT_TASKS.get(cfg['augment'])!r} only")
         dropped = sorted(set(cfg) - set(task_budget(cfg, task)))
         if dropped:
             raise ValueError(f"--task-budget {task}: {dropped} do(es) not apply to task {task!r}")

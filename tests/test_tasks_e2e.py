@@ -209,7 +209,7 @@ def test_odd_augmentation_doubles_the_sine_training_split_exactly(zoos):
     assert res["sizes"]["train"] == 2 * plain["sizes"]["train"] and res["sizes"]["test"] == plain["sizes"]["test"]
     with pytest.raises(ValueError, match="task 'accuracy' would get wrong labels"):
         fit(zoos["digits"], "accuracy", "nfn", TrainConfig(epochs=1, progress=False, augment="odd"))
-    with pytest.raises(ValueError, match=r"augment \(--augment\) must be null or 'odd'"):
+    with pytest.raises(ValueError, match=r"augment \(--augment\) must be null, 'odd' or 'logits'"):
         TrainConfig(augment="flip")
 
 
@@ -309,3 +309,29 @@ def test_attr_head_trains_reloads_and_stays_equivariant(zoos, tmp_path, model):
     with pytest.raises(ValueError, match=r"attr_head \(the pruning-attribution read-out\) needs an edge-level "
                                          r"binary task such as 'pruning'; task 'accuracy' is a graph-level"):
         fit(zoos["digits"], "accuracy", model, cfg)
+
+
+def test_logit_augmentation_doubles_the_accuracy_training_split_with_the_same_predictions(zoos):
+    """``augment="logits"``: every classifier KAN gains a copy with other last-layer weights and
+    the same argmax on every input (so the same test accuracy, its label); only the accuracy
+    task accepts it, and the draws follow the seed."""
+    from wskan_ext.tasks.train import _augmented
+    from wskan_ext.tasks import get_task
+
+    tr = load_split(zoos["digits"], "accuracy", "train")
+    aug = _augmented(tr, get_task("accuracy"), "logits", seed=3)
+    B = len(tr)
+    assert len(aug) == 2 * B and torch.equal(aug.targets[B:], tr.targets)
+    x = torch.rand(64, tr.weights.widths[0], generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
+    w, wa = tr.weights.map(lambda t: t.double()), aug.weights[B:].map(lambda t: t.double())
+    z, za = w.forward(x), wa.forward(x)
+    assert torch.equal(z.argmax(-1), za.argmax(-1))
+    assert not torch.allclose(z, za, atol=1e-2)  # other logits and other weights, not a copy
+    assert not torch.equal(aug.weights.coef[-1][B:], tr.weights.coef[-1])
+    again = _augmented(tr, get_task("accuracy"), "logits", seed=3)
+    assert torch.equal(again.weights.coef[-1], aug.weights.coef[-1])
+    assert not torch.equal(_augmented(tr, get_task("accuracy"), "logits", seed=4).weights.coef[-1], aug.weights.coef[-1])
+    res = fit(zoos["digits"], "accuracy", "nfn", TrainConfig(epochs=1, batch_size=8, progress=False, augment="logits"))
+    assert res["sizes"]["train"] == 2 * B
+    with pytest.raises(ValueError, match="task 'pruning' would get wrong labels"):
+        fit(zoos["digits"], "pruning", "nfn", TrainConfig(epochs=1, progress=False, augment="logits"))

@@ -1,4 +1,5 @@
-"""Exact weight-space transforms: reflecting an input and negating the outputs."""
+"""Exact weight-space transforms: reflecting an input, negating the outputs and mixing a
+classifier's logits without changing its predictions."""
 
 import pytest
 import torch
@@ -7,7 +8,7 @@ from hypothesis import strategies as st
 
 from wskan_ext import KAN
 from wskan_ext.equivariance_tests.profiles import examples
-from wskan_ext.kan.transforms import negate_output, reflect_input
+from wskan_ext.kan.transforms import mix_logits, negate_output, reflect_input
 from wskan_ext.zoo import image_coordinates
 
 
@@ -92,4 +93,55 @@ def test_bad_input_is_refused_without_touching_the_weights():
         negate_output("not weights")
     reflect_input(w, 0)
     negate_output(w)
+    assert w.equal(before)
+
+
+@settings(max_examples=examples(12), deadline=None)
+@given(st.lists(st.integers(1, 4), min_size=2, max_size=4), st.integers(1, 12), st.integers(1, 3),
+       st.sampled_from(["silu", "identity", "tanh"]), st.integers(0, 10_000), st.integers(1, 3),
+       st.floats(0.1, 10.0), st.floats(-3.0, 3.0))
+def test_mixed_logits_are_a_positive_rescaling_plus_one_shared_function(width, G, k, base, seed, B, a, c):
+    """z'_o = a z_o + g(h) + c with one g for every output: the differences between outputs
+    scale by a exactly, so every argmax (a classifier's accuracy) is kept; batched weights take
+    one draw per KAN, and masked edges keep their sources out of g."""
+    ws = [_kan(width, G, k, base, seed + b) for b in range(B)]
+    from wskan_ext.kan import KANWeights
+
+    w = KANWeights.stack(ws)
+    gen = torch.Generator().manual_seed(seed)
+    mask = w.mask[-1].clone()
+    mask[..., 0, 0] = 0.0  # one pruned edge: source 0 cannot feed every output
+    w = w._replace(mask=w.mask[:-1] + [mask])
+    scale = a * torch.linspace(0.5, 1.5, B, dtype=torch.float64)
+    lam = torch.rand(B, width[-2], generator=gen, dtype=torch.float64) * 4 - 2
+    m = mix_logits(w, scale, lam, c)
+    x = torch.rand(64, width[0], dtype=torch.float64, generator=gen) * 2 - 1
+    z, zm = w.forward(x), m.forward(x)  # (B, 64, out)
+    d = zm - scale[:, None, None] * z
+    torch.testing.assert_close(d - d[..., :1], torch.zeros_like(d), rtol=0, atol=1e-9 * (1 + float(z.abs().max())))
+    if width[-1] > 1:
+        assert torch.equal(z.argmax(-1), zm.argmax(-1))
+    for l in range(w.depth - 1):  # only the last layer changes
+        assert torch.equal(m.coef[l], w.coef[l]) and torch.equal(m.scale_base[l], w.scale_base[l])
+    assert torch.equal(m.mask[-1], w.mask[-1]) and torch.equal(m.grid[-1], w.grid[-1])
+    # negative twin: one output's share moved to another output breaks the shared function
+    if width[-1] > 1 and width[-2] > 1 and float(lam[:, 1:].abs().max()) > 0.1:
+        bad = m._replace(coef=m.coef[:-1] + [torch.cat([w.coef[-1][..., :1, :], m.coef[-1][..., 1:, :]], dim=-2)])
+        db = bad.forward(x) - scale[:, None, None] * z
+        assert not torch.allclose(db - db[..., :1], torch.zeros_like(db), atol=1e-6)
+
+
+def test_mix_logits_refuses_bad_input_without_touching_the_weights():
+    w = _kan([2, 3, 2], 5, 3, "silu", 1)
+    before = w.clone()
+    with pytest.raises(ValueError, match="scale must be finite and > 0"):
+        mix_logits(w, 0.0, torch.zeros(3))
+    with pytest.raises(ValueError, match="scale must be finite and > 0"):
+        mix_logits(w, -1.0, torch.zeros(3))
+    zero = w._replace(node_scale=w.node_scale[:-1] + [torch.zeros_like(w.node_scale[-1])])
+    with pytest.raises(ValueError, match="layer 1, tensor 'node_scale' has zeros"):
+        mix_logits(zero, 1.0, torch.zeros(3))
+    with pytest.raises(TypeError):
+        mix_logits("not weights", 1.0, 0.0)
+    mix_logits(w, 2.0, torch.ones(3))
     assert w.equal(before)

@@ -3,7 +3,7 @@
 from .module import KAN
 from .spline import BASE_FUNCTIONS, bspline_basis, spline_eval, truncated_power_coefficients, uniform_grid
 from .permute import permute_hidden, random_hidden_permutations
-from .transforms import negate_output, reflect_input
+from .transforms import mix_logits, negate_output, reflect_input
 from .weights import EDGE_FIELDS, FIELDS, KANWeights, layer_forward
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "permute_hidden",
     "random_hidden_permutations",
     "reflect_input",
+    "mix_logits",
     "negate_output",
     "layer_forward",
     "bspline_basis",

@@ -42,9 +42,10 @@ def add_parser(subparsers) -> None:
     t.add_argument("--precision", choices=["float32", "bf16"], default="float32",
                    help="bf16: forward passes under torch.autocast with bfloat16 (parameters stay float32; "
                         "faster on CPUs with bf16 matmuls)")
-    t.add_argument("--augment", choices=["odd"], default=None,
+    t.add_argument("--augment", choices=["odd", "logits"], default=None,
                    help="odd: add to the training split the exact copy x -> -f(-x) of every KAN (same label; "
-                        "for odd targets, task sine)")
+                        "for odd targets, task sine); logits: add a copy of every classifier KAN with rescaled, "
+                        "shared-function-mixed logits and the same predictions (task accuracy)")
     t.add_argument("--rank-weight", type=float, default=0.0,
                    help="weight of a soft Kendall-tau term added to the MSE (graph-level regression tasks; "
                         "0 = off)")

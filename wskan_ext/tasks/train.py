@@ -137,8 +137,11 @@ class TrainConfig:
     exact weight-space copy computing ``x -> -f(-x)``
     (:func:`~wskan_ext.kan.reflect_input` on every input, then
     :func:`~wskan_ext.kan.negate_output`) with the same label -- label-preserving for odd
-    target functions, so only the ``sine`` task accepts it; every model then trains on the
-    same doubled split. Validated on construction (``ValueError`` naming the field, its ``wskan train`` flag and
+    target functions, so only the ``sine`` task accepts it; or ``"logits"`` to add, for every
+    classifier KAN, a copy whose logits are rescaled by a random :math:`a > 0` and share a random
+    added function of the last hidden layer (:func:`~wskan_ext.kan.mix_logits`, drawn from
+    ``seed``; see ``LOGIT_SCALE``): every prediction, hence the test accuracy, is unchanged, so
+    only the ``accuracy`` task accepts it. Every model then trains on the same doubled split. Validated on construction (``ValueError`` naming the field, its ``wskan train`` flag and
     the bound); ``rank_weight``: ``0`` (off), or the weight :math:`\lambda` of a soft
     Kendall-:math:`\tau` term added to the MSE of *graph-level regression* tasks (accuracy,
     sine): :math:`\lambda \cdot \operatorname{mean}_{i \ne j,\, y_i \ne y_j}
@@ -211,8 +214,8 @@ class TrainConfig:
         if self.loss_units not in ("standardised", "label"):
             raise ValueError(f"train config: loss_units (--loss-units) must be 'standardised' or 'label', "
                              f"got {self.loss_units!r}")
-        if self.augment not in (None, "odd"):
-            raise ValueError(f"train config: augment (--augment) must be null or 'odd', got {self.augment!r}")
+        if self.augment not in (None, "odd", "logits"):
+            raise ValueError(f"train config: augment (--augment) must be null, 'odd' or 'logits', got {self.augment!r}")
         if not isinstance(self.model, dict):
             raise ValueError(f"train config: model must be a dict of hyperparameters, got {type(self.model).__name__}")
 
@@ -285,18 +288,36 @@ def _split_metrics(task, enc, out, y_mean, y_std):
     return compute_metrics(task.metrics, task.kind, enc["targets"], out), out
 
 
-def _augmented(train: SplitData, task, augment: str) -> SplitData:
+#: Label range of ``augment="logits"``: the rescaling :math:`a` is drawn log-uniformly from
+#: ``[1/LOGIT_SCALE, LOGIT_SCALE]``, each shared-function weight :math:`\lambda_j` uniformly
+#: from ``[-1, 1]``.
+LOGIT_SCALE = 2.0
+
+
+#: The task whose labels each ``augment`` keeps.
+AUGMENT_TASKS = {"odd": "sine", "logits": "accuracy"}
+
+
+def _augmented(train: SplitData, task, augment: str, seed: int = 0) -> SplitData:
     """The training split plus its exact ``augment`` copies (same labels), see :class:`TrainConfig`."""
-    from ..kan.transforms import negate_output, reflect_input
+    from ..kan.transforms import mix_logits, negate_output, reflect_input
     from ..kan.weights import FIELDS
 
-    if task.name != "sine":
-        raise ValueError(f"augment={augment!r} keeps the labels only of odd target functions (task 'sine'); "
-                         f"task {task.name!r} would get wrong labels")
     w = train.weights
-    for i in range(w.widths[0]):
-        w = reflect_input(w, i)
-    w = negate_output(w)
+    if task.name != AUGMENT_TASKS[augment]:
+        why = {"odd": "odd target functions", "logits": "argmax-based scores"}[augment]
+        raise ValueError(f"augment={augment!r} keeps the labels only of {why} (task {AUGMENT_TASKS[augment]!r}); "
+                         f"task {task.name!r} would get wrong labels")
+    if augment == "logits":
+        g = torch.Generator().manual_seed(int(seed))
+        B, n = train.targets.shape[0], w.widths[-2]
+        a = torch.exp((torch.rand(B, generator=g, dtype=torch.float64) * 2 - 1) * math.log(LOGIT_SCALE))
+        lam = torch.rand(B, n, generator=g, dtype=torch.float64) * 2 - 1
+        w = mix_logits(w, a.to(w.dtype), lam.to(w.dtype))
+    else:
+        for i in range(w.widths[0]):
+            w = reflect_input(w, i)
+        w = negate_output(w)
     both = train.weights._replace(**{f: [torch.cat([a, b]) for a, b in zip(getattr(train.weights, f), getattr(w, f))]
                                      for f in FIELDS})
     return SplitData(both, torch.cat([train.targets, train.targets]), torch.cat([train.ids, train.ids]),
@@ -349,7 +370,7 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
     with load_lock if load_lock is not None else contextlib.nullcontext():
         splits = load_splits(zoo, task, extra_train)
         if cfg.augment is not None:
-            splits["train"] = _augmented(splits["train"], task, cfg.augment)
+            splits["train"] = _augmented(splits["train"], task, cfg.augment, cfg.seed)
         num_classes = None
         if task.kind == "classification":
             num_classes = int(max(int(s.targets.max()) for s in splits.values())) + 1
