@@ -243,6 +243,17 @@ TASK_BUDGET_KEYS = ("epochs", "batch_size", "patience", "precision", "ema", "aux
                     "augment")
 
 
+def json_object(text: str, where: str) -> dict:
+    """The JSON object in ``text``; ``ValueError`` naming ``where`` otherwise."""
+    try:
+        obj = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"{where}: not JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {text!r}")
+    return obj
+
+
 def parse_task_budgets(items) -> dict:
     """``{task: settings}`` from ``--task-budget TASK=JSON`` items: the budget of every run on
     that task, for every model alike, on top of the global one. Raises ``ValueError`` naming
@@ -253,12 +264,7 @@ def parse_task_budgets(items) -> dict:
         task, _, js = item.partition("=")
         if task not in TASKS:
             raise ValueError(f"--task-budget {item!r}: unknown task {task!r}; choose from {sorted(TASKS)}")
-        try:
-            cfg = json.loads(js)
-        except ValueError as e:
-            raise ValueError(f"--task-budget {task}: not JSON ({e})") from None
-        if not isinstance(cfg, dict):
-            raise ValueError(f"--task-budget {task}: expected a JSON object, got {js!r}")
+        cfg = json_object(js, f"--task-budget {task}")
         bad = sorted(set(cfg) - set(TASK_BUDGET_KEYS))
         if bad:
             raise ValueError(f"--task-budget {task}: unknown setting(s) {bad}; allowed {list(TASK_BUDGET_KEYS)}")
@@ -420,12 +426,7 @@ def main(argv=None):
         if task and task not in TASKS:
             p.error(f"--base {key}: unknown task {task!r}; choose from {sorted(TASKS)}")
         try:
-            bases[key] = json.loads(js)
-        except ValueError as e:
-            p.error(f"--base {key}: not JSON ({e})")
-        if not isinstance(bases[key], dict):
-            p.error(f"--base {key}: expected a JSON object, got {js!r}")
-        try:
+            bases[key] = json_object(js, f"--base {key}")
             check_pure_weight_space(m, bases[key])
             validate_model_config(m, bases[key], where=f"--base {key}")
         except ValueError as e:
