@@ -180,3 +180,77 @@ def test_results_script_per_task_budget_and_base_reach_every_run_of_that_task_on
         with pytest.raises(SystemExit):
             rs.main(args[:15] + bad)
         assert msg in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", ["wskan", "nfn"])
+def test_aux_task_pruning_trains_an_edge_head_and_reports_the_task_only(tmp_path, model):
+    """``aux_task="pruning"``: a graph-level task also learns the training KANs' pruning
+    masks; the metrics are the task's own, training changes, and a saved run reloads (its
+    edge head rebuilt) to the same test metrics."""
+    zoo = tiny_zoo(str(tmp_path), "digits")
+    kw = dict(epochs=3, batch_size=8, progress=False)
+    plain = fit(zoo, "accuracy", model, TrainConfig(**kw))
+    res = fit(zoo, "accuracy", model, TrainConfig(aux_task="pruning", aux_task_weight=2.0, **kw),
+              out_dir=str(tmp_path / "run"))
+    assert set(res["metrics"]["val"]) == set(plain["metrics"]["val"]) == {"mse", "r2", "kendall_tau"}
+    assert res["metrics"]["val"] != plain["metrics"]["val"]  # the edge labels changed the training
+    assert res["config"]["aux_task"] == "pruning" and res["test_pred"].shape == plain["test_pred"].shape
+    again = evaluate_run(str(tmp_path / "run"), zoo, "test")
+    assert again["metrics"] == pytest.approx(res["metrics"]["test"], rel=1e-6)
+
+
+def test_aux_task_is_refused_where_it_cannot_apply(tmp_path):
+    zoo = tiny_zoo(str(tmp_path), "digits")
+    kw = dict(epochs=1, progress=False, aux_task="pruning")
+    with pytest.raises(ValueError, match="model 'deepsets' has no edge head for auxiliary edge labels"):
+        fit(zoo, "accuracy", "deepsets", TrainConfig(**kw))
+    with pytest.raises(ValueError, match=r"aux_task \(--aux-task\) applies to graph-level tasks; task 'pruning'"):
+        fit(zoo, "pruning", "wskan", TrainConfig(**kw))
+    with pytest.raises(ValueError, match=r"aux_task \(--aux-task\) and augment='logits' do not combine"):
+        fit(zoo, "accuracy", "wskan", TrainConfig(augment="logits", **kw))
+    with pytest.raises(ValueError, match=r"aux_task \(--aux-task\) must be one of \[None, 'pruning'\]"):
+        TrainConfig(aux_task="accuracy")
+    with pytest.raises(ValueError, match=r"aux_task_weight \(--aux-task-weight\) must be a finite number > 0"):
+        TrainConfig(aux_task="pruning", aux_task_weight=0.0)
+
+
+def test_nfn_edge_head_is_equivariant_and_its_graph_output_invariant():
+    """The NFN baseline's auxiliary edge head follows a hidden permutation edge for edge
+    (KAN-graph edge order), its graph output does not move; permuting *input* neurons (not a
+    symmetry) moves the graph output (negative twin)."""
+    from wskan_ext.adapters.nfn import KANInvariantNFN, network_spec, to_wsfeat
+    from wskan_ext.kan import permute_hidden
+    from wskan_ext.tasks.models import _NFNWithEdges
+
+    w = random_kan({"widths": [3, 5, 4, 2], "grid_sizes": 4, "k": 2}, 0, num_models=2).map(lambda t: t.float())
+    torch.manual_seed(0)
+    feats = to_wsfeat(w)
+    spec = network_spec(w)
+    net = _NFNWithEdges(KANInvariantNFN(spec, feats.weights[0].shape[1], 8, 2, 3), spec, 8, 2)
+    perms = [torch.randperm(5), torch.randperm(4)]
+    ids = w._replace(coef=[torch.arange(c.shape[-3] * c.shape[-2], dtype=torch.float32).reshape(c.shape[-3], c.shape[-2])
+                           [..., None].expand(c.shape).contiguous() + 1000 * l for l, c in enumerate(w.coef)])
+    order = torch.cat([c[0, ..., 0].reshape(-1) for c in permute_hidden(ids, perms).coef])  # old id per new edge
+    old_id = torch.cat([c[0, ..., 0].reshape(-1) for c in ids.coef])
+    src = torch.tensor([int((old_id == o).nonzero()) for o in order])
+    g, e = net(feats, edges=True)
+    gp, ep = net(to_wsfeat(permute_hidden(w, perms)), edges=True)
+    assert e.shape == (2, 3 * 5 + 5 * 4 + 4 * 2, 2) and g.shape == (2, 3)
+    torch.testing.assert_close(gp, g, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ep, e[:, src], rtol=1e-5, atol=1e-5)
+    assert torch.equal(net(feats), g)
+    moved = w._replace(coef=[w.coef[0].flip(-3)] + w.coef[1:], scale_base=[w.scale_base[0].flip(-2)] + w.scale_base[1:],
+                       scale_sp=[w.scale_sp[0].flip(-2)] + w.scale_sp[1:], grid=[w.grid[0].flip(-2)] + w.grid[1:])
+    assert not torch.allclose(net(to_wsfeat(moved)), g, atol=1e-4)
+
+
+def test_cli_train_takes_aux_task(cli, tmp_path):
+    zoo = tiny_zoo(str(tmp_path), "digits")
+    out = str(tmp_path / "run")
+    rc, _, err = cli("train", "--zoo", zoo, "--task", "accuracy", "--model", "nfn", "--epochs", "1", "--aux-task",
+                     "pruning", "--out", out, "--quiet")
+    assert rc == 0, err
+    assert json.load(open(f"{out}/metrics.json"))["config"]["aux_task"] == "pruning"
+    rc, _, err = cli("train", "--zoo", zoo, "--task", "accuracy", "--model", "deepsets", "--epochs", "1",
+                     "--aux-task", "pruning")
+    assert "has no edge head" in cli.one_line(rc, err, "train")

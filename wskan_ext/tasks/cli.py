@@ -58,6 +58,10 @@ def add_parser(subparsers) -> None:
                    help="also train the meta-model to predict each training KAN's outputs at this many fixed "
                         "input points, computed from its weights (graph-level regression tasks; 0 = off)")
     t.add_argument("--aux-weight", type=float, default=1.0, help="weight of the --aux-points loss term")
+    t.add_argument("--aux-task", choices=["pruning"], default=None,
+                   help="a graph-level task also learns this edge-level task's labels of its training KANs "
+                        "(multi-task training through an extra edge head; models wskan, nfn)")
+    t.add_argument("--aux-task-weight", type=float, default=1.0, help="weight of the --aux-task loss term")
     t.add_argument("--loss-units", choices=["standardised", "label"], default="standardised",
                    help="regression loss: every target standardised (default), or weighted to label units, the "
                         "scale of the mse metric")
@@ -135,7 +139,8 @@ def _train(a) -> int:
                       weight_decay=a.weight_decay, seed=a.seed, max_time=a.max_time, progress=not a.quiet,
                       precision=a.precision, augment=a.augment, rank_weight=a.rank_weight,
                       rank_temperature=a.rank_temperature, ema=a.ema,
-                      aux_points=a.aux_points, aux_weight=a.aux_weight, loss_units=a.loss_units, model=_parse_sets(a.set))
+                      aux_points=a.aux_points, aux_weight=a.aux_weight, loss_units=a.loss_units,
+                      aux_task=a.aux_task, aux_task_weight=a.aux_task_weight, model=_parse_sets(a.set))
     validate_model_config(a.model, cfg.model, where="--set")
     set_threads(a.threads)
     out = a.out or f"runs/{a.task}_{a.model}_s{a.seed}"

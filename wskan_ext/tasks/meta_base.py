@@ -71,6 +71,10 @@ class MetaModel:
 
     name = "base"
     trainable = True
+    #: Whether a graph-level net can also have an edge head for auxiliary edge labels
+    #: (``TrainConfig.aux_task``; set per instance by ``build_meta_model``).
+    edge_aux = False
+    edge_aux_channels = 0
 
     def __init__(self, task: TaskSpec, train: SplitData, config: Optional[dict] = None, out_channels: int = 1):
         self.task, self.out_channels = task, int(out_channels)

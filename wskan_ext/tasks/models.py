@@ -32,6 +32,7 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from ..kan.permute import permute_hidden, random_hidden_permutations
@@ -188,8 +189,31 @@ class _Stat(MetaModel):
         return B.StatNN(self.mean.shape[-1], self.out_channels, c["hidden"], c["layers"])
 
 
+class _NFNWithEdges(nn.Module):
+    """NFN-HNP's invariant network (:class:`~wskan_ext.adapters.nfn.KANInvariantNFN`) plus an
+    equivariant edge head on its trunk (one ``HNPLinear``, read per edge as in
+    :class:`~wskan_ext.nn.baselines.NFNEdges`), for auxiliary edge labels
+    (``TrainConfig.aux_task``). ``forward(x)`` is the invariant output ``(B, C)``;
+    ``forward(x, edges=True)`` also returns the edge output ``(B, E, C_e)``."""
+
+    def __init__(self, inv: nn.Module, spec, hidden: int, edge_channels: int):
+        super().__init__()
+        from nfn.layers import HNPLinear
+
+        self.inv, self.edge_out = inv, HNPLinear(spec, hidden, edge_channels)
+
+    def forward(self, x, edges: bool = False):
+        t = self.inv.trunk(x)
+        g = self.inv.head(self.inv.pool(t))
+        if not edges:
+            return g
+        e = self.edge_out(t)
+        return g, torch.cat([rearrange(w, "b c j i -> b (i j) c") for w in e.weights], 1)
+
+
 class _NFN(MetaModel):
     name = "nfn"
+    edge_aux = True
 
     def _raw(self, w):
         from wskan_ext.adapters.nfn import to_wsfeat
@@ -220,7 +244,8 @@ class _NFN(MetaModel):
         c, spec = self.config, network_spec(self.widths)
         if self.task.level == "edge":
             return B.NFNEdges(spec, self.in_channels, self.out_channels, c["hidden"], c["layers"])
-        return KANInvariantNFN(spec, self.in_channels, c["hidden"], c["layers"], self.out_channels)
+        inv = KANInvariantNFN(spec, self.in_channels, c["hidden"], c["layers"], self.out_channels)
+        return _NFNWithEdges(inv, spec, c["hidden"], self.edge_aux_channels) if self.edge_aux_channels else inv
 
 
 _AGGRS = {"sum": "sum", "pna": ["sum", "mean", "max"]}
@@ -236,7 +261,7 @@ class WSKANNet(nn.Module):
                  depth: int, dropout: float = 0.0, aggr: str = "sum", io: bool = False,
                  edge_hidden: Optional[int] = None, shared: bool = False, context: bool = False,
                  layernorm: bool = True, typed: bool = False, product: bool = False,
-                 bilinear: bool = False, lookup: int = 0):
+                 bilinear: bool = False, lookup: int = 0, edge_aux: int = 0):
         super().__init__()
         from ..nn.model import WSKAN
 
@@ -244,16 +269,22 @@ class WSKANNet(nn.Module):
             raise ValueError(f"aggr must be one of {sorted(_AGGRS)}, got {aggr!r}")
         self.level = level
         heads = {"graph_out_channels": out_channels} if level == "graph" else {"edge_out_channels": out_channels}
+        if edge_aux and level == "graph":  # auxiliary edge labels (TrainConfig.aux_task)
+            heads["edge_out_channels"] = int(edge_aux)
         self.model = WSKAN(node_in, edge_in, hidden, layers, readout="layer", max_layers=depth, dropout=dropout,
                            aggr=_AGGRS[aggr], io_readout=bool(io) and level == "graph",
                            edge_hidden_channels=edge_hidden, shared=shared, context=context,
                            norm="layer" if layernorm else None, typed_edges=typed, product=product,
                            bilinear=bilinear, lookup=lookup, **heads)
 
-    def forward(self, data) -> torch.Tensor:
+    def forward(self, data, edges: bool = False):
+        """The task's output; with ``edges=True`` (graph level, ``edge_aux > 0``) also the
+        auxiliary edge output ``(B, E, C)``."""
         out = self.model(data)
         if self.level == "edge":
             return out.edge.view(int(data.num_graphs), -1, out.edge.shape[-1])
+        if edges:
+            return out.graph, out.edge.view(int(data.num_graphs), -1, out.edge.shape[-1])
         return out.graph
 
 
@@ -271,6 +302,7 @@ def _group_standardizer(t: torch.Tensor, group: torch.Tensor):
 
 class _WSKAN(MetaModel):
     name = "wskan"
+    edge_aux = True
 
     def _graph(self, w):
         from ..graph import kan_to_graph
@@ -345,7 +377,8 @@ class _WSKAN(MetaModel):
         t = self.template
         return WSKANNet(self.dims[0], self.dims[1], self.out_channels, self.task.level, c["hidden"], c["layers"],
                         int(t["edge_layer"].max()) + 1, c["dropout"], c["aggr"], c["io"], c["edge_hidden"], c["shared"], c["context"],
-                        c["layernorm"], c["typed"], c["product"], c["bilinear"], c["lookup"])
+                        c["layernorm"], c["typed"], c["product"], c["bilinear"], c["lookup"],
+                        edge_aux=self.edge_aux_channels)
 
 
 class _Magnitude(MetaModel):
@@ -368,10 +401,19 @@ _CLASSES = {c.name: c for c in (_Flat, _FlatAligned, _FlatAugment, _DeepSets, _S
 
 
 def build_meta_model(name: str, task: TaskSpec, train: SplitData, config: Optional[dict] = None,
-                     out_channels: int = 1) -> MetaModel:
-    """The :class:`MetaModel` ``name`` for ``task``, fitted to the training split."""
+                     out_channels: int = 1, edge_aux_channels: int = 0) -> MetaModel:
+    """The :class:`MetaModel` ``name`` for ``task``, fitted to the training split.
+    ``edge_aux_channels > 0``: a graph-level model also gets an edge head of that many
+    channels for auxiliary edge labels (``TrainConfig.aux_task``; ``ValueError`` for a model
+    without one)."""
     check_compatible(name, task)
     unknown = sorted(set(config or {}) - set(DEFAULTS[name]) - {"epochs", "batch_size", "patience"})
     if unknown:
         raise ValueError(f"model {name!r}: unknown config keys {unknown}; known {sorted(DEFAULTS[name])}")
-    return _CLASSES[name](task, train, config, out_channels)
+    cls = _CLASSES[name]
+    if edge_aux_channels and not cls.edge_aux:
+        raise ValueError(f"model {name!r} has no edge head for auxiliary edge labels (aux_task); models with one: "
+                         f"{sorted(k for k, c in _CLASSES.items() if c.edge_aux)}")
+    mm = cls(task, train, config, out_channels)
+    mm.edge_aux_channels = int(edge_aux_channels)
+    return mm

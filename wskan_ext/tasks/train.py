@@ -122,7 +122,12 @@ def validate_model_config(model: str, config, where: str = "model config") -> No
 _FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "patience": "--patience", "lr": "--lr",
           "weight_decay": "--weight-decay", "seed": "--seed", "max_time": "--max-time",
           "rank_weight": "--rank-weight", "rank_temperature": "--rank-temperature", "ema": "--ema",
-          "aux_points": "--aux-points", "aux_weight": "--aux-weight", "loss_units": "--loss-units"}
+          "aux_points": "--aux-points", "aux_weight": "--aux-weight", "loss_units": "--loss-units",
+          "aux_task_weight": "--aux-task-weight"}
+
+
+#: ``TrainConfig.aux_task`` values: off, or an edge-level binary task whose labels join training.
+AUX_TASKS = (None, "pruning")
 
 
 @dataclass
@@ -163,7 +168,12 @@ class TrainConfig:
     standardised on the training split, so every target weighs alike, as R² does) or ``"label"``
     (target :math:`o` weighted by :math:`\sigma_o^2 / \overline{\sigma^2}`: the squared errors in
     label units, the scale of the ``mse`` metric, up to one constant) -- a training setting every
-    model gets alike. ``model`` is checked against the model by ``validate_model_config`` when
+    model gets alike. ``aux_task``: ``None`` (off), or ``"pruning"``: a graph-level task also
+    learns the zoo's pruning masks of its *training* KANs (per-edge labels, binary
+    cross-entropy through an extra edge head, weighted by ``aux_task_weight``); validation,
+    test and the metrics use the task's own output only, so prediction still reads the
+    weights alone -- multi-task training, for the models with an edge head (``wskan``,
+    ``nfn``). ``model`` is checked against the model by ``validate_model_config`` when
     :func:`fit` starts."""
 
     epochs: int = 100
@@ -182,6 +192,8 @@ class TrainConfig:
     aux_points: int = 0
     aux_weight: float = 1.0
     loss_units: str = "standardised"
+    aux_task: Optional[str] = None
+    aux_task_weight: float = 1.0
     eval_batch_size: int = 256
     progress: bool = True
     model: Dict = field(default_factory=dict)
@@ -198,6 +210,7 @@ class TrainConfig:
             "ema": _real(lambda v: 0 <= v < 1, "0 (off) or a decay in (0, 1)"),
             "aux_points": _int_in(0, 4096),
             "aux_weight": _real(lambda v: v > 0, "a finite number > 0"),
+            "aux_task_weight": _real(lambda v: v > 0, "a finite number > 0"),
         }
         for name, (ok, bound) in checks.items():
             v = getattr(self, name)
@@ -216,6 +229,9 @@ class TrainConfig:
                              f"got {self.loss_units!r}")
         if self.augment not in (None, "odd", "logits"):
             raise ValueError(f"train config: augment (--augment) must be null, 'odd' or 'logits', got {self.augment!r}")
+        if self.aux_task not in AUX_TASKS:
+            raise ValueError(f"train config: aux_task (--aux-task) must be one of {list(AUX_TASKS)}, "
+                             f"got {self.aux_task!r}")
         if not isinstance(self.model, dict):
             raise ValueError(f"train config: model must be a dict of hyperparameters, got {type(self.model).__name__}")
 
@@ -367,8 +383,24 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
     if cfg.aux_points and (task.kind != "regression" or task.level != "graph"):
         raise ValueError(f"train config: aux_points (--aux-points) applies to graph-level regression tasks "
                          f"(accuracy, sine); task {task.name!r} is a {task.level}-level {task.kind} task")
+    if cfg.aux_task is not None:
+        if task.level != "graph":
+            raise ValueError(f"train config: aux_task (--aux-task) applies to graph-level tasks; task {task.name!r} "
+                             f"is {task.level}-level")
+        if cfg.augment is not None:
+            raise ValueError(f"train config: aux_task (--aux-task) and augment={cfg.augment!r} do not combine: the "
+                             f"augmented copies have no {cfg.aux_task!r} labels")
     with load_lock if load_lock is not None else contextlib.nullcontext():
         splits = load_splits(zoo, task, extra_train)
+        edge_y = None
+        if cfg.aux_task is not None:
+            from .definitions import load_training_split
+
+            side = load_training_split(zoo, cfg.aux_task, extra_train, held_out=[splits["val"], splits["test"]])
+            if not torch.equal(side.ids, splits["train"].ids):
+                raise ValueError(f"aux_task {cfg.aux_task!r}: the zoo's {cfg.aux_task!r} labels do not cover the same "
+                                 f"training members as task {task.name!r}")
+            edge_y = side.targets.float()
         if cfg.augment is not None:
             splits["train"] = _augmented(splits["train"], task, cfg.augment, cfg.seed)
         num_classes = None
@@ -380,7 +412,8 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
 
             aux_x = function_points(splits["train"].weights, cfg.aux_points)
             aux = function_values(splits["train"].weights, aux_x)
-        mm = build_meta_model(model, task, splits["train"], cfg.model, c_task + (aux.shape[1] if aux is not None else 0))
+        mm = build_meta_model(model, task, splits["train"], cfg.model, c_task + (aux.shape[1] if aux is not None else 0),
+                              edge_aux_channels=1 if edge_y is not None else 0)
         enc = {s: mm.encode(d) for s, d in splits.items()}
     y_mean, y_std = 0.0, 1.0
     if task.kind == "regression":
@@ -443,7 +476,8 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
                             local, weight = idx[:1], 0.0
                         x, y = mm.batch(scaled, local, aug, train=True)
                         with _autocast(cfg.precision):
-                            out = ddp(x).float()
+                            out = ddp(x, edges=True) if edge_y is not None else ddp(x)
+                        out, out_e = (out[0].float(), out[1].float()) if edge_y is not None else (out.float(), None)
                         if aux is not None:
                             (out, out_aux), (y, y_aux) = (t.split([c_task, aux.shape[1]], 1) for t in (out, y))
                         per_item = out[0].numel() if task.kind != "classification" else 1
@@ -452,6 +486,11 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
                         if aux is not None:
                             loss = loss + cfg.aux_weight * F.mse_loss(out_aux, y_aux, reduction="sum") * (
                                 weight * world / (idx.numel() * aux.shape[1]))
+                        if out_e is not None:  # the auxiliary edge labels (B, E)
+                            y_e = edge_y[local]
+                            loss = loss + cfg.aux_task_weight * F.binary_cross_entropy_with_logits(
+                                out_e.reshape(y_e.shape), y_e, reduction="sum") * (
+                                weight * world / (idx.numel() * y_e.shape[1]))
                         if cfg.rank_weight > 0:  # this rank's pairs; DDP averages the ranks' gradients
                             loss = loss + cfg.rank_weight * weight * rank_loss(out, y, cfg.rank_temperature)
                         opt.zero_grad(set_to_none=True)
@@ -600,8 +639,13 @@ def evaluate_run(run_dir: str, zoo=None, split: str = "test", out: Optional[str]
         raise ValueError(f"{run_dir}/metrics.json: field 'config.aux_points': expected an integer in [0, 4096], "
                          f"got {aux_points!r:.60}")
     c_task = task.out_channels(num_classes)
+    aux_task = info["config"].get("aux_task")  # the run's auxiliary edge head: built, then unused
+    if aux_task not in AUX_TASKS:
+        raise ValueError(f"{run_dir}/metrics.json: field 'config.aux_task': expected one of {list(AUX_TASKS)}, "
+                         f"got {aux_task!r:.60}")
     mm = build_meta_model(model, task, train, {k: v for k, v in info["config"]["model"].items()
-                                               if k in DEFAULTS[model]}, c_task + aux_points * train.weights.widths[-1])
+                                               if k in DEFAULTS[model]}, c_task + aux_points * train.weights.widths[-1],
+                          edge_aux_channels=1 if aux_task else 0)
     net = None
     if mm.trainable:
         from safetensors.torch import load_file
