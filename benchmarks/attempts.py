@@ -11,7 +11,7 @@ patience 10 unless given).
     python benchmarks/attempts.py benchmarks/out/zoos/mnist5k-inr inr_class nfn 'wskan:{"layers": 4, "dropout": 0.1}'
     python benchmarks/attempts.py benchmarks/out/zoos/sine sine nfn 'wskan:{}' --seeds 0 1 2
 
-Keys ``epochs``, ``batch_size``, ``patience``, ``lr``, ``weight_decay``, ``schedule``, ``precision``, ``augment``, ``rank_weight``, ``rank_temperature``, ``ema``, ``aux_points``, ``aux_weight``, ``loss_units``, ``aux_task``, ``aux_task_weight`` of the
+Keys ``epochs``, ``batch_size``, ``patience``, ``lr``, ``weight_decay``, ``schedule``, ``precision``, ``augment``, ``rank_weight``, ``rank_temperature``, ``ema``, ``aux_points``, ``aux_weight``, ``loss_units``, ``aux_task``, ``aux_task_weight``, ``warmup`` of the
 JSON go to :class:`~wskan_ext.tasks.TrainConfig`, the others to the model.
 """
 
@@ -32,7 +32,7 @@ from wskan_ext.tasks import TrainConfig, fit
 
 TRAIN_KEYS = ("epochs", "batch_size", "patience", "lr", "weight_decay", "schedule", "precision", "augment", "rank_weight",
               "rank_temperature", "ema", "aux_points", "aux_weight", "loss_units",
-              "aux_task", "aux_task_weight")
+              "aux_task", "aux_task_weight", "warmup")
 
 
 def fit_spec(zoo: str, task: str, spec: str, seed: int = 0, splits_hook=None) -> dict:

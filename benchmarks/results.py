@@ -240,7 +240,7 @@ def task_budget(budget: dict, task: str) -> dict:
 
 #: Settings ``--task-budget TASK=JSON`` may give one task (for every model on it).
 TASK_BUDGET_KEYS = ("epochs", "batch_size", "patience", "precision", "ema", "aux_points", "aux_weight", "loss_units",
-                    "augment")
+                    "augment", "warmup")
 
 
 def json_object(text: str, where: str) -> dict:
@@ -371,6 +371,9 @@ def main(argv=None):
     p.add_argument("--ema", type=float, default=0.0,
                    help="decay of the moving average of the weights that every run validates, early-stops on "
                         "and tests (TrainConfig.ema; the same for every model; 0 = off)")
+    p.add_argument("--warmup", type=float, default=0.0,
+                   help="fraction of every run's steps of linear learning-rate warm-up before the cosine "
+                        "schedule (TrainConfig.warmup; the same for every model; 0 = none)")
     p.add_argument("--aux-points", type=int, default=0,
                    help="every run also learns to predict each training KAN's outputs at this many fixed input "
                         "points, computed from its weights (TrainConfig.aux_points; graph-level regression "
@@ -399,6 +402,10 @@ def main(argv=None):
     budget = dict(BUDGET, epochs=a.epochs, batch_size=a.batch_size, precision=a.precision)
     if a.ema:  # recorded only when on: tables written before --ema existed ran without it
         budget["ema"] = a.ema
+    if not 0 <= a.warmup < 1:
+        p.error(f"--warmup must be a fraction in [0, 1), got {a.warmup}")
+    if a.warmup:  # likewise
+        budget["warmup"] = a.warmup
     if a.aux_points:  # likewise
         budget.update(aux_points=a.aux_points, aux_weight=a.aux_weight)
     if a.loss_units != "standardised":  # likewise

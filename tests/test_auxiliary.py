@@ -150,27 +150,28 @@ def test_results_script_per_task_budget_and_base_reach_every_run_of_that_task_on
     real_fit = rs.fit
 
     def spy(zoo, task, model, config, **kw):
-        seen.append((task, model, config.batch_size, config.aux_points, dict(config.model)))
+        seen.append((task, model, config.batch_size, config.aux_points, dict(config.model), config.warmup))
         return real_fit(zoo, task, model, config, **kw)
 
     monkeypatch.setattr(rs, "fit", spy)
     r, md = str(tmp_path / "r.json"), str(tmp_path / "r.inc")
     args = ["--zoo", f"tiny={sine_zoo}", "--models", "nfn", "deepsets", "--seeds", "0", "--epochs", "1",
             "--out", r, "--md", md, "--md-probes", str(tmp_path / "p.inc"),
-            "--task-budget", 'sine={"batch_size": 4, "aux_points": 3}', "--base", 'nfn@sine={"hidden": 8}',
+            "--task-budget", 'sine={"batch_size": 4, "aux_points": 3, "warmup": 0.1}', "--base", 'nfn@sine={"hidden": 8}',
             "--base", 'deepsets@pruning={"hidden": 8}']
     rs.main(args)
     sine_runs = [s for s in seen if s[0] == "sine"]
     assert {s[1] for s in sine_runs} == {"nfn", "deepsets"}
-    assert all(s[2:4] == (4, 3) for s in sine_runs)  # every model's sine runs got the task budget
+    assert all(s[2:4] == (4, 3) and s[5] == 0.1 for s in sine_runs)  # every model's sine runs got the task budget
     assert [s[4] for s in sine_runs if s[1] == "nfn"] == [{"hidden": 8}]
     assert [s[4] for s in sine_runs if s[1] == "deepsets"] == [{}]  # its base is for another task
     data = json.load(open(r))
-    assert data["task_budgets"] == {"sine": {"batch_size": 4, "aux_points": 3}}
+    assert data["task_budgets"] == {"sine": {"batch_size": 4, "aux_points": 3, "warmup": 0.1}}
     assert data["budget"]["batch_size"] == 64 and "aux_points" not in data["budget"]
     assert "on sine: {" in open(md).read() and "'batch_size': 4" in open(md).read()
     with pytest.raises(SystemExit):  # one table has one budget, per task too
-        rs.main([a if a != 'sine={"batch_size": 4, "aux_points": 3}' else 'sine={"batch_size": 8}' for a in args]
+        rs.main([a if a != 'sine={"batch_size": 4, "aux_points": 3, "warmup": 0.1}' else 'sine={"batch_size": 8}'
+                 for a in args]
                 + ["--resume"])
     assert "per-task budgets" in capsys.readouterr().err
     for bad, msg in ((["--task-budget", 'pruning={"aux_points": 4}'], "do(es) not apply to task 'pruning'"),

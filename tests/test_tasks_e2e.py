@@ -335,3 +335,32 @@ def test_logit_augmentation_doubles_the_accuracy_training_split_with_the_same_pr
     assert res["sizes"]["train"] == 2 * B
     with pytest.raises(ValueError, match="task 'pruning' would get wrong labels"):
         fit(zoos["digits"], "pruning", "nfn", TrainConfig(epochs=1, progress=False, augment="logits"))
+
+
+def test_lr_factor_warms_up_linearly_then_follows_the_schedule():
+    """``TrainConfig(warmup=f)``: a linear rise over the first ``int(f * total)`` steps, then
+    the cosine (or constant) schedule over the rest; with no warm-up the cosine is the one
+    every earlier run used, value for value."""
+    import math
+
+    from wskan_ext.tasks.train import lr_factor
+
+    total = 100
+    for s in range(0, 120, 7):
+        assert lr_factor(s, total) == 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+        assert lr_factor(s, total, schedule="constant") == 1.0
+    rise = [lr_factor(s, total, warmup=0.1) for s in range(10)]
+    assert rise == pytest.approx([(s + 1) / 11 for s in range(10)]) and rise == sorted(rise)
+    assert lr_factor(10, total, warmup=0.1) == 1.0  # the schedule starts at its top
+    assert lr_factor(55, total, warmup=0.1) == pytest.approx(0.5)  # halfway through the remaining 90
+    assert lr_factor(100, total, warmup=0.1) == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(5, total, warmup=0.1, schedule="constant") < 1.0  # warm-up applies to both
+    with pytest.raises(ValueError, match=r"warmup \(--warmup\) must be a fraction in \[0, 1\)"):
+        TrainConfig(warmup=1.0)
+
+
+def test_fit_with_warmup_trains_and_differs(zoos):
+    kw = dict(epochs=2, batch_size=8, progress=False)
+    a = fit(zoos["sine"], "sine", "nfn", TrainConfig(**kw))
+    b = fit(zoos["sine"], "sine", "nfn", TrainConfig(warmup=0.5, **kw))
+    assert a["metrics"]["val"] != b["metrics"]["val"]

@@ -51,6 +51,9 @@ def add_parser(subparsers) -> None:
                         "0 = off)")
     t.add_argument("--rank-temperature", type=float, default=0.1,
                    help="temperature of the soft Kendall-tau term, in standardised target units")
+    t.add_argument("--warmup", type=float, default=0.0,
+                   help="fraction of the training steps of linear learning-rate warm-up from 0 before the "
+                        "schedule (0 = none)")
     t.add_argument("--ema", type=float, default=0.0,
                    help="decay of an exponential moving average of the weights, updated after every step; "
                         "validation, early stopping and the saved model use the average (0 = off)")
@@ -140,7 +143,7 @@ def _train(a) -> int:
                       precision=a.precision, augment=a.augment, rank_weight=a.rank_weight,
                       rank_temperature=a.rank_temperature, ema=a.ema,
                       aux_points=a.aux_points, aux_weight=a.aux_weight, loss_units=a.loss_units,
-                      aux_task=a.aux_task, aux_task_weight=a.aux_task_weight, model=_parse_sets(a.set))
+                      aux_task=a.aux_task, aux_task_weight=a.aux_task_weight, warmup=a.warmup, model=_parse_sets(a.set))
     validate_model_config(a.model, cfg.model, where="--set")
     set_threads(a.threads)
     out = a.out or f"runs/{a.task}_{a.model}_s{a.seed}"

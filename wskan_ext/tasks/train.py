@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import functools
 import json
 import math
 import os
@@ -123,7 +124,7 @@ _FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "patience": "--pat
           "weight_decay": "--weight-decay", "seed": "--seed", "max_time": "--max-time",
           "rank_weight": "--rank-weight", "rank_temperature": "--rank-temperature", "ema": "--ema",
           "aux_points": "--aux-points", "aux_weight": "--aux-weight", "loss_units": "--loss-units",
-          "aux_task_weight": "--aux-task-weight"}
+          "aux_task_weight": "--aux-task-weight", "warmup": "--warmup"}
 
 
 #: ``TrainConfig.aux_task`` values: off, or an edge-level binary task whose labels join training.
@@ -134,6 +135,8 @@ AUX_TASKS = (None, "pruning")
 class TrainConfig:
     r"""Meta-training settings (``model`` holds model hyperparameters, see
     ``wskan_ext.tasks.models.DEFAULTS``; ``lr``/``weight_decay`` default to the model's;
+    ``warmup``: the fraction of the ``epochs``' steps over which the learning rate first rises
+    linearly from 0 (``0``: none; the schedule then runs over the remaining steps);
     ``schedule``: ``"cosine"`` decays the learning rate to 0 over ``epochs`` per step, or
     ``"constant"``; ``precision``: ``"float32"``, or ``"bf16"`` for the forward passes under
     ``torch.autocast`` with bfloat16, parameters and optimiser state staying float32: about
@@ -184,6 +187,7 @@ class TrainConfig:
     seed: int = 0
     max_time: Optional[float] = None
     schedule: str = "cosine"
+    warmup: float = 0.0
     precision: str = "float32"
     augment: Optional[str] = None
     rank_weight: float = 0.0
@@ -211,6 +215,7 @@ class TrainConfig:
             "aux_points": _int_in(0, 4096),
             "aux_weight": _real(lambda v: v > 0, "a finite number > 0"),
             "aux_task_weight": _real(lambda v: v > 0, "a finite number > 0"),
+            "warmup": _real(lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
         }
         for name, (ok, bound) in checks.items():
             v = getattr(self, name)
@@ -234,6 +239,20 @@ class TrainConfig:
                              f"got {self.aux_task!r}")
         if not isinstance(self.model, dict):
             raise ValueError(f"train config: model must be a dict of hyperparameters, got {type(self.model).__name__}")
+
+
+def lr_factor(step: int, total: int, warmup: float = 0.0, schedule: str = "cosine") -> float:
+    """The learning-rate multiplier of optimiser step ``step`` out of ``total``: a linear rise
+    from ``1 / (W + 1)`` to 1 over the first ``W = int(warmup * total)`` steps, then
+    ``schedule`` over the rest -- ``"cosine"`` (half a cosine from 1 to 0, held at 0 after
+    ``total``) or ``"constant"`` (1)."""
+    warm = int(warmup * total)
+    if step < warm:
+        return (step + 1) / (warm + 1)
+    if schedule == "constant":
+        return 1.0
+    span = max(1, total - warm)  # with no warm-up: the same operations as before warm-up existed
+    return 0.5 * (1 + math.cos(math.pi * min(step - warm, span) / span))
 
 
 def dist_info(create: bool = True):
@@ -445,8 +464,7 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
                 raise ValueError(f"schedule must be 'cosine' or 'constant', got {cfg.schedule!r}")
             total_steps = max(1, cfg.epochs * -(-len(splits["train"]) // max(1, cfg.batch_size)))
             sched = torch.optim.lr_scheduler.LambdaLR(
-                opt, (lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
-                if cfg.schedule == "cosine" else (lambda s: 1.0))
+                opt, functools.partial(lr_factor, total=total_steps, warmup=cfg.warmup, schedule=cfg.schedule))
             gen = torch.Generator().manual_seed(cfg.seed)
             aug = torch.Generator().manual_seed(cfg.seed * 1000003 + rank)
             n, GB = len(splits["train"]), max(1, cfg.batch_size)
