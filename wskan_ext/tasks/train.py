@@ -323,7 +323,7 @@ def _split_metrics(task, enc, out, y_mean, y_std):
     return compute_metrics(task.metrics, task.kind, enc["targets"], out), out
 
 
-#: Label range of ``augment="logits"``: the rescaling :math:`a` is drawn log-uniformly from
+#: Draw range of ``augment="logits"``: the rescaling :math:`a` is drawn log-uniformly from
 #: ``[1/LOGIT_SCALE, LOGIT_SCALE]``, each shared-function weight :math:`\lambda_j` uniformly
 #: from ``[-1, 1]``.
 LOGIT_SCALE = 2.0
@@ -420,6 +420,7 @@ def fit(zoo, task, model: str, config: Optional[TrainConfig] = None, out_dir: Op
                 raise ValueError(f"aux_task {cfg.aux_task!r}: the zoo's {cfg.aux_task!r} labels do not cover the same "
                                  f"training members as task {task.name!r}")
             edge_y = side.targets.float()
+            del side  # its weights repeat the training split's; only the masks are kept
         if cfg.augment is not None:
             splits["train"] = _augmented(splits["train"], task, cfg.augment, cfg.seed)
         num_classes = None
