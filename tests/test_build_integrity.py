@@ -220,11 +220,17 @@ def test_huge_learning_rate_is_diverged_not_ok(tmp_path):
 
 
 def test_more_than_the_threshold_fraction_diverged_fails(tmp_path):
-    cfg = {**SMALL, "lr": [1e3, 1e4]}  # 3 of 4 runs diverge
-    with pytest.raises(DivergedBuildError, match=r"3 of 4 runs diverged .*more than max_diverged_fraction=0\.5"):
-        _build(cfg, tmp_path / "a")
+    """Some, not all, of 4 runs diverge at these learning rates; which ones depends on float32
+    rounding in the kernels (a run that collapses to uniform logits is not diverged), so the
+    count is read from a build that allows it, and the threshold set around it."""
+    cfg = {**SMALL, "lr": [1e3, 1e4]}
     _build({**cfg, "max_diverged_fraction": 1.0}, tmp_path / "b")  # not all of them: allowed
-    assert divergence_summary(Zoo(str(tmp_path / "b")).metadata)["runs_diverged"] == 3
+    d = divergence_summary(Zoo(str(tmp_path / "b")).metadata)["runs_diverged"]
+    assert 1 <= d < 4
+    below = (d - 0.5) / 4
+    with pytest.raises(DivergedBuildError, match=rf"{d} of 4 runs diverged .*more than max_diverged_fraction={below}"):
+        _build({**cfg, "max_diverged_fraction": below}, tmp_path / "a")
+    _build({**cfg, "max_diverged_fraction": d / 4}, tmp_path / "e")  # exactly the fraction: allowed
     _build(SMALL, tmp_path / "c")  # negative twin: a sane build has no diverged run
     assert divergence_summary(Zoo(str(tmp_path / "c")).metadata)["runs_diverged"] == 0
 

@@ -38,6 +38,7 @@ from hypothesis import strategies as st
 
 from wskan_ext import KAN
 from wskan_ext.equivariance_tests.profiles import examples
+from wskan_ext.kan import _native
 from wskan_ext.kan import local_spline as LS
 from wskan_ext.kan import weights as kan_weights_module
 from wskan_ext.kan.local_spline import grid_is_uniform, local_basis, local_spline_eval, local_spline_sum
@@ -375,3 +376,177 @@ def test_kan_weights_on_device(device):
     out = spline_sum(x.to(device), gb.to(device), coef.to(device), k, method="local")
     assert out.device.type == device.type
     assert torch.allclose(out.cpu(), ref, rtol=0, atol=1e-12 * coef.abs().max().item() * 3)
+
+
+# ------------------------------------------- compiled kernels (kan._native)
+needs_native = pytest.mark.skipif(not _native.available(), reason="no C++ compiler: the compiled kernels are absent")
+
+
+def _with_special_points(x, seed):
+    """``x`` with NaN, +inf and -inf written into a few random entries."""
+    g = torch.Generator().manual_seed(seed)
+    x = x.clone()
+    flat = x.view(-1)
+    pos = torch.randperm(flat.numel(), generator=g)[:3]
+    flat[pos] = torch.tensor([float("nan"), float("inf"), -float("inf")], dtype=x.dtype)[:len(pos)]
+    return x
+
+
+def _sum_and_grads(x, grid, coef, k, g_up, backend):
+    xx, cc = x.clone().requires_grad_(True), coef.clone().requires_grad_(True)
+    y = local_spline_sum(xx, grid, cc, k, backend=backend)
+    gx, gc = torch.autograd.grad(y, (xx, cc), g_up)
+    return y.detach(), gx, gc
+
+
+@needs_native
+@settings(max_examples=examples(15))
+@given(k=st.integers(1, 5), G=st.integers(1, 20), n=st.integers(1, 3), m=st.sampled_from([1, 3, 8, 17, 40]),
+       B=st.integers(1, 3), special=st.booleans(), seed=st.integers(0, 2**31 - 1),
+       dtype=st.sampled_from([torch.float64, torch.float32]))
+@example(k=3, G=5, n=2, m=17, B=2, special=True, seed=0, dtype=torch.float32)  # two vector chunks, NaN/inf
+def test_native_kernel_matches_the_eager_kernel(k, G, n, m, B, special, seed, dtype):
+    """The compiled kernel (``backend="native"``) against the eager one (``"torch"``), values
+    and both gradients, on every knot, one ulp around each, inside and outside, with NaN and
+    +-inf entries (which must land in the same places), ``k = 1..5`` (``k <= 3`` closed forms,
+    ``4, 5`` the recursion), outputs spanning several 64-byte vectors."""
+    gen = torch.Generator().manual_seed(seed)
+    rngs = [(float(lo), float(w)) for lo, w in zip(torch.rand(n, generator=gen) * 4 - 2, torch.rand(n, generator=gen) + 0.5)]
+    grid1 = make_grid(k, G, rngs, dtype)
+    if not grid_is_uniform(grid1):
+        grid1 = make_grid(k, G, [(-1.0, 2.0)] * n, dtype)
+    grid = (grid1 + 0.25 * torch.arange(B, dtype=dtype).view(B, 1, 1)).contiguous()
+    x = torch.stack([edge_points(grid[b], seed + b, inside=8, outside=2) for b in range(B)])
+    if special:
+        x = _with_special_points(x, seed)
+    coef = torch.randn(B, n, m, G + k, generator=gen, dtype=dtype)
+    g_up = torch.randn(B, x.shape[1], m, generator=gen, dtype=dtype)
+    nat = _sum_and_grads(x, grid, coef, k, g_up, "native")
+    ref = _sum_and_grads(x, grid, coef, k, g_up, "torch")
+    tol = 1e-12 if dtype == torch.float64 else 1e-4
+    scale = coef.abs().amax(-1).sum(-2).max().item() / spacing(grid).min().item() * g_up.abs().max().item() + 1.0
+    for what, a, b in zip(("value", "d/dx", "d/dcoef"), nat, ref):
+        assert torch.equal(a.isnan(), b.isnan()), what
+        ok = ~a.isnan()
+        assert ((a[ok] - b[ok]).abs() <= tol * scale * max(1, x.shape[1])).all(), what
+    if not special:
+        assert all(t.isfinite().all() for t in nat)
+
+
+def test_native_kernel_negative_twin_wrong_coefficient_layout():
+    """The check can fail: coefficients with their basis axis reversed give other values."""
+    if not _native.available():
+        pytest.skip("no compiled kernels")
+    k, G = 3, 6
+    grid = uniform_grid(2, G, k, dtype=torch.float64).unsqueeze(0)
+    coef = torch.randn(1, 2, 3, G + k, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    x = edge_points(grid[0], 3).unsqueeze(0)
+    right = local_spline_sum(x, grid, coef, k, backend="torch")
+    assert (local_spline_sum(x, grid, coef.flip(-1), k, backend="native") - right).abs().max() > 1e-3
+    assert torch.allclose(local_spline_sum(x, grid, coef, k, backend="native"), right, rtol=0, atol=1e-12)
+
+
+@needs_native
+@settings(max_examples=examples(8))
+@given(k=st.integers(1, 5), G=st.integers(1, 12), n=st.integers(1, 5), m=st.sampled_from([1, 4, 16, 33]),
+       B=st.integers(1, 4), seed=st.integers(0, 2**31 - 1), dtype=st.sampled_from([torch.float64, torch.float32]))
+def test_native_shared_sum_matches_the_dense_basis(k, G, n, m, B, seed, dtype):
+    """The first-layer kernel (one ``x`` and one grid for every model, precomputed local basis)
+    against the dense Cox--de Boor basis, value and coefficient gradient."""
+    gen = torch.Generator().manual_seed(seed)
+    grid = uniform_grid(n, G, k, (-1.0, 1.5), dtype=dtype)
+    x = edge_points(grid, seed, inside=6, outside=2)
+    coef = torch.randn(B, n, m, G + k, generator=gen, dtype=dtype, requires_grad=True)
+    first, values, _ = local_basis(x, grid, k)
+    y = _native.native_shared_sum(first, values, coef, k)
+    ref = torch.einsum("sib,Biob->Bso", bspline_basis(x, grid.unsqueeze(-3), k), coef)
+    g_up = torch.randn(y.shape, generator=gen, dtype=dtype)
+    gc, gc_ref = (torch.autograd.grad(t, coef, g_up)[0] for t in (y, ref))
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    scale = coef.detach().abs().amax(-1).sum(-2).max().item() + 1.0
+    assert torch.allclose(y, ref, rtol=0, atol=tol * scale)
+    assert torch.allclose(gc, gc_ref, rtol=0, atol=tol * (g_up.abs().sum(-2).max().item() + 1.0))
+
+
+@needs_native
+def test_native_threads_split_the_model_axis_exactly():
+    """Two threads (each a slice of the model axis) give bit-identical results to one."""
+    k, G, B = 3, 5, 5
+    gen = torch.Generator().manual_seed(0)
+    grid = uniform_grid(4, G, k, dtype=torch.float32).expand(B, -1, -1).contiguous()
+    x = torch.randn(B, 33, 4, generator=gen, requires_grad=True)
+    coef = torch.randn(B, 4, 7, G + k, generator=gen, requires_grad=True)
+    outs = []
+    before = torch.get_num_threads()
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            y = local_spline_sum(x, grid, coef, k, backend="native")
+            outs.append((y,) + torch.autograd.grad(y.square().sum(), (x, coef)))
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a, b) for a, b in zip(*outs))
+
+
+def test_backend_errors_name_the_problem():
+    grid = uniform_grid(2, 4, 3, dtype=torch.float64).unsqueeze(0)
+    x, coef = torch.zeros(1, 5, 2, dtype=torch.float64), torch.zeros(1, 2, 3, 7, dtype=torch.float64)
+    with pytest.raises(ValueError, match="backend"):
+        local_spline_sum(x, grid, coef, 3, backend="fast")
+    g6 = uniform_grid(2, 4, 6, dtype=torch.float64).unsqueeze(0)
+    with pytest.raises(ValueError, match="k=6"):  # no compiled kernel for k > 5 (or none at all)
+        local_spline_sum(x, g6, torch.zeros(1, 2, 3, 10, dtype=torch.float64), 6, backend="native")
+    with pytest.raises(ValueError, match="float16"):
+        local_spline_sum(x.half(), grid.half(), coef.half(), 3, backend="native")
+    # "auto" takes the eager kernel where the compiled one does not apply: same values
+    y6 = local_spline_sum(x, g6, torch.ones(1, 2, 3, 10, dtype=torch.float64), 6)
+    assert y6.shape == (1, 5, 3) and y6.isfinite().all()
+
+
+_FALLBACK = """
+import warnings, torch
+from wskan_ext.kan import _native
+from wskan_ext.kan.spline import spline_sum, uniform_grid
+with warnings.catch_warnings(record=True) as w:
+    warnings.simplefilter("always")
+    ok = _native.available()
+grid = uniform_grid(2, 5, 3, dtype=torch.float64)
+x = torch.linspace(-1.2, 1.2, 11, dtype=torch.float64).unsqueeze(-1).expand(11, 2)
+coef = torch.randn(2, 3, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+err = (spline_sum(x, grid, coef, 3) - spline_sum(x, grid, coef, 3, method="recursion")).abs().max().item()
+print(ok, len([m for m in w if issubclass(m.category, RuntimeWarning)]), err < 1e-12)
+"""
+
+
+@pytest.mark.parametrize("env", ["disabled", "no_compiler"])
+def test_without_compiled_kernels_everything_falls_back_to_eager(env, tmp_path):
+    """``WSKAN_EXT_NATIVE=0`` switches the compiled kernels off silently; with no compiler on
+    ``PATH`` a ``RuntimeWarning`` says so once; either way the results are the same."""
+    import os
+    import subprocess
+    import sys
+
+    e = dict(os.environ, WSKAN_EXT_CACHE=str(tmp_path / "cache"))
+    e.pop("CXX", None)
+    if env == "disabled":
+        e["WSKAN_EXT_NATIVE"] = "0"
+    else:
+        e["PATH"] = str(tmp_path)  # no c++, g++ or clang++ here
+    out = subprocess.run([sys.executable, "-c", _FALLBACK], env=e, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "0" if env == "disabled" else "1", "True"]
+    assert not (tmp_path / "cache" / "native").exists() or not any((tmp_path / "cache" / "native").iterdir())
+
+
+@needs_native
+def test_native_library_builds_into_a_fresh_cache(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    e = dict(os.environ, WSKAN_EXT_CACHE=str(tmp_path))
+    code = "from wskan_ext.kan import _native; print(_native.available())"
+    out = subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip() == "True", out.stderr
+    files = [p.name for p in (tmp_path / "native").iterdir()]  # the library, no temporary left behind
+    assert len(files) == 1 and files[0].startswith("local_spline_") and files[0].endswith(".so"), files

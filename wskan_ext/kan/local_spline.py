@@ -219,18 +219,37 @@ def _rows(j: torch.Tensor, nb: int, k: int) -> torch.Tensor:
 
 
 def local_spline_sum(x: torch.Tensor, grid: torch.Tensor, coef: torch.Tensor, k: int,
-                     chunk: int | None = None) -> torch.Tensor:
+                     chunk: int | None = None, backend: str = "auto") -> torch.Tensor:
     r"""Splines summed over each output's inputs, on uniform grids, with autograd
     (``x`` and ``coef``; the grid is fixed):
 
     .. math:: y_{B,s,o} = \sum_i \sum_b \mathrm{coef}_{B,i,o,b}\, B_{i,b}(x_{B,s,i})
 
+    ``backend``: ``"native"`` runs the compiled CPU kernel (:mod:`wskan_ext.kan._native`: one
+    pass over (model, sample, input) with the ``k+1`` active coefficient rows, forward and
+    backward), ``"torch"`` the eager PyTorch kernel (row gathers forward, ``index_add_``
+    backward, in chunks of ``chunk`` samples), ``"auto"`` (default) the native one wherever it
+    applies (CPU, float32/float64, ``k <= 5``, at most 256 outputs, a C++ compiler present) and
+    the eager one otherwise. Both compute the same function (tested against each other and
+    against Cox--de Boor).
+
     Shapes:
         - ``x``: ``(B, s, n)``; ``grid``: ``(B, n, K)``; ``coef``: ``(B, n, m, K-k-1)``;
         - returns ``(B, s, m)``.
     """
+    if backend not in ("auto", "native", "torch"):
+        raise ValueError(f"backend must be 'auto', 'native' or 'torch', got {backend!r}")
     B, s, n = x.shape
     m = coef.shape[-2]
+    if backend != "torch":
+        from . import _native
+
+        if _native.supports(x, grid, coef, k=k, m=m):
+            return _native.native_spline_sum(x, grid, coef, k)
+        if backend == "native":
+            raise ValueError("backend='native' needs CPU float32/float64 tensors, 1 <= k <= "
+                             f"{_native.MAX_K}, at most {_native.MAX_OUT} outputs and the compiled kernels "
+                             f"(available: {_native.available()}); got {x.device}, {x.dtype}, k={k}, m={m}")
     if chunk is None:
         chunk = max(1, 2**21 // max(1, B * n * (k + 1) * m))
     return _LocalSplineSum.apply(x, grid, coef.transpose(-1, -2), k, chunk)

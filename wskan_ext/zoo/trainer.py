@@ -17,8 +17,9 @@ one learning rate per *slice* of a tensor). With :math:`\lambda_b = 0` this is e
 ``torch.optim.Adam``.
 
 Speed: the first layer's inputs are data and its grid is fixed (no grid updates), so its
-B-spline basis is computed once per dataset by :func:`~wskan_ext.kan.spline.bspline_basis`
-and shared by all models; the first layer becomes one matmul.
+B-spline basis is computed once per dataset and shared by all models (its ``k+1`` active
+values for the compiled local-support kernel, or the dense basis for one matmul); the hidden
+layers run the compiled local-support kernel (:mod:`wskan_ext.kan._native`) where it applies.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from einops import rearrange
 from tqdm.auto import tqdm
 
 from ..kan.module import KAN
-from ..kan.local_spline import grid_is_uniform, local_spline_sum
+from ..kan import _native
+from ..kan.local_spline import grid_is_uniform, local_basis, local_spline_sum
 from ..kan.spline import base_function, bspline_basis, truncated_power_coefficients, truncated_power_spline
 from ..kan.weights import KANWeights, layer_forward
 
@@ -103,7 +105,10 @@ class TrainResult:
         - ``initial_loss``: ``(B,)`` training objective of the initial model on its whole
           subset (its own noisy labels), before any update; ``checkpoint_loss``:
           ``(B, len(steps))`` the same objective of each checkpoint's weights (both ``None``
-          in results made without them).
+          in results made without them);
+        - ``extra``: ``fast`` and ``spline`` as passed, ``kernel`` the hidden-layer kernel
+          ``spline="auto"`` resolved to, ``first_layer`` ``"native"`` / ``"dense"`` (the
+          shared first-layer path, ``None`` without one).
     """
 
     steps: List[int]
@@ -150,9 +155,15 @@ class _FastForward:
     """The same function as :meth:`KANWeights.forward`, organised for training speed.
 
     * layer 0: the basis of the (fixed) data ``x`` on the (fixed, shared) grid is computed
-      once with :func:`~wskan_ext.kan.spline.bspline_basis`: ``(s, n_0 * nb)``; the layer is
-      then one matmul per step;
-    * layers ``l >= 1`` with ``spline="truncated"``: every B-spline is a fixed combination
+      once. With ``spline="local"`` and the compiled kernels (:mod:`wskan_ext.kan._native`)
+      it is kept as the ``k+1`` active values per (sample, input)
+      (:func:`~wskan_ext.kan.local_spline.local_basis`), and each step is one pass over
+      (model, sample, input) with the ``k+1`` active coefficient rows; otherwise it is the
+      dense ``(s, n_0 * nb)`` basis of :func:`~wskan_ext.kan.spline.bspline_basis`, and each
+      step one matmul;
+    * layers ``l >= 1`` with ``spline="local"`` (the default where the compiled kernels
+      exist and the grids are uniform): :func:`~wskan_ext.kan.local_spline.local_spline_sum`;
+    * layers ``l >= 1`` with ``spline="truncated"`` (the default otherwise): every B-spline is a fixed combination
       of truncated powers (:func:`~wskan_ext.kan.spline.truncated_power_coefficients`,
       ``B_b(x) = sum_q A[b, q] (x - t_q)_+^k``, zero from the last knot on), so
       ``sum_b c_b B_b(x) = sum_q (c A)_q (x - t_q)_+^k``: three elementwise passes and a
@@ -164,16 +175,26 @@ class _FastForward:
     def __init__(self, model: KAN, x: torch.Tensor, spline: str):
         if spline not in ("auto", "local", "truncated", "exact"):
             raise ValueError(f"spline must be 'auto', 'local', 'truncated' or 'exact', got {spline!r}")
-        if spline == "local" and not all(grid_is_uniform(layer.grid) for layer in list(model.layers)[1:]):
+        hidden = list(model.layers)[1:]
+        uniform = all(grid_is_uniform(layer.grid) for layer in hidden)
+        if spline == "local" and not uniform:
             raise ValueError("spline='local' needs uniform hidden-layer grids")
-        if spline == "auto":  # measured faster in eager CPU training (benchmarks/spline_kernel.py)
-            spline = "truncated"
+        if spline == "auto":  # measured: benchmarks/spline_kernel.py and benchmarks/zoo_train.py
+            native = uniform and all(_native.supports(x, layer.grid, k=kl, m=layer.coef.shape[-2])
+                                     for layer, kl in zip(hidden, model.k[1:]))
+            spline = "local" if native else "truncated"
         self.spline = spline
-        grid = model.layers[0].grid
-        self.shared = bool((grid == grid[:1]).all())
+        layer = model.layers[0]
+        self.shared = bool((layer.grid == layer.grid[:1]).all())
         if self.shared:
-            self.basis = rearrange(bspline_basis(x, grid[0], model.k[0]), "s i b -> s (i b)")
             self.base = base_function(model.base_fun[0])(x)
+            # the compiled local kernel on the precomputed k+1 basis values, or one dense GEMM
+            self.native = (spline == "local" and grid_is_uniform(layer.grid[0])
+                           and _native.supports(x, layer.grid, k=model.k[0], m=layer.coef.shape[-2]))
+            if self.native:
+                self.first, self.values, _ = local_basis(x, layer.grid[0], model.k[0])
+            else:
+                self.basis = rearrange(bspline_basis(x, layer.grid[0], model.k[0]), "s i b -> s (i b)")
         self.A = [None] + [truncated_power_coefficients(layer.grid, kl) if spline == "truncated" else None
                            for layer, kl in zip(list(model.layers)[1:], model.k[1:])]
 
@@ -185,15 +206,22 @@ class _FastForward:
         acts = [x.expand(B, *x.shape) if idx is None else x[idx]] if hidden else None
         if self.shared:
             layer = model.layers[0]
-            eff = rearrange((layer.mask * layer.scale_sp).unsqueeze(-1) * layer.coef, "B i o b -> B (i b) o")
+            eff = (layer.mask * layer.scale_sp).unsqueeze(-1) * layer.coef  # (B, n, m, nb)
             effb = layer.mask * layer.scale_base
-            if idx is None:  # one GEMM over all models: (s, p) @ (p, B*m)
+            if self.native:
+                if idx is None:  # one pass over (model, sample, input) with the k+1 active rows
+                    y = _native.native_shared_sum(self.first, self.values, eff, model.k[0])
+                    y = y + rearrange(self.base @ rearrange(effb, "B i o -> i (B o)"), "s (B o) -> B s o", B=B)
+                else:
+                    y = local_spline_sum(x[idx], layer.grid, eff, model.k[0]) + torch.bmm(self.base[idx], effb)
+            elif idx is None:
                 # one (s, p) @ (p, B*m) GEMM for all models; the sum is made contiguous in the
                 # (B, s, m) layout once, so the hidden layers' elementwise ops run on dense memory
-                y = self.basis @ rearrange(eff, "B p o -> p (B o)") + self.base @ rearrange(effb, "B i o -> i (B o)")
+                eff = rearrange(eff, "B i o b -> (i b) (B o)")
+                y = self.basis @ eff + self.base @ rearrange(effb, "B i o -> i (B o)")
                 y = rearrange(y, "s (B o) -> B s o", B=B).contiguous()
             else:
-                y = torch.bmm(self.basis[idx], eff) + torch.bmm(self.base[idx], effb)
+                y = torch.bmm(self.basis[idx], rearrange(eff, "B i o b -> B (i b) o")) + torch.bmm(self.base[idx], effb)
             h = layer.node_scale.unsqueeze(-2) * y + layer.node_bias.unsqueeze(-2)
         else:
             h = layer_forward(w, 0, x.expand(B, *x.shape) if idx is None else x[idx])
@@ -350,10 +378,13 @@ def train_batched(
         seed: seeds the minibatch sampler (use one seed per shard for reproducibility).
         fast: use the fast training forward (shared first-layer basis,
             truncated-power hidden layers per ``spline``); ``False`` runs the module forward.
-        spline: hidden-layer spline kernel: ``"auto"`` (default: ``"truncated"``, the fastest
-            training kernel in eager CPU mode per ``benchmarks/spline_kernel.py``), ``"local"`` (local-support kernel,
-            :mod:`wskan_ext.kan.local_spline`), ``"truncated"`` (truncated powers) or
-            ``"exact"`` (Cox--de Boor).
+        spline: spline kernel: ``"auto"`` (default: ``"local"`` where the compiled local-support
+            kernels apply -- CPU, float32/float64, uniform grids, ``k <= 5``, a C++ compiler,
+            :mod:`wskan_ext.kan._native` -- and ``"truncated"`` otherwise; both measured by
+            ``benchmarks/zoo_train.py`` and ``benchmarks/spline_kernel.py``), ``"local"``
+            (local-support kernel, :mod:`wskan_ext.kan.local_spline`, compiled where available,
+            also for the first layer), ``"truncated"`` (truncated powers in the hidden layers) or
+            ``"exact"`` (the module forward's kernels in the hidden layers).
         lamb_l1, lamb_entropy: weights inside pykan's sparsity penalty (:func:`sparsity_penalty`),
             which enters model ``b``'s objective times ``hp.lamb[b]`` on each step's batch, as in
             ``MultKAN.fit(lamb=...)``. Only models with ``lamb > 0`` pay for it (per-layer feature
@@ -452,7 +483,9 @@ def train_batched(
             losses.append(loss_b.detach().clone())
             ckpt_losses.append(subset_objective())
     return TrainResult(checkpoints, kept, torch.stack(losses, 1).cpu(), diverged, subset.cpu(), labels,
-                       {"fast": fast, "spline": spline}, initial, torch.stack(ckpt_losses, 1))
+                       {"fast": fast, "spline": spline, "kernel": fwd.spline if fwd is not None else "module",
+                        "first_layer": ("native" if fwd.native else "dense") if fwd is not None and fwd.shared else None},
+                       initial, torch.stack(ckpt_losses, 1))
 
 
 #: Trainable weight tensors (``grid`` is fixed, ``mask`` is 0/1), checked against the bound.
