@@ -7,11 +7,19 @@ number of steps. pykan is timed on ``--pykan-models`` models and its per-model t
 extrapolated to all 64 (labelled as such). Also checks that the exported pykan models
 reproduce our stored predictions.
 
+Our trainer runs twice: with its default kernels (``spline="auto"``: the compiled
+local-support kernels of :mod:`wskan_ext.kan._native` where they apply) and with the dense
+ones (``spline="truncated"``: the first layer's dense basis as one GEMM, truncated powers in
+the hidden layer), so both ratios to pykan come from the same run.
+
 Also measures, in the same run, the machine's float32 GEMM peak
 (``benchmarks/spline_kernel.py:gemm_peak``) and the matmul FLOPs of one training step of the
-64 models (``torch.utils.flop_counter.FlopCounterMode``: the difference between 2 and 1
-steps), so the table shows the achieved GFLOP/s and the GEMM-bound floor of our trainer,
-that is, the largest ratio to pykan the matmuls alone allow at the peak.
+64 dense-kernel models (``torch.utils.flop_counter.FlopCounterMode``: the difference between 2
+and 1 steps), so the table shows the GEMM-bound floor of the dense trainer, that is, the
+largest ratio to pykan its matmuls allow at the peak, and the FLOPs the local kernels do on
+the ``k+1`` active basis functions (counted from the shapes: ``2 (k+1) m`` per (model, sample,
+input) for each of the forward sum, the coefficient gradient and the input gradient; the
+first layer has no input gradient), which the dense cap does not bound.
 
     python benchmarks/zoo_train.py [--steps 100] [--hidden 16] [--pykan-models 3] [--out PATH] [--md PATH]
 """
@@ -40,16 +48,26 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from spline_kernel import gemm_peak  # noqa: E402
 
 
-def step_flops(width, x, y, hp) -> float:
+def step_flops(width, x, y, hp, spline="truncated") -> float:
     """Matmul FLOPs of one training step of all models (2 steps minus 1 step: the
     checkpoint evaluation both runs do cancels)."""
     counts = []
     for steps in (1, 2):
         counter = FlopCounterMode(display=False)
         with counter:
-            train_batched(width, x, y, hp, steps=steps)
+            train_batched(width, x, y, hp, steps=steps, spline=spline)
         counts.append(counter.get_total_flops())
     return float(counts[1] - counts[0])
+
+
+def local_flops(width, s, B, k=3) -> float:
+    """FLOPs of one training step's spline sums on the ``k+1`` active basis functions:
+    ``2 (k+1) m`` per (model, sample, input) for the forward sum, the coefficient gradient and
+    (hidden layers) the input gradient."""
+    total = 0.0
+    for layer, (n, m) in enumerate(zip(width[:-1], width[1:])):
+        total += (2 if layer == 0 else 3) * 2 * (k + 1) * m * B * s * n
+    return total
 
 
 def main():
@@ -74,7 +92,12 @@ def main():
     t0 = time.perf_counter()
     res = train_batched(width, d.x_train, d.y_train, hp, steps=a.steps)
     t_ours = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    dense = train_batched(width, d.x_train, d.y_train, hp, steps=a.steps, spline="truncated")
+    t_dense = time.perf_counter() - t0
+    kernels = f"hidden layer: {res.extra['kernel']}, first layer: {res.extra['first_layer']}"
     w = res.checkpoints[-1]
+    dense_eval = evaluate(dense.checkpoints[-1], d.x_test, d.y_test)
     ours_eval = evaluate(w, d.x_test, d.y_test)
 
     # exported models reproduce our stored predictions
@@ -101,12 +124,14 @@ def main():
     per_model = statistics.median(times)
     pykan_total = per_model * a.models
     rows = [
-        ("ours (batched, measured)", a.models, t_ours, t_ours / a.models),
+        (f"ours, default kernels ({res.extra['kernel']})", a.models, t_ours, t_ours / a.models),
+        ("ours, dense kernels (truncated)", a.models, t_dense, t_dense / a.models),
         (f"pykan fit (median of {a.pykan_models}, extrapolated x{a.models})", a.models, pykan_total, per_model),
     ]
     peak, _ = gemm_peak(5, torch.device("cpu"))
     flops = step_flops(width, d.x_train, d.y_train, hp) * a.steps
     floor = flops / (peak * 1e9)
+    lflops = local_flops(width, d.x_train.shape[0], a.models) * a.steps
     cmd = "python benchmarks/zoo_train.py " + " ".join(sys.argv[1:])
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
                f"torch {torch.__version__}, Python {platform.python_version()}")
@@ -119,16 +144,22 @@ def main():
         print(f"{'trainer':58s} {'models':>6s} {'total s':>9s} {'s/model':>9s}")
         for r in rows:
             print(f"{r[0]:58s} {r[1]:6d} {r[2]:9.2f} {r[3]:9.3f}")
-        ratio = pykan_total / t_ours
-        print(f"throughput ratio (ours / pykan): {ratio:.1f}x")
+        ratio, ratio_dense = pykan_total / t_ours, pykan_total / t_dense
+        print(f"throughput ratio (ours / pykan): {ratio:.1f}x with the default kernels ({kernels}); "
+              f"{ratio_dense:.1f}x with the dense ones ({t_dense / t_ours:.2f}x slower)")
+        print(f"test accuracy, default vs dense kernels (same init/lr): max gap "
+              f"{(ours_eval['acc'] - dense_eval['acc']).abs().max().item():.4f} over {a.models} models")
         print(f"exported pykan models vs stored predictions: max |logit diff| {max_diff:.2e}, "
               f"same test accuracy for {same_acc}/{a.models}")
         gap = [abs(accs[b] - float(ours_eval["acc"][b])) for b in range(a.pykan_models)]
         print(f"test accuracy, pykan-trained vs ours (same init/lr): max gap {max(gap):.4f} "
               f"(pykan {[round(v, 4) for v in accs]}, ours {[round(float(v), 4) for v in ours_eval['acc'][:a.pykan_models]]})")
-        print(f"ours: {flops / 1e9:.0f} GFLOP of matmuls, {flops / 1e9 / t_ours:.1f} GFLOP/s achieved "
-              f"({100 * flops / 1e9 / t_ours / peak:.0f} % of the GEMM peak); at the peak the matmuls alone take "
-              f"{floor:.1f} s, so the ratio to pykan is at most {pykan_total / floor:.0f}x on this machine")
+        print(f"dense kernels: {flops / 1e9:.0f} GFLOP of matmuls, {flops / 1e9 / t_dense:.1f} GFLOP/s achieved "
+              f"({100 * flops / 1e9 / t_dense / peak:.0f} % of the GEMM peak); at the peak the matmuls alone take "
+              f"{floor:.1f} s, so with dense bases the ratio to pykan is at most {pykan_total / floor:.0f}x on this machine")
+        print(f"local kernels: {lflops / 1e9:.0f} GFLOP on the k+1 active basis functions "
+              f"({100 * lflops / flops:.0f} % of the dense matmul FLOPs), "
+              f"{lflops / 1e9 / t_ours:.1f} GFLOP/s over the whole run")
     print("\n" + buf.getvalue())
     if a.md:
         with open(a.md, "w") as f:
@@ -137,7 +168,8 @@ def main():
         "width": width, "grid": 5, "k": 3, "steps": a.steps, "models": a.models, "threads": a.threads,
         "ours_total_s": t_ours, "ours_per_model_s": t_ours / a.models,
         "pykan_per_model_s_median": per_model, "pykan_times_s": times, "pykan_total_s_extrapolated": pykan_total,
-        "ratio": ratio, "export_max_logit_diff": max_diff, "export_same_accuracy": same_acc,
+        "ratio": ratio, "kernels": res.extra, "dense_total_s": t_dense, "ratio_dense": ratio_dense,
+        "dense_test_acc": dense_eval["acc"].tolist(), "local_gflop": lflops / 1e9, "export_max_logit_diff": max_diff, "export_same_accuracy": same_acc,
         "ours_test_acc": ours_eval["acc"].tolist(), "pykan_test_acc": accs,
         "gemm_peak_gflops": peak, "matmul_gflop": flops / 1e9, "gemm_floor_s": floor,
         "command": cmd, "machine": machine, "load_average_1min": load,

@@ -33,12 +33,14 @@ import subprocess
 import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-__all__ = ["available", "MAX_K", "MAX_OUT", "supports", "native_spline_sum", "native_shared_sum"]
+__all__ = ["available", "MAX_K", "MAX_OUT", "supports", "native_spline_sum", "native_shared_sum", "SharedBasis",
+           "padded_rows"]
 
 #: Largest spline order with a compiled kernel.
 MAX_K = 5
@@ -111,7 +113,7 @@ def _lib():
         getattr(lib, f"wsk_sum_fwd_{suf}").argtypes = [ctypes.c_int] + [ptr] * 4 + [i64] * 7
         getattr(lib, f"wsk_sum_bwd_{suf}").argtypes = [ctypes.c_int] + [ptr] * 6 + [i64] * 7
         getattr(lib, f"wsk_shared_fwd_{suf}").argtypes = [ctypes.c_int] + [ptr] * 4 + [i64] * 7
-        getattr(lib, f"wsk_shared_bwd_{suf}").argtypes = [ctypes.c_int] + [ptr] * 4 + [i64] * 7
+        getattr(lib, f"wsk_shared_bwd_{suf}").argtypes = [ctypes.c_int] + [ptr] * 5 + [i64] * 6
         for name in ("sum_fwd", "sum_bwd", "shared_fwd", "shared_bwd"):
             getattr(lib, f"wsk_{name}_{suf}").restype = ctypes.c_int
     return lib
@@ -179,26 +181,62 @@ class _SplineSum(torch.autograd.Function):
         return gx, None, gCp, None, None
 
 
+@dataclass
+class SharedBasis:
+    """The local basis of inputs ``x (s, n)`` on a grid ``(n, K)`` shared by every model (a zoo's
+    first layer: the data and its fixed grid), prepared once for :func:`native_shared_sum`.
+
+    Fields: ``J (s, n)`` int32 interval of every (sample, input) (0 outside the grid),
+    ``V (s, n, k+1)`` the active basis values (0 outside), and for the backward pass the samples
+    of every input grouped by interval: ``order (n, s)`` int32, ``Vs (n, s, k+1)`` the values in
+    that order, ``off (n, K)`` int64 group bounds (group ``j`` is ``off[i, j] : off[i, j+1]``).
+    """
+
+    J: torch.Tensor
+    V: torch.Tensor
+    order: torch.Tensor
+    Vs: torch.Tensor
+    off: torch.Tensor
+    k: int
+    nk: int
+
+    @classmethod
+    def from_points(cls, x: torch.Tensor, grid: torch.Tensor, k: int) -> "SharedBasis":
+        """``x (s, n)``, ``grid (n, K)`` uniform rows (:func:`~wskan_ext.kan.local_spline.local_basis`)."""
+        from .local_spline import local_basis
+
+        first, values, _ = local_basis(x.detach(), grid.detach(), k)
+        nk = grid.shape[-1]
+        J = (first + k).to(torch.int32)  # interval index j (first active basis function + k)
+        order = torch.argsort(J.T, dim=1, stable=True)  # (n, s)
+        counts = torch.stack([torch.bincount(J[:, i], minlength=nk - 1) for i in range(J.shape[1])])
+        off = torch.nn.functional.pad(counts.cumsum(1), (1, 0))  # (n, nk)
+        Vs = torch.stack([values[order[i], i] for i in range(J.shape[1])])  # (n, s, k+1)
+        return cls(J.contiguous(), values.contiguous(), order.to(torch.int32).contiguous(), Vs.contiguous(),
+                   off.to(torch.int64).contiguous(), k, nk)
+
+
 class _SharedSum(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, J, V, Cp, k: int, nk: int, m: int):
-        lib = _lib()
-        S, n = J.shape
+    def forward(ctx, Cp, basis: SharedBasis, m: int):
+        S, n = basis.J.shape
         B, Mp = Cp.shape[0], Cp.shape[-1]
-        y = V.new_empty(B, S, m)
-        _run(getattr(lib, f"wsk_shared_fwd_{_DTYPES[V.dtype]}"), B, k, _p(J), _p(V), _p(Cp), _p(y), S, n, m, nk, Mp)
-        ctx.save_for_backward(J, V)
-        ctx.k, ctx.nk, ctx.m, ctx.shape = k, nk, m, Cp.shape
+        y = Cp.new_empty(B, S, m)
+        _run(getattr(_lib(), f"wsk_shared_fwd_{_DTYPES[Cp.dtype]}"), B, basis.k, _p(basis.J), _p(basis.V), _p(Cp),
+             _p(y), S, n, m, basis.nk, Mp)
+        ctx.basis, ctx.m, ctx.shape = basis, m, Cp.shape
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        J, V = ctx.saved_tensors
-        S, n = J.shape
-        gCp = V.new_zeros(ctx.shape)
-        _run(getattr(_lib(), f"wsk_shared_bwd_{_DTYPES[V.dtype]}"), ctx.shape[0], ctx.k, _p(J), _p(V),
-             _p(gy.contiguous()), _p(gCp), S, n, ctx.m, ctx.nk, ctx.shape[-1])
-        return None, None, gCp, None, None, None
+        basis, m, shape = ctx.basis, ctx.m, ctx.shape
+        S, n = basis.J.shape
+        Mp = shape[-1]
+        gyp = torch.nn.functional.pad(gy, (0, Mp - m)).contiguous()
+        gCp = gy.new_zeros(shape)
+        _run(getattr(_lib(), f"wsk_shared_bwd_{_DTYPES[gy.dtype]}"), shape[0], basis.k, _p(basis.order),
+             _p(basis.Vs), _p(basis.off), _p(gyp), _p(gCp), S, n, basis.nk, Mp)
+        return gCp, None, None
 
 
 def padded_rows(coef: torch.Tensor, k: int) -> torch.Tensor:
@@ -219,14 +257,16 @@ def native_spline_sum(x: torch.Tensor, grid: torch.Tensor, coef: torch.Tensor, k
     return _SplineSum.apply(x.contiguous(), grid.detach().contiguous(), padded_rows(coef, k), k, coef.shape[-2])
 
 
-def native_shared_sum(first: torch.Tensor, values: torch.Tensor, coef: torch.Tensor, k: int) -> torch.Tensor:
-    r"""The same sum for inputs and a grid shared by every model, from their precomputed local
-    basis (:func:`~wskan_ext.kan.local_spline.local_basis` of ``x (s, n)`` on ``grid (n, K)``):
-    :math:`y_{B,s,o} = \sum_{i,r} \mathrm{values}_{s,i,r}\,\mathrm{coef}_{B,i,o,\mathrm{first}_{s,i}+r}`,
-    differentiable in ``coef`` only.
+def native_shared_sum(basis: SharedBasis, coef: torch.Tensor) -> torch.Tensor:
+    r"""The same sum for inputs and a grid shared by every model, from their prepared local
+    basis (:class:`SharedBasis`):
+    :math:`y_{B,s,o} = \sum_{i,r} V_{s,i,r}\,\mathrm{coef}_{B,i,o,j_{s,i}-k+r}`,
+    differentiable in ``coef`` only. The backward pass sums each active coefficient row's
+    gradient over the samples of its interval in registers and stores it once.
 
-    Shapes: ``first (s, n)`` long, ``values (s, n, k+1)``, ``coef (B, n, m, nb)``; returns ``(B, s, m)``.
+    Shapes: ``coef (B, n, m, nb)`` (``nb = K - k - 1`` of the basis' grid); returns ``(B, s, m)``.
     """
-    nk = coef.shape[-1] + k + 1
-    J = (first + k).to(torch.int32).contiguous()
-    return _SharedSum.apply(J, values.detach().contiguous(), padded_rows(coef, k), k, nk, coef.shape[-2])
+    if coef.shape[-1] != basis.nk - basis.k - 1 or coef.shape[-3] != basis.J.shape[1]:
+        raise ValueError(f"native_shared_sum: coef {tuple(coef.shape)} does not fit the basis of "
+                         f"{basis.J.shape[1]} inputs and {basis.nk - basis.k - 1} basis functions")
+    return _SharedSum.apply(padded_rows(coef, basis.k), basis, coef.shape[-2])

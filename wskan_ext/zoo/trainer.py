@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from ..kan.module import KAN
 from ..kan import _native
-from ..kan.local_spline import grid_is_uniform, local_basis, local_spline_sum
+from ..kan.local_spline import grid_is_uniform, local_spline_sum
 from ..kan.spline import base_function, bspline_basis, truncated_power_coefficients, truncated_power_spline
 from ..kan.weights import KANWeights, layer_forward
 
@@ -192,7 +192,7 @@ class _FastForward:
             self.native = (spline == "local" and grid_is_uniform(layer.grid[0])
                            and _native.supports(x, layer.grid, k=model.k[0], m=layer.coef.shape[-2]))
             if self.native:
-                self.first, self.values, _ = local_basis(x, layer.grid[0], model.k[0])
+                self.local = _native.SharedBasis.from_points(x, layer.grid[0], model.k[0])
             else:
                 self.basis = rearrange(bspline_basis(x, layer.grid[0], model.k[0]), "s i b -> s (i b)")
         self.A = [None] + [truncated_power_coefficients(layer.grid, kl) if spline == "truncated" else None
@@ -210,7 +210,7 @@ class _FastForward:
             effb = layer.mask * layer.scale_base
             if self.native:
                 if idx is None:  # one pass over (model, sample, input) with the k+1 active rows
-                    y = _native.native_shared_sum(self.first, self.values, eff, model.k[0])
+                    y = _native.native_shared_sum(self.local, eff)
                     y = y + rearrange(self.base @ rearrange(effb, "B i o -> i (B o)"), "s (B o) -> B s o", B=B)
                 else:
                     y = local_spline_sum(x[idx], layer.grid, eff, model.k[0]) + torch.bmm(self.base[idx], effb)

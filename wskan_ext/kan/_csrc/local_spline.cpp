@@ -21,8 +21,11 @@ namespace {
 typedef float vf32 __attribute__((vector_size(64)));
 typedef double vf64 __attribute__((vector_size(64)));
 template <typename T> struct VT;
-template <> struct VT<float> { typedef vf32 v; static constexpr int L = 16; };
-template <> struct VT<double> { typedef vf64 v; static constexpr int L = 8; };
+typedef int32_t vi32 __attribute__((vector_size(64)));
+typedef int64_t vi64 __attribute__((vector_size(64)));
+// v: L lanes of T in 64 bytes; iv: L lanes of the same-width integer I (comparison masks, indices)
+template <> struct VT<float> { typedef vf32 v; typedef vi32 iv; typedef int32_t I; static constexpr int L = 16; };
+template <> struct VT<double> { typedef vf64 v; typedef vi64 iv; typedef int64_t I; static constexpr int L = 8; };
 
 template <typename T> inline typename VT<T>::v vload(const T* p) {
   typename VT<T>::v r; std::memcpy(&r, p, sizeof(r)); return r;
@@ -54,29 +57,28 @@ inline double hsum(vf64 w) {
 constexpr int64_t SB = 32;  // samples per block
 
 // The k+1 cardinal B-spline pieces N^K_r(f) (v) and their f-derivatives N^{K-1}_{r-1} - N^{K-1}_r
-// (dv): closed forms for K <= 3, the uniform Cox--de Boor recursion of local_spline.py above.
+// (dv), for a scalar or a vector f: closed forms for K <= 3, the uniform Cox--de Boor recursion of
+// local_spline.py above.
 template <typename T, int K>
 struct Cardinal {
-  static inline void values(T f, T* v) {
-    T N[K + 1];
-    recursion(f, N, K);
-    for (int r = 0; r <= K; ++r) v[r] = N[r];
-  }
-  static inline void slopes(T f, T* dv) {
-    T N[K + 1];
+  template <typename V> static inline void values(V f, V* v) { recursion(f, v, K); }
+  template <typename V> static inline void slopes(V f, V* dv) {
+    V N[K + 1];
     recursion(f, N, K - 1);
     dv[0] = -N[0];
     for (int r = 1; r < K; ++r) dv[r] = N[r - 1] - N[r];
     dv[K] = N[K - 1];
   }
-  static inline void recursion(T f, T* N, int order) {
-    N[0] = T(1);
+  template <typename V> static inline void recursion(V f, V* N, int order) {
+    V one{};
+    N[0] = one + T(1);
     for (int d = 1; d <= order; ++d) {
-      T M[K + 1];
+      V M[K + 1];
       for (int r = 0; r <= d; ++r) {
-        T a = r >= 1 ? (f + T(d - r)) * N[r - 1] : T(0);
-        T b = r < d ? (T(r + 1) - f) * N[r] : T(0);
-        M[r] = (a + b) / T(d);
+        V acc{};
+        if (r >= 1) acc += (f + T(d - r)) * N[r - 1];
+        if (r < d) acc += (T(r + 1) - f) * N[r];
+        M[r] = acc / T(d);
       }
       for (int r = 0; r <= d; ++r) N[r] = M[r];
     }
@@ -84,29 +86,33 @@ struct Cardinal {
 };
 template <typename T>
 struct Cardinal<T, 1> {
-  static inline void values(T f, T* v) { v[0] = T(1) - f; v[1] = f; }
-  static inline void slopes(T, T* dv) { dv[0] = T(-1); dv[1] = T(1); }
+  template <typename V> static inline void values(V f, V* v) { v[0] = T(1) - f; v[1] = f; }
+  template <typename V> static inline void slopes(V, V* dv) {
+    V z{};  // constant slopes (finite even where f is NaN, as in local_spline.py)
+    dv[0] = z - T(1);
+    dv[1] = z + T(1);
+  }
 };
 template <typename T>
 struct Cardinal<T, 2> {
-  static inline void values(T f, T* v) {
-    const T g = T(1) - f;
+  template <typename V> static inline void values(V f, V* v) {
+    const V g = T(1) - f;
     v[0] = T(0.5) * g * g; v[1] = T(0.5) + f * (T(1) - f); v[2] = T(0.5) * f * f;
   }
-  static inline void slopes(T f, T* dv) { dv[0] = f - T(1); dv[1] = T(1) - T(2) * f; dv[2] = f; }
+  template <typename V> static inline void slopes(V f, V* dv) { dv[0] = f - T(1); dv[1] = T(1) - T(2) * f; dv[2] = f; }
 };
 template <typename T>
 struct Cardinal<T, 3> {
-  static inline void values(T f, T* v) {
-    const T g = T(1) - f, f2 = f * f, f3 = f2 * f;
+  template <typename V> static inline void values(V f, V* v) {
+    const V g = T(1) - f, f2 = f * f, f3 = f2 * f;
     const T c = T(1) / T(6);
     v[0] = c * (g * g * g);
     v[1] = c * ((T(3) * f - T(6)) * f2 + T(4));
     v[2] = c * (((T(-3) * f + T(3)) * f + T(3)) * f + T(1));
     v[3] = c * f3;
   }
-  static inline void slopes(T f, T* dv) {
-    const T g = T(1) - f, f2 = f * f;
+  template <typename V> static inline void slopes(V f, V* dv) {
+    const V g = T(1) - f, f2 = f * f;
     dv[0] = T(-0.5) * g * g;
     dv[1] = T(1.5) * f2 - T(2) * f;
     dv[2] = T(0.5) + f - T(1.5) * f2;
@@ -114,37 +120,86 @@ struct Cardinal<T, 3> {
   }
 };
 
-// Interval, basis values and (optionally) d/dx of every input of samples [s0, s0 + sb) of model b.
-// J (sb, n) interval index (0 for a point outside the grid), V/D (sb, n, K+1) values / slopes,
+// The basis of one block of samples is kept in one of two layouts: PLANAR (computed here, per
+// model: value (q, i, r) at (q * (K+1) + r) * n + i, so that vectors of inputs are stored whole)
+// or interleaved (given by the caller for a shared first layer: (q * n + i) * (K+1) + r).
+template <int K, bool PLANAR>
+inline int64_t at(int64_t q, int64_t i, int r, int64_t n) {
+  return PLANAR ? (q * (K + 1) + r) * n + i : (q * n + i) * (K + 1) + r;
+}
+
+// Per-model knot data of every input: t_0, t_last and (nk - 1) / (t_last - t_0), padded to a
+// whole number of vectors.
+template <typename T>
+struct Knots {
+  std::vector<T> t0, tl, sc;
+  void load(const T* gb, int64_t n, int64_t nk) {
+    const int64_t np = (n + VT<T>::L - 1) / VT<T>::L * VT<T>::L;
+    t0.assign(np, T(0)); tl.assign(np, T(1)); sc.assign(np, T(1));
+    for (int64_t i = 0; i < n; ++i) {
+      const T* g = gb + i * nk;
+      t0[i] = g[0]; tl[i] = g[nk - 1]; sc[i] = T(nk - 1) / (g[nk - 1] - g[0]);
+    }
+  }
+};
+
+// Interval, basis values and (if D) d/dx of every input of samples [s0, s0 + sb) of one model, in
+// the PLANAR layout: J (sb, n) interval index (0 for a point outside the grid), V/D values/slopes,
 // zero outside [t_0, t_last) (NaN stays NaN: NaN compares false, so it counts as inside).
+// Whole vectors of L inputs at a time, the remaining inputs one by one, with the same operations.
 template <typename T, int K>
-inline void basis_block(const T* __restrict xb, const T* __restrict gb, int64_t n, int64_t nk, int64_t s0,
-                        int64_t sb, int32_t* __restrict J, T* __restrict V, T* __restrict D) {
+inline void basis_block(const T* __restrict xb, const T* __restrict gb, const Knots<T>& kn, int64_t n,
+                        int64_t nk, int64_t s0, int64_t sb, typename VT<T>::I* __restrict J, T* __restrict V,
+                        T* __restrict D) {
+  typedef typename VT<T>::v vec;
+  typedef typename VT<T>::iv ivec;
+  typedef typename VT<T>::I I;
+  constexpr int L = VT<T>::L;
   const T top = T(nk - 2);
-  for (int64_t i = 0; i < n; ++i) {
-    const T* g = gb + i * nk;
-    const T t0 = g[0], tl = g[nk - 1];
-    const T scale = T(nk - 1) / (tl - t0);
-    for (int64_t q = 0; q < sb; ++q) {
-      const T x = xb[(s0 + q) * n + i];
-      const T u = (x - t0) * scale;
-      T jf = std::floor(u);
-      jf = (jf == jf) ? std::min(std::max(jf, T(0)), top) : T(0);
-      int32_t j = static_cast<int32_t>(jf);
-      // the rounded floor can be one off either way: check against the stored knots
-      const int32_t dn = (x < g[j]) & (j > 0);
-      j -= dn; jf -= T(dn);
-      const int32_t up = (x >= g[j + 1]) & (j < nk - 2);
-      j += up; jf += T(up);
-      const T f = u - jf;
-      const bool in = !((x < t0) | (x >= tl));
-      T* v = V + (q * n + i) * (K + 1);
+  const int64_t nvec = n / L * L;
+  for (int64_t q = 0; q < sb; ++q) {
+    const T* xq = xb + (s0 + q) * n;
+    for (int64_t i0 = 0; i0 < nvec; i0 += L) {
+      const vec x = vload<T>(xq + i0), t0 = vload<T>(kn.t0.data() + i0), tl = vload<T>(kn.tl.data() + i0);
+      const vec scale = vload<T>(kn.sc.data() + i0), zero = vzero<T>();
+      const vec u = (x - t0) * scale;
+      vec jf = u > zero ? u : zero;  // also NaN -> 0
+      jf = jf < top ? jf : zero + top;
+      ivec j = __builtin_convertvector(jf, ivec);  // truncation = floor for jf >= 0
+      vec tj, tj1;
+      for (int l = 0; l < L; ++l) tj[l] = gb[(i0 + l) * nk + j[l]];
+      j += (x < tj) & (j > 0);  // masks are -1: one interval down where x lies below t_j
+      for (int l = 0; l < L; ++l) tj1[l] = gb[(i0 + l) * nk + j[l] + 1];
+      j -= (x >= tj1) & (j < I(nk - 2));  // one up where x reaches t_{j+1}
+      const vec f = u - __builtin_convertvector(j, vec);
+      const ivec in = ~((x < t0) | (x >= tl));
+      vec v[K + 1];
       Cardinal<T, K>::values(f, v);
-      for (int r = 0; r <= K; ++r) v[r] = in ? v[r] : T(0);  // a select: f may be huge or inf outside
+      for (int r = 0; r <= K; ++r) vstore<T>(V + at<K, true>(q, i0, r, n), in ? v[r] : zero);
       if (D) {
-        T* dv = D + (q * n + i) * (K + 1);
-        Cardinal<T, K>::slopes(f, dv);
-        for (int r = 0; r <= K; ++r) dv[r] = in ? dv[r] * scale : T(0);
+        Cardinal<T, K>::slopes(f, v);
+        for (int r = 0; r <= K; ++r) vstore<T>(D + at<K, true>(q, i0, r, n), in ? v[r] * scale : zero);
+      }
+      const ivec jo = in ? j : ivec{} ;
+      std::memcpy(J + q * n + i0, &jo, sizeof(jo));
+    }
+    for (int64_t i = nvec; i < n; ++i) {
+      const T* g = gb + i * nk;
+      const T x = xq[i], t0 = kn.t0[i], tl = kn.tl[i], scale = kn.sc[i];
+      const T u = (x - t0) * scale;
+      T jf = u > T(0) ? u : T(0);
+      jf = jf < top ? jf : top;
+      I j = static_cast<I>(jf);
+      if (x < g[j] && j > 0) --j;
+      if (x >= g[j + 1] && j < nk - 2) ++j;
+      const T f = u - T(j);
+      const bool in = !((x < t0) || (x >= tl));
+      T v[K + 1];
+      Cardinal<T, K>::values(f, v);
+      for (int r = 0; r <= K; ++r) V[at<K, true>(q, i, r, n)] = in ? v[r] : T(0);
+      if (D) {
+        Cardinal<T, K>::slopes(f, v);
+        for (int r = 0; r <= K; ++r) D[at<K, true>(q, i, r, n)] = in ? v[r] * scale : T(0);
       }
       J[q * n + i] = in ? j : 0;
     }
@@ -152,24 +207,34 @@ inline void basis_block(const T* __restrict xb, const T* __restrict gb, int64_t 
 }
 
 // y[s] = sum_i sum_r V[s,i,r] * Cp[i, J[s,i] + r]  for the samples of one block (vector rows).
-template <typename T, int K>
-inline void accumulate_block(const int32_t* J, const T* V, const T* cb, T* yb, int64_t sb, int64_t n,
-                             int64_t m, int64_t P, int64_t Mp) {
+template <typename T, int K, bool PLANAR, typename JT>
+inline void accumulate_block(const JT* J, const T* V, const T* cb, T* yb, int64_t sb, int64_t n, int64_t m,
+                             int64_t P, int64_t Mp) {
   typedef typename VT<T>::v vec;
   constexpr int L = VT<T>::L;
   const int64_t nv = Mp / L;
   for (int64_t q = 0; q < sb; ++q) {
     T* ys = yb + q * m;
     for (int64_t c = 0; c < nv; ++c) {
-      vec part[K + 1];  // one accumulator per active row: K+1 independent FMA chains
-      for (int r = 0; r <= K; ++r) part[r] = vzero<T>();
-      for (int64_t i = 0; i < n; ++i) {
-        const T* row = cb + (i * P + J[q * n + i]) * Mp + c * L;
-        const T* v = V + (q * n + i) * (K + 1);
-        for (int r = 0; r <= K; ++r) part[r] += v[r] * vload<T>(row + r * Mp);
+      // two accumulators per active row (even and odd inputs): 2(K+1) independent FMA chains,
+      // so the FMA latency is hidden
+      vec part[2][K + 1];
+      for (int r = 0; r <= K; ++r) part[0][r] = part[1][r] = vzero<T>();
+      int64_t i = 0;
+      for (; i + 1 < n; i += 2) {
+        const T* row0 = cb + (i * P + J[q * n + i]) * Mp + c * L;
+        const T* row1 = cb + ((i + 1) * P + J[q * n + i + 1]) * Mp + c * L;
+        for (int r = 0; r <= K; ++r) {
+          part[0][r] += V[at<K, PLANAR>(q, i, r, n)] * vload<T>(row0 + r * Mp);
+          part[1][r] += V[at<K, PLANAR>(q, i + 1, r, n)] * vload<T>(row1 + r * Mp);
+        }
       }
-      vec acc = part[0];
-      for (int r = 1; r <= K; ++r) acc += part[r];
+      if (i < n) {
+        const T* row = cb + (i * P + J[q * n + i]) * Mp + c * L;
+        for (int r = 0; r <= K; ++r) part[0][r] += V[at<K, PLANAR>(q, i, r, n)] * vload<T>(row + r * Mp);
+      }
+      vec acc = part[0][0] + part[1][0];
+      for (int r = 1; r <= K; ++r) acc += part[0][r] + part[1][r];
       const int64_t w = (m - c * L) < L ? (m - c * L) : L;
       if (w == L) vstore<T>(ys + c * L, acc);
       else { T tmp[L]; vstore<T>(tmp, acc); std::memcpy(ys + c * L, tmp, w * sizeof(T)); }
@@ -181,13 +246,15 @@ template <typename T, int K>
 void sum_fwd(const T* x, const T* grid, const T* Cp, T* y, int64_t S, int64_t n, int64_t m, int64_t nk,
              int64_t Mp, int64_t b0, int64_t b1) {
   const int64_t P = nk + K - 1;
-  std::vector<int32_t> J(SB * n);
+  std::vector<typename VT<T>::I> J(SB * n);
   std::vector<T> V(SB * n * (K + 1));
+  Knots<T> kn;
   for (int64_t b = b0; b < b1; ++b) {
+    kn.load(grid + b * n * nk, n, nk);
     for (int64_t s0 = 0; s0 < S; s0 += SB) {
       const int64_t sb = S - s0 < SB ? S - s0 : SB;
-      basis_block<T, K>(x + b * S * n, grid + b * n * nk, n, nk, s0, sb, J.data(), V.data(), nullptr);
-      accumulate_block<T, K>(J.data(), V.data(), Cp + b * n * P * Mp, y + (b * S + s0) * m, sb, n, m, P, Mp);
+      basis_block<T, K>(x + b * S * n, grid + b * n * nk, kn, n, nk, s0, sb, J.data(), V.data(), nullptr);
+      accumulate_block<T, K, true>(J.data(), V.data(), Cp + b * n * P * Mp, y + (b * S + s0) * m, sb, n, m, P, Mp);
     }
   }
 }
@@ -200,8 +267,8 @@ inline void load_padded(const T* src, int64_t m, int64_t Mp, T* dst) {
 }
 
 // Backward of one block: gx[s,i] = sum_r D[s,i,r] <Cp[i, J+r], gy[s]>; gCp[i, J+r] += V[s,i,r] gy[s].
-template <typename T, int K>
-inline void backward_block(const int32_t* J, const T* V, const T* D, const T* cb, const T* gyb, T* gxb, T* gcb,
+template <typename T, int K, bool PLANAR, typename JT>
+inline void backward_block(const JT* J, const T* V, const T* D, const T* cb, const T* gyb, T* gxb, T* gcb,
                            int64_t sb, int64_t n, int64_t m, int64_t P, int64_t Mp, T* gpad) {
   typedef typename VT<T>::v vec;
   constexpr int L = VT<T>::L;
@@ -211,23 +278,21 @@ inline void backward_block(const int32_t* J, const T* V, const T* D, const T* cb
     for (int64_t i = 0; i < n; ++i) {
       const int64_t off = (i * P + J[q * n + i]) * Mp;
       if (gxb) {
-        const T* d = D + (q * n + i) * (K + 1);
         vec w = vzero<T>();
         for (int64_t c = 0; c < nv; ++c) {
           const vec g = vload<T>(gpad + c * L);
           vec t = vzero<T>();
-          for (int r = 0; r <= K; ++r) t += d[r] * vload<T>(cb + off + r * Mp + c * L);
+          for (int r = 0; r <= K; ++r) t += D[at<K, PLANAR>(q, i, r, n)] * vload<T>(cb + off + r * Mp + c * L);
           w += t * g;
         }
         gxb[q * n + i] = hsum(w);
       }
       if (gcb) {
-        const T* v = V + (q * n + i) * (K + 1);
         for (int64_t c = 0; c < nv; ++c) {
           const vec g = vload<T>(gpad + c * L);
           for (int r = 0; r <= K; ++r) {
             T* p = gcb + off + r * Mp + c * L;
-            vstore<T>(p, vload<T>(p) + v[r] * g);
+            vstore<T>(p, vload<T>(p) + V[at<K, PLANAR>(q, i, r, n)] * g);
           }
         }
       }
@@ -239,20 +304,25 @@ template <typename T, int K>
 void sum_bwd(const T* x, const T* grid, const T* Cp, const T* gy, T* gx, T* gCp, int64_t S, int64_t n, int64_t m,
              int64_t nk, int64_t Mp, int64_t b0, int64_t b1) {
   const int64_t P = nk + K - 1;
-  std::vector<int32_t> J(SB * n);
+  std::vector<typename VT<T>::I> J(SB * n);
   std::vector<T> V(SB * n * (K + 1)), D(SB * n * (K + 1)), gpad(Mp);
+  Knots<T> kn;
   for (int64_t b = b0; b < b1; ++b) {
+    kn.load(grid + b * n * nk, n, nk);
     for (int64_t s0 = 0; s0 < S; s0 += SB) {
       const int64_t sb = S - s0 < SB ? S - s0 : SB;
-      basis_block<T, K>(x + b * S * n, grid + b * n * nk, n, nk, s0, sb, J.data(), V.data(), gx ? D.data() : nullptr);
-      backward_block<T, K>(J.data(), V.data(), D.data(), Cp + b * n * P * Mp, gy + (b * S + s0) * m,
-                           gx ? gx + (b * S + s0) * n : nullptr, gCp ? gCp + b * n * P * Mp : nullptr, sb, n, m,
-                           P, Mp, gpad.data());
+      basis_block<T, K>(x + b * S * n, grid + b * n * nk, kn, n, nk, s0, sb, J.data(), V.data(),
+                        gx ? D.data() : nullptr);
+      backward_block<T, K, true>(J.data(), V.data(), D.data(), Cp + b * n * P * Mp, gy + (b * S + s0) * m,
+                                 gx ? gx + (b * S + s0) * n : nullptr, gCp ? gCp + b * n * P * Mp : nullptr, sb, n,
+                                 m, P, Mp, gpad.data());
     }
   }
 }
 
 // Inputs and grid shared by every model (a zoo's first layer): J (S, n) and V (S, n, K+1) are given.
+// (Measured and not kept: four models at a time sharing the loads of J and V, and blocks of 16
+// inputs so that their rows stay in L1: both slower on the zoo shapes.)
 template <typename T, int K>
 void shared_fwd(const int32_t* J, const T* V, const T* Cp, T* y, int64_t S, int64_t n, int64_t m, int64_t nk,
                 int64_t Mp, int64_t b0, int64_t b1) {
@@ -260,22 +330,54 @@ void shared_fwd(const int32_t* J, const T* V, const T* Cp, T* y, int64_t S, int6
   for (int64_t b = b0; b < b1; ++b)
     for (int64_t s0 = 0; s0 < S; s0 += SB) {
       const int64_t sb = S - s0 < SB ? S - s0 : SB;
-      accumulate_block<T, K>(J + s0 * n, V + s0 * n * (K + 1), Cp + b * n * P * Mp, y + (b * S + s0) * m, sb, n,
-                             m, P, Mp);
+      accumulate_block<T, K, false>(J + s0 * n, V + s0 * n * (K + 1), Cp + b * n * P * Mp, y + (b * S + s0) * m,
+                                    sb, n, m, P, Mp);
     }
 }
 
+// Its backward: the samples of every input are given grouped by interval (order (n, S), the
+// values in that order Vs (n, S, K+1), group g = [off[i, g], off[i, g+1]), nk - 1 groups per
+// input), so each active row's gradient is summed in registers over its group and stored once.
+// gy is padded to Mp outputs: gyp (B, S, Mp).
 template <typename T, int K>
-void shared_bwd(const int32_t* J, const T* V, const T* gy, T* gCp, int64_t S, int64_t n, int64_t m, int64_t nk,
-                int64_t Mp, int64_t b0, int64_t b1) {
-  const int64_t P = nk + K - 1;
-  std::vector<T> gpad(Mp);
-  for (int64_t b = b0; b < b1; ++b)
-    for (int64_t s0 = 0; s0 < S; s0 += SB) {
-      const int64_t sb = S - s0 < SB ? S - s0 : SB;
-      backward_block<T, K>(J + s0 * n, V + s0 * n * (K + 1), nullptr, nullptr, gy + (b * S + s0) * m, nullptr,
-                           gCp + b * n * P * Mp, sb, n, m, P, Mp, gpad.data());
+void shared_bwd(const int32_t* order, const T* Vs, const int64_t* off, const T* gyp, T* gCp, int64_t S, int64_t n,
+                int64_t nk, int64_t Mp, int64_t b0, int64_t b1) {
+  typedef typename VT<T>::v vec;
+  constexpr int L = VT<T>::L;
+  const int64_t P = nk + K - 1, nv = Mp / L;
+  for (int64_t b = b0; b < b1; ++b) {
+    const T* gb = gyp + b * S * Mp;
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t* oi = order + i * S;
+      const T* vi = Vs + i * S * (K + 1);
+      const int64_t* oo = off + i * nk;
+      for (int64_t j = 0; j < nk - 1; ++j) {
+        if (oo[j] == oo[j + 1]) continue;
+        T* grow = gCp + ((b * n + i) * P + j) * Mp;
+        for (int64_t c = 0; c < nv; ++c) {
+          vec acc[2][K + 1];  // two sets of chains (even and odd samples), as in accumulate_block
+          for (int r = 0; r <= K; ++r) acc[0][r] = acc[1][r] = vzero<T>();
+          int64_t t = oo[j];
+          for (; t + 1 < oo[j + 1]; t += 2) {
+            const vec g0 = vload<T>(gb + int64_t(oi[t]) * Mp + c * L);
+            const vec g1 = vload<T>(gb + int64_t(oi[t + 1]) * Mp + c * L);
+            for (int r = 0; r <= K; ++r) {
+              acc[0][r] += vi[t * (K + 1) + r] * g0;
+              acc[1][r] += vi[(t + 1) * (K + 1) + r] * g1;
+            }
+          }
+          if (t < oo[j + 1]) {
+            const vec g = vload<T>(gb + int64_t(oi[t]) * Mp + c * L);
+            for (int r = 0; r <= K; ++r) acc[0][r] += vi[t * (K + 1) + r] * g;
+          }
+          for (int r = 0; r <= K; ++r) {
+            T* p = grow + r * Mp + c * L;
+            vstore<T>(p, vload<T>(p) + (acc[0][r] + acc[1][r]));
+          }
+        }
+      }
     }
+  }
 }
 
 #define WSK_CASES(FN, ...)                      \
@@ -315,10 +417,10 @@ int d_shared_fwd(int k, const int32_t* J, const T* V, const T* Cp, T* y, int64_t
 }
 
 template <typename T>
-int d_shared_bwd(int k, const int32_t* J, const T* V, const T* gy, T* gCp, int64_t S, int64_t n, int64_t m,
-                 int64_t nk, int64_t Mp, int64_t b0, int64_t b1) {
-  if (check<T>(m, Mp)) return -2;
-  WSK_CASES(shared_bwd, J, V, gy, gCp, S, n, m, nk, Mp, b0, b1)
+int d_shared_bwd(int k, const int32_t* order, const T* Vs, const int64_t* off, const T* gyp, T* gCp, int64_t S,
+                 int64_t n, int64_t nk, int64_t Mp, int64_t b0, int64_t b1) {
+  if (check<T>(Mp, Mp)) return -2;
+  WSK_CASES(shared_bwd, order, Vs, off, gyp, gCp, S, n, nk, Mp, b0, b1)
 }
 
 }  // namespace
@@ -337,9 +439,10 @@ int d_shared_bwd(int k, const int32_t* J, const T* V, const T* gy, T* gCp, int64
                                       int64_t n, int64_t m, int64_t nk, int64_t Mp, int64_t b0, int64_t b1) { \
     return d_shared_fwd<T>(k, J, V, Cp, y, S, n, m, nk, Mp, b0, b1);                                          \
   }                                                                                                           \
-  extern "C" int wsk_shared_bwd_##SUF(int k, const int32_t* J, const T* V, const T* gy, T* gCp, int64_t S,     \
-                                      int64_t n, int64_t m, int64_t nk, int64_t Mp, int64_t b0, int64_t b1) { \
-    return d_shared_bwd<T>(k, J, V, gy, gCp, S, n, m, nk, Mp, b0, b1);                                        \
+  extern "C" int wsk_shared_bwd_##SUF(int k, const int32_t* order, const T* Vs, const int64_t* off,          \
+                                      const T* gyp, T* gCp, int64_t S, int64_t n, int64_t nk, int64_t Mp,     \
+                                      int64_t b0, int64_t b1) {                                               \
+    return d_shared_bwd<T>(k, order, Vs, off, gyp, gCp, S, n, nk, Mp, b0, b1);                                \
   }
 
 WSK_EXPORT(float, f32)
