@@ -3,8 +3,11 @@
 ``spline_sum`` (a KAN layer's splines summed over inputs, what the trainer and
 ``KANWeights.forward`` evaluate), for a few layer shapes:
 
-* ``local``     -- :func:`~wskan_ext.kan.local_spline.local_spline_sum` through
-  ``spline_sum(method="local")`` (gathers the k+1 active coefficients, scatters gradients);
+* ``native``    -- :func:`~wskan_ext.kan.local_spline.local_spline_sum` with
+  ``backend="native"``: the compiled kernel of :mod:`wskan_ext.kan._native` (what
+  ``spline_sum`` and the trainer use by default where it applies; only when it is available);
+* ``local``     -- the same function with ``backend="torch"``: the eager PyTorch kernel
+  (gathers the k+1 active coefficients, scatters gradients with ``index_add_``);
 * ``truncated`` -- :func:`~wskan_ext.kan.spline.truncated_power_spline`, as the batched trainer
   calls it every step: ``cT = einsum(coef, A)`` (``A`` precomputed once per fixed grid), the
   clamp at ``t_last``, then the chunked truncated-power GEMMs;
@@ -51,7 +54,10 @@ from wskan_ext.kan.local_spline import local_basis
 from wskan_ext.kan.spline import (spline_eval, spline_sum, truncated_power_coefficients, truncated_power_spline,
                                   uniform_grid)
 
-SUM_KERNELS = ["local", "truncated", "basis", "recursion"]
+from wskan_ext.kan import _native
+from wskan_ext.kan.local_spline import local_spline_sum
+
+SUM_KERNELS = (["native"] if _native.available() else []) + ["local", "truncated", "basis", "recursion"]
 
 #: ``spline_sum`` workloads: name -> (B models, s samples, n inputs, m outputs, G, k)
 SUM_SHAPES = {
@@ -70,7 +76,7 @@ EVAL_SHAPES = {
 def flop_model(kernel: str, B: int, s: int, n: int, m: int, G: int, k: int) -> float:
     """Floating-point operations of one forward + backward, per kernel's own algorithm.
 
-    * ``local``: per (model, sample, input) the k+1 cardinal values (~3 k(k+1)/2 each pass;
+    * ``local`` and ``native``: per (model, sample, input) the k+1 cardinal values (~3 k(k+1)/2 each pass;
       forward, backward values, backward slopes: 3 passes); per edge and sample
       ``2(k+1)`` for the forward contraction, ``2(k+1)`` for ``dx``, ``2(k+1)`` for the
       coefficient scatter;
@@ -84,7 +90,7 @@ def flop_model(kernel: str, B: int, s: int, n: int, m: int, G: int, k: int) -> f
     """
     K, nb = G + 2 * k + 1, G + k
     rows, edges = B * s * n, B * s * n * m
-    if kernel == "local":
+    if kernel in ("local", "native"):
         return rows * 3 * (3 * k * (k + 1) / 2 + 4) + edges * 6 * (k + 1)
     if kernel == "truncated":
         return 3 * 2 * edges * K + rows * K * (2 * k + 6) + 3 * 2 * B * n * m * nb * K
@@ -207,7 +213,10 @@ def sum_runners(grid, coef, x, k, gy, compile_candidate=False):
     tl = grid[..., -1].unsqueeze(-2)
 
     def local(c, xx):
-        return spline_sum(xx, grid, c, k, method="local")
+        return local_spline_sum(xx, grid, c, k, backend="torch")
+
+    def native(c, xx):
+        return local_spline_sum(xx, grid, c, k, backend="native")
 
     def recursion(c, xx):
         return spline_sum(xx, grid, c, k, method="recursion")
@@ -229,6 +238,8 @@ def sum_runners(grid, coef, x, k, gy, compile_candidate=False):
         return step
 
     runners = {"local": make(local), "truncated": make(truncated), "basis": make(basis), "recursion": make(recursion)}
+    if _native.available():
+        runners["native"] = make(native)
     if compile_candidate:
         runners["compiled"] = make(compiled_runner(grid, k))
     return runners
@@ -275,7 +286,7 @@ def bench(shapes, runners_fn, flops_fn, kernels, dtype, device, repeats, peak):
         for kern in kernels:
             res[kern]["speedup_vs_recursion"] = res["recursion"]["wall_s"] / res[kern]["wall_s"]
         if "truncated" in res:
-            for kern in ("local", "basis", "compiled"):
+            for kern in ("native", "local", "basis", "compiled"):
                 if kern in res:
                     res[kern]["speedup_vs_truncated"] = res["truncated"]["wall_s"] / res[kern]["wall_s"]
         rows.append({"workload": name, "B": B, "s": s, "n": n, "m": m, "G": G, "k": k, "kernels": res})
@@ -297,7 +308,7 @@ def print_table(title, rows, kernels, peak):
                   f"{100 * v['peak_fraction']:5.1f}% {v['speedup_vs_recursion']:6.2f}x "
                   f"{v['max_rel_diff_vs_recursion']:12.1e}")
         ratios = [f"{kern} {1 / r['kernels'][kern]['speedup_vs_truncated']:.2f}"
-                  for kern in ("local", "basis", "compiled") if "speedup_vs_truncated" in r["kernels"].get(kern, {})]
+                  for kern in ("native", "local", "basis", "compiled") if "speedup_vs_truncated" in r["kernels"].get(kern, {})]
         if ratios:
             print(f"{'':30s} {'':>22s} time / truncated's: " + ", ".join(ratios))
         if "compiled" in r["kernels"]:

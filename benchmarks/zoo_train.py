@@ -22,6 +22,7 @@ input) for each of the forward sum, the coefficient gradient and the input gradi
 first layer has no input gradient), which the dense cap does not bound.
 
     python benchmarks/zoo_train.py [--steps 100] [--hidden 16] [--pykan-models 3] [--out PATH] [--md PATH]
+    python benchmarks/zoo_train.py --profile 20   # where a step's time goes (no comparison)
 """
 
 from __future__ import annotations
@@ -70,6 +71,24 @@ def local_flops(width, s, B, k=3) -> float:
     return total
 
 
+def profile_steps(width, d, hp, steps):
+    """Self CPU time per op of ``steps`` steps of the default trainer, per step (ms)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    train_batched(width, d.x_train, d.y_train, hp, steps=2)  # warm-up (builds the kernels)
+    t0 = time.perf_counter()
+    train_batched(width, d.x_train, d.y_train, hp, steps=steps)
+    wall = time.perf_counter() - t0
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train_batched(width, d.x_train, d.y_train, hp, steps=steps)
+    ev = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in ev)
+    print(f"{len(hp)} KANs {width}, {steps} steps (+ initialisation and one checkpoint evaluation): "
+          f"{wall:.2f} s unprofiled, {1e3 * wall / steps:.1f} ms per step; profiled self CPU time per step:")
+    for e in ev[:15]:
+        print(f"  {e.key:40s} {e.self_cpu_time_total / 1e3 / steps:8.2f} ms  ({100 * e.self_cpu_time_total / total:4.1f} %)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", type=int, default=64)
@@ -79,7 +98,11 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out", "zoo_train.json"))
     ap.add_argument("--md", default=None, help="also write the printed table here (docs include)")
+    ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                    help="only profile STEPS steps of the default trainer (torch.profiler, self CPU time per op)")
     a = ap.parse_args()
+    if a.threads < 1:
+        ap.error(f"--threads must be a positive integer, got {a.threads}")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     torch.set_num_threads(a.threads)
     from kan import KAN as PyKAN  # noqa: F401  (import cost not timed)
@@ -89,6 +112,9 @@ def main():
     cfg = BuildConfig(**{**PRESETS["benchmark"], "hidden": [a.hidden], "size": a.models})
     hp = run_hparams(cfg, range(a.models))
 
+    if a.profile:
+        profile_steps(width, d, hp, a.profile)
+        return
     t0 = time.perf_counter()
     res = train_batched(width, d.x_train, d.y_train, hp, steps=a.steps)
     t_ours = time.perf_counter() - t0

@@ -401,15 +401,18 @@ def _sum_and_grads(x, grid, coef, k, g_up, backend):
 
 @needs_native
 @settings(max_examples=examples(15))
-@given(k=st.integers(1, 5), G=st.integers(1, 20), n=st.integers(1, 3), m=st.sampled_from([1, 3, 8, 17, 40]),
-       B=st.integers(1, 3), special=st.booleans(), seed=st.integers(0, 2**31 - 1),
-       dtype=st.sampled_from([torch.float64, torch.float32]))
+@given(k=st.integers(1, 5), G=st.integers(1, 20), n=st.sampled_from([1, 2, 3, 9, 17]),
+       m=st.sampled_from([1, 3, 8, 17, 40]), B=st.integers(1, 3), special=st.booleans(),
+       seed=st.integers(0, 2**31 - 1), dtype=st.sampled_from([torch.float64, torch.float32]))
 @example(k=3, G=5, n=2, m=17, B=2, special=True, seed=0, dtype=torch.float32)  # two vector chunks, NaN/inf
+@example(k=3, G=10, n=17, m=1, B=2, special=True, seed=1, dtype=torch.float32)  # one output: lanes over inputs
+@example(k=2, G=4, n=17, m=1, B=1, special=False, seed=2, dtype=torch.float64)
 def test_native_kernel_matches_the_eager_kernel(k, G, n, m, B, special, seed, dtype):
     """The compiled kernel (``backend="native"``) against the eager one (``"torch"``), values
     and both gradients, on every knot, one ulp around each, inside and outside, with NaN and
     +-inf entries (which must land in the same places), ``k = 1..5`` (``k <= 3`` closed forms,
-    ``4, 5`` the recursion), outputs spanning several 64-byte vectors."""
+    ``4, 5`` the recursion), outputs spanning several 64-byte vectors, one output (vectors over
+    the inputs), and numbers of inputs that fill whole vectors of inputs and leave a remainder."""
     gen = torch.Generator().manual_seed(seed)
     rngs = [(float(lo), float(w)) for lo, w in zip(torch.rand(n, generator=gen) * 4 - 2, torch.rand(n, generator=gen) + 0.5)]
     grid1 = make_grid(k, G, rngs, dtype)
@@ -457,7 +460,7 @@ def test_native_shared_sum_matches_the_dense_basis(k, G, n, m, B, seed, dtype):
     grid = uniform_grid(n, G, k, (-1.0, 1.5), dtype=dtype)
     x = edge_points(grid, seed, inside=6, outside=2)
     coef = torch.randn(B, n, m, G + k, generator=gen, dtype=dtype, requires_grad=True)
-    y = _native.native_shared_sum(_native.SharedBasis.from_points(x, grid, k), coef)
+    y = _native.native_shared_sum(_native.SharedBasis.from_local(*local_basis(x, grid, k)[:2], k, grid.shape[-1]), coef)
     ref = torch.einsum("sib,Biob->Bso", bspline_basis(x, grid.unsqueeze(-3), k), coef)
     g_up = torch.randn(y.shape, generator=gen, dtype=dtype)
     gc, gc_ref = (torch.autograd.grad(t, coef, g_up)[0] for t in (y, ref))
@@ -549,3 +552,17 @@ def test_native_library_builds_into_a_fresh_cache(tmp_path):
     assert out.stdout.strip() == "True", out.stderr
     files = [p.name for p in (tmp_path / "native").iterdir()]  # the library, no temporary left behind
     assert len(files) == 1 and files[0].startswith("local_spline_") and files[0].endswith(".so"), files
+
+
+@needs_native
+def test_native_entry_points_refuse_mismatched_shapes():
+    k, G = 3, 5
+    grid = uniform_grid(2, G, k, dtype=torch.float64).unsqueeze(0)
+    x = torch.zeros(1, 4, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="coef"):
+        _native.native_spline_sum(x, grid, torch.zeros(1, 2, 3, G + k + 1, dtype=torch.float64), k)
+    with pytest.raises(ValueError, match=r"x \(B, s, n\)"):
+        _native.native_spline_sum(x[0], grid, torch.zeros(1, 2, 3, G + k, dtype=torch.float64), k)
+    basis = _native.SharedBasis.from_local(*local_basis(x[0], grid[0], k)[:2], k, grid.shape[-1])
+    with pytest.raises(ValueError, match="does not fit the basis"):
+        _native.native_shared_sum(basis, torch.zeros(1, 3, 3, G + k, dtype=torch.float64))

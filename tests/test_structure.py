@@ -237,7 +237,8 @@ def test_no_module_over_the_line_limit():
 _OWN_EVALUATORS = {
     "wskan_ext/kan/spline.py": "the kernels themselves",
     "wskan_ext/kan/weights.py": "KANWeights.forward / edge_functions: the one per-edge evaluator",
-    "wskan_ext/zoo/trainer.py": "the batched trainer's fused layer sums (truncated powers), no per-edge values",
+    "wskan_ext/zoo/trainer.py": "the sparsity penalty's per-edge output stds (feature covariances), no per-edge values",
+    "wskan_ext/zoo/_fast_forward.py": "the batched trainer's layer sums (compiled local kernels, truncated powers)",
     "wskan_ext/simulate.py": "evaluates from KAN-graph tensors, not from KANWeights",
 }
 

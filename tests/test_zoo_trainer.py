@@ -263,3 +263,22 @@ def test_fast_forward_hidden_inputs_match_kanweights_forward(spline):
             assert torch.allclose(a, r, rtol=1e-10, atol=1e-10)
         assert torch.allclose(out, ref_out, rtol=1e-10, atol=1e-10)
         assert torch.equal(fwd(model, x, ix), out)  # hidden=False: the same outputs
+
+
+def test_auto_picks_the_compiled_kernels_and_falls_back(monkeypatch):
+    """``spline="auto"`` resolves to the compiled local-support kernels in both layers where they
+    apply and to the dense ones otherwise; both train the same models (float64)."""
+    from wskan_ext.kan import _native
+
+    x, y = _data(s=40, n=4)
+    hp = RunHParams(lr=[1e-2, 3e-2], seed=[3, 4])
+    auto = train_batched([4, 5, 3], x, y, hp, steps=4)
+    if _native.available():
+        assert (auto.extra["kernel"], auto.extra["first_layer"]) == ("local", "native")
+    monkeypatch.setattr(_native, "supports", lambda *a, **kw: False)
+    dense = train_batched([4, 5, 3], x, y, hp, steps=4)
+    assert (dense.extra["kernel"], dense.extra["first_layer"]) == ("truncated", "dense")
+    assert torch.allclose(auto.train_loss, dense.train_loss, rtol=1e-9, atol=0)
+    # truncated powers differ from the local kernel by ~1e-15 per forward; Adam's normalised
+    # steps amplify that (as in the Adam test above)
+    assert auto.checkpoints[-1].allclose(dense.checkpoints[-1], rtol=1e-6, atol=1e-6)

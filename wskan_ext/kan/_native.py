@@ -3,7 +3,7 @@ r"""Compiled CPU kernels for the local-support B-spline sum (``_csrc/local_splin
 The C++ source is compiled on first use with the system's C++ compiler (``$CXX``, else
 ``c++`` / ``g++``; ``-O3 -march=native``, about 2 s) into a per-user cache
 (``$WSKAN_EXT_CACHE``, default ``~/.cache/wskan_ext``), keyed by the source, the flags, the
-compiler and the CPU, and loaded with :mod:`ctypes`; no PyTorch headers are involved. Where no
+compiler and the CPU, and loaded with ``ctypes``; no PyTorch headers are involved. Where no
 compiler is found, or ``WSKAN_EXT_NATIVE=0`` is set, :func:`available` is ``False`` and every
 caller uses the eager PyTorch kernels of :mod:`wskan_ext.kan.local_spline` (the same function;
 a warning says why once).
@@ -133,7 +133,9 @@ def supports(*tensors: torch.Tensor, k: int, m: int) -> bool:
 
 
 @functools.lru_cache(maxsize=4)
-def _pool(n: int) -> ThreadPoolExecutor:
+def _pool(n: int, pid: int) -> ThreadPoolExecutor:
+    # keyed by the process id: a forked child (DataLoader workers, multiprocessing) gets its own
+    # pool, since the parent's threads do not exist in it
     return ThreadPoolExecutor(n, thread_name_prefix="wskan-spline")
 
 
@@ -144,7 +146,7 @@ def _run(fn, B: int, *args):
         rc = [fn(*args, 0, B)]
     else:
         cuts = [B * r // t for r in range(t + 1)]
-        rc = list(_pool(t).map(lambda r: fn(*args, cuts[r], cuts[r + 1]), range(t)))
+        rc = list(_pool(t, os.getpid()).map(lambda r: fn(*args, cuts[r], cuts[r + 1]), range(t)))
     if any(rc):
         raise RuntimeError(f"native spline kernel refused its input (code {rc})")
 
@@ -201,19 +203,16 @@ class SharedBasis:
     nk: int
 
     @classmethod
-    def from_points(cls, x: torch.Tensor, grid: torch.Tensor, k: int) -> "SharedBasis":
-        """``x (s, n)``, ``grid (n, K)`` uniform rows (:func:`~wskan_ext.kan.local_spline.local_basis`)."""
-        from .local_spline import local_basis
-
-        first, values, _ = local_basis(x.detach(), grid.detach(), k)
-        nk = grid.shape[-1]
+    def from_local(cls, first: torch.Tensor, values: torch.Tensor, k: int, nk: int) -> "SharedBasis":
+        """From :func:`~wskan_ext.kan.local_spline.local_basis` of ``x (s, n)`` on a grid
+        ``(n, nk)`` with uniform rows: its ``first (s, n)`` and ``values (s, n, k+1)``."""
         J = (first + k).to(torch.int32)  # interval index j (first active basis function + k)
         order = torch.argsort(J.T, dim=1, stable=True)  # (n, s)
         counts = torch.stack([torch.bincount(J[:, i], minlength=nk - 1) for i in range(J.shape[1])])
         off = torch.nn.functional.pad(counts.cumsum(1), (1, 0))  # (n, nk)
         Vs = torch.stack([values[order[i], i] for i in range(J.shape[1])])  # (n, s, k+1)
-        return cls(J.contiguous(), values.contiguous(), order.to(torch.int32).contiguous(), Vs.contiguous(),
-                   off.to(torch.int64).contiguous(), k, nk)
+        return cls(J.contiguous(), values.detach().contiguous(), order.to(torch.int32).contiguous(),
+                   Vs.detach().contiguous(), off.to(torch.int64).contiguous(), k, nk)
 
 
 class _SharedSum(torch.autograd.Function):
@@ -254,6 +253,16 @@ def native_spline_sum(x: torch.Tensor, grid: torch.Tensor, coef: torch.Tensor, k
 
     Shapes: ``x (B, s, n)``, ``grid (B, n, K)``, ``coef (B, n, m, K-k-1)``; returns ``(B, s, m)``.
     """
+    if x.dim() != 3 or grid.dim() != 3 or coef.dim() != 4:
+        raise ValueError(f"native_spline_sum: expected x (B, s, n), grid (B, n, K), coef (B, n, m, K-k-1); got "
+                         f"x {tuple(x.shape)}, grid {tuple(grid.shape)}, coef {tuple(coef.shape)}")
+    B, _, n = x.shape
+    if grid.shape[:2] != (B, n) or coef.shape[:2] != (B, n) or grid.shape[-1] != coef.shape[-1] + k + 1:
+        raise ValueError(f"native_spline_sum: x {tuple(x.shape)}, grid {tuple(grid.shape)} and coef "
+                         f"{tuple(coef.shape)} do not fit (k={k}: K = nb + k + 1 knots per input)")
+    if not supports(x, grid, coef, k=k, m=coef.shape[-2]):
+        raise ValueError(f"native_spline_sum: no compiled kernel for {x.device} {x.dtype} tensors with k={k} and "
+                         f"{coef.shape[-2]} outputs (available: {available()})")
     return _SplineSum.apply(x.contiguous(), grid.detach().contiguous(), padded_rows(coef, k), k, coef.shape[-2])
 
 

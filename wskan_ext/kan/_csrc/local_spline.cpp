@@ -242,6 +242,63 @@ inline void accumulate_block(const JT* J, const T* V, const T* cb, T* yb, int64_
   }
 }
 
+// One output (an INR's last layer): vectors over the inputs instead of the outputs, the k+1
+// coefficients of each lane's interval read per lane.
+template <typename T, int K>
+inline void accumulate_block_m1(const typename VT<T>::I* J, const T* V, const T* cb, T* yb, int64_t sb, int64_t n,
+                                int64_t P, int64_t Mp) {
+  typedef typename VT<T>::v vec;
+  constexpr int L = VT<T>::L;
+  const int64_t nvec = n / L * L;
+  for (int64_t q = 0; q < sb; ++q) {
+    const typename VT<T>::I* jq = J + q * n;
+    vec acc[K + 1];
+    for (int r = 0; r <= K; ++r) acc[r] = vzero<T>();
+    for (int64_t i0 = 0; i0 < nvec; i0 += L)
+      for (int r = 0; r <= K; ++r) {
+        vec c;
+        for (int l = 0; l < L; ++l) c[l] = cb[((i0 + l) * P + jq[i0 + l] + r) * Mp];
+        acc[r] += vload<T>(V + at<K, true>(q, i0, r, n)) * c;
+      }
+    for (int r = 1; r <= K; ++r) acc[0] += acc[r];
+    T out = hsum(acc[0]);
+    for (int64_t i = nvec; i < n; ++i)
+      for (int r = 0; r <= K; ++r) out += V[at<K, true>(q, i, r, n)] * cb[(i * P + jq[i] + r) * Mp];
+    yb[q] = out;
+  }
+}
+
+template <typename T, int K>
+inline void backward_block_m1(const typename VT<T>::I* J, const T* V, const T* D, const T* cb, const T* gyb, T* gxb,
+                              T* gcb, int64_t sb, int64_t n, int64_t P, int64_t Mp) {
+  typedef typename VT<T>::v vec;
+  constexpr int L = VT<T>::L;
+  const int64_t nvec = n / L * L;
+  for (int64_t q = 0; q < sb; ++q) {
+    const typename VT<T>::I* jq = J + q * n;
+    const T g = gyb[q];
+    if (gxb) {
+      for (int64_t i0 = 0; i0 < nvec; i0 += L) {
+        vec t = vzero<T>();
+        for (int r = 0; r <= K; ++r) {
+          vec c;
+          for (int l = 0; l < L; ++l) c[l] = cb[((i0 + l) * P + jq[i0 + l] + r) * Mp];
+          t += vload<T>(D + at<K, true>(q, i0, r, n)) * c;
+        }
+        vstore<T>(gxb + q * n + i0, t * g);
+      }
+      for (int64_t i = nvec; i < n; ++i) {
+        T t = T(0);
+        for (int r = 0; r <= K; ++r) t += D[at<K, true>(q, i, r, n)] * cb[(i * P + jq[i] + r) * Mp];
+        gxb[q * n + i] = t * g;
+      }
+    }
+    if (gcb)
+      for (int64_t i = 0; i < n; ++i)
+        for (int r = 0; r <= K; ++r) gcb[(i * P + jq[i] + r) * Mp] += V[at<K, true>(q, i, r, n)] * g;
+  }
+}
+
 template <typename T, int K>
 void sum_fwd(const T* x, const T* grid, const T* Cp, T* y, int64_t S, int64_t n, int64_t m, int64_t nk,
              int64_t Mp, int64_t b0, int64_t b1) {
@@ -254,7 +311,10 @@ void sum_fwd(const T* x, const T* grid, const T* Cp, T* y, int64_t S, int64_t n,
     for (int64_t s0 = 0; s0 < S; s0 += SB) {
       const int64_t sb = S - s0 < SB ? S - s0 : SB;
       basis_block<T, K>(x + b * S * n, grid + b * n * nk, kn, n, nk, s0, sb, J.data(), V.data(), nullptr);
-      accumulate_block<T, K, true>(J.data(), V.data(), Cp + b * n * P * Mp, y + (b * S + s0) * m, sb, n, m, P, Mp);
+      if (m == 1)
+        accumulate_block_m1<T, K>(J.data(), V.data(), Cp + b * n * P * Mp, y + b * S + s0, sb, n, P, Mp);
+      else
+        accumulate_block<T, K, true>(J.data(), V.data(), Cp + b * n * P * Mp, y + (b * S + s0) * m, sb, n, m, P, Mp);
     }
   }
 }
@@ -313,9 +373,14 @@ void sum_bwd(const T* x, const T* grid, const T* Cp, const T* gy, T* gx, T* gCp,
       const int64_t sb = S - s0 < SB ? S - s0 : SB;
       basis_block<T, K>(x + b * S * n, grid + b * n * nk, kn, n, nk, s0, sb, J.data(), V.data(),
                         gx ? D.data() : nullptr);
-      backward_block<T, K, true>(J.data(), V.data(), D.data(), Cp + b * n * P * Mp, gy + (b * S + s0) * m,
-                                 gx ? gx + (b * S + s0) * n : nullptr, gCp ? gCp + b * n * P * Mp : nullptr, sb, n,
-                                 m, P, Mp, gpad.data());
+      if (m == 1)
+        backward_block_m1<T, K>(J.data(), V.data(), D.data(), Cp + b * n * P * Mp, gy + b * S + s0,
+                                gx ? gx + (b * S + s0) * n : nullptr, gCp ? gCp + b * n * P * Mp : nullptr, sb, n, P,
+                                Mp);
+      else
+        backward_block<T, K, true>(J.data(), V.data(), D.data(), Cp + b * n * P * Mp, gy + (b * S + s0) * m,
+                                   gx ? gx + (b * S + s0) * n : nullptr, gCp ? gCp + b * n * P * Mp : nullptr, sb, n,
+                                   m, P, Mp, gpad.data());
     }
   }
 }
