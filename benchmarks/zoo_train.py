@@ -17,9 +17,10 @@ Also measures, in the same run, the machine's float32 GEMM peak
 64 dense-kernel models (``torch.utils.flop_counter.FlopCounterMode``: the difference between 2
 and 1 steps), so the table shows the GEMM-bound floor of the dense trainer, that is, the
 largest ratio to pykan its matmuls allow at the peak, and the FLOPs the local kernels do on
-the ``k+1`` active basis functions (counted from the shapes: ``2 (k+1) m`` per (model, sample,
-input) for each of the forward sum, the coefficient gradient and the input gradient; the
-first layer has no input gradient), which the dense cap does not bound.
+the ``k+1`` active basis functions (counted from the shapes: ``2 (k+2) m`` per (model, sample,
+input) for each of the forward sum, the weight gradients and the input gradient; the
+first layer has no input gradient), which the dense cap does not bound, with the base
+term's ``2 m`` counted like one more basis function.
 
     python benchmarks/zoo_train.py [--steps 100] [--hidden 16] [--pykan-models 3] [--out PATH] [--md PATH]
     python benchmarks/zoo_train.py --profile 20   # where a step's time goes (no comparison)
@@ -62,12 +63,12 @@ def step_flops(width, x, y, hp, spline="truncated") -> float:
 
 
 def local_flops(width, s, B, k=3) -> float:
-    """FLOPs of one training step's spline sums on the ``k+1`` active basis functions:
-    ``2 (k+1) m`` per (model, sample, input) for the forward sum, the coefficient gradient and
-    (hidden layers) the input gradient."""
+    """FLOPs of one training step's layer sums on the ``k+1`` active basis functions and the
+    base term: ``2 (k+2) m`` per (model, sample, input) for the forward sum, the weight
+    gradients and (hidden layers) the input gradient."""
     total = 0.0
     for layer, (n, m) in enumerate(zip(width[:-1], width[1:])):
-        total += (2 if layer == 0 else 3) * 2 * (k + 1) * m * B * s * n
+        total += (2 if layer == 0 else 3) * 2 * (k + 2) * m * B * s * n
     return total
 
 
@@ -183,7 +184,7 @@ def main():
         print(f"dense kernels: {flops / 1e9:.0f} GFLOP of matmuls, {flops / 1e9 / t_dense:.1f} GFLOP/s achieved "
               f"({100 * flops / 1e9 / t_dense / peak:.0f} % of the GEMM peak); at the peak the matmuls alone take "
               f"{floor:.1f} s, so with dense bases the ratio to pykan is at most {pykan_total / floor:.0f}x on this machine")
-        print(f"local kernels: {lflops / 1e9:.0f} GFLOP on the k+1 active basis functions "
+        print(f"local kernels: {lflops / 1e9:.0f} GFLOP on the k+1 active basis functions and the base term "
               f"({100 * lflops / flops:.0f} % of the dense matmul FLOPs), "
               f"{lflops / 1e9 / t_ours:.1f} GFLOP/s over the whole run")
     print("\n" + buf.getvalue())

@@ -566,3 +566,47 @@ def test_native_entry_points_refuse_mismatched_shapes():
     basis = _native.SharedBasis.from_local(*local_basis(x[0], grid[0], k)[:2], k, grid.shape[-1])
     with pytest.raises(ValueError, match="does not fit the basis"):
         _native.native_shared_sum(basis, torch.zeros(1, 3, 3, G + k, dtype=torch.float64))
+
+
+@needs_native
+@settings(max_examples=examples(8))
+@given(k=st.integers(1, 4), G=st.integers(1, 10), n=st.sampled_from([1, 3, 17]), m=st.sampled_from([1, 5, 17]),
+       B=st.integers(1, 3), base=st.sampled_from(["silu", "identity", "tanh"]), seed=st.integers(0, 2**31 - 1),
+       dtype=st.sampled_from([torch.float64, torch.float32]))
+def test_native_layer_sum_with_the_base_term(k, G, n, m, B, base, seed, dtype):
+    """The fused layer sum (splines + ``base_fun(x) @ base_weight`` in one pass) against the
+    eager spline sum plus a batched matmul, value and the three gradients; the shared
+    first-layer kernel likewise. Negative twin: another base function gives other values."""
+    gen = torch.Generator().manual_seed(seed)
+    fn = {"silu": torch.nn.functional.silu, "identity": lambda t: t * 1.0, "tanh": torch.tanh}[base]
+    grid = uniform_grid(n, G, k, (-1.0, 1.0), dtype=dtype).expand(B, -1, -1).contiguous()
+    x = (1.5 * torch.randn(B, 20, n, generator=gen, dtype=dtype)).requires_grad_(True)
+    coef = torch.randn(B, n, m, G + k, generator=gen, dtype=dtype, requires_grad=True)
+    w = torch.randn(B, n, m, generator=gen, dtype=dtype, requires_grad=True)
+    g_up = torch.randn(B, 20, m, generator=gen, dtype=dtype)
+    y = _native.native_spline_sum(x, grid, coef, k, base_weight=w, base_fun=fn)
+    ref = local_spline_sum(x, grid, coef, k, backend="torch") + torch.bmm(fn(x), w)
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    scale = (coef.detach().abs().amax(-1).sum(-2).max() + w.detach().abs().sum(-2).max() * 3).item() + 1.0
+    assert torch.allclose(y, ref, rtol=0, atol=tol * scale)
+    grads = torch.autograd.grad(y, (x, coef, w), g_up)
+    grads_ref = torch.autograd.grad(ref, (x, coef, w), g_up)
+    for a, b in zip(grads, grads_ref):
+        assert torch.allclose(a, b, rtol=0, atol=tol * scale * (b.abs().max().item() + 1.0) * 20 / max(1, m))
+    other = {"silu": torch.tanh, "identity": torch.tanh, "tanh": torch.nn.functional.silu}[base]
+    assert (_native.native_spline_sum(x, grid, coef, k, base_weight=w, base_fun=other) - y).abs().max() > 1e-3
+    # the shared first layer: one x and one grid for every model
+    x0 = x[0].detach()
+    first, values, _ = local_basis(x0, grid[0], k)
+    basis = _native.SharedBasis.from_local(first, values, k, grid.shape[-1], base=fn(x0))
+    ys = _native.native_shared_sum(basis, coef, base_weight=w)
+    refs = local_spline_sum(x0.expand(B, -1, -1), grid, coef, k, backend="torch") + fn(x0) @ w
+    assert torch.allclose(ys, refs, rtol=0, atol=tol * scale)
+    gs = torch.autograd.grad(ys, (coef, w), g_up)
+    gs_ref = torch.autograd.grad(refs, (coef, w), g_up)
+    for a, b in zip(gs, gs_ref):
+        assert torch.allclose(a, b, rtol=0, atol=tol * scale * (b.abs().max().item() + 1.0))
+    with pytest.raises(ValueError, match="together"):
+        _native.native_spline_sum(x, grid, coef, k, base_weight=w)
+    with pytest.raises(ValueError, match="base values"):
+        _native.native_shared_sum(_native.SharedBasis.from_local(first, values, k, grid.shape[-1]), coef, base_weight=w)

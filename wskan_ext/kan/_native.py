@@ -110,10 +110,10 @@ def _lib():
         return None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     for suf in _DTYPES.values():
-        getattr(lib, f"wsk_sum_fwd_{suf}").argtypes = [ctypes.c_int] + [ptr] * 4 + [i64] * 7
-        getattr(lib, f"wsk_sum_bwd_{suf}").argtypes = [ctypes.c_int] + [ptr] * 6 + [i64] * 7
-        getattr(lib, f"wsk_shared_fwd_{suf}").argtypes = [ctypes.c_int] + [ptr] * 4 + [i64] * 7
-        getattr(lib, f"wsk_shared_bwd_{suf}").argtypes = [ctypes.c_int] + [ptr] * 5 + [i64] * 6
+        getattr(lib, f"wsk_sum_fwd_{suf}").argtypes = [ctypes.c_int] + [ptr] * 4 + [i64] * 5 + [ptr] * 2 + [i64] * 2
+        getattr(lib, f"wsk_sum_bwd_{suf}").argtypes = [ctypes.c_int] + [ptr] * 6 + [i64] * 5 + [ptr] * 4 + [i64] * 2
+        getattr(lib, f"wsk_shared_fwd_{suf}").argtypes = [ctypes.c_int] + [ptr] * 4 + [i64] * 5 + [ptr] * 2 + [i64] * 2
+        getattr(lib, f"wsk_shared_bwd_{suf}").argtypes = [ctypes.c_int] + [ptr] * 5 + [i64] * 4 + [ptr] * 2 + [i64] * 2
         for name in ("sum_fwd", "sum_bwd", "shared_fwd", "shared_bwd"):
             getattr(lib, f"wsk_{name}_{suf}").restype = ctypes.c_int
     return lib
@@ -155,32 +155,48 @@ def _p(t: Optional[torch.Tensor]):
     return None if t is None else ctypes.c_void_p(t.data_ptr())
 
 
+def _base_and_slope(base_fun, x: torch.Tensor):
+    """``base_fun(x)`` and its elementwise derivative, by autograd (the base function's own backward)."""
+    with torch.enable_grad():
+        xx = x.detach().requires_grad_(True)
+        v = base_fun(xx)
+        d, = torch.autograd.grad(v, xx, torch.ones_like(v))
+    return v.detach().contiguous(), d.contiguous()
+
+
 class _SplineSum(torch.autograd.Function):
+    """The layer sum; with ``Wbp`` also the base term ``base_fun(x) @ W`` (``Wbp (B, n, Mp)``)."""
+
     @staticmethod
-    def forward(ctx, x, grid, Cp, k: int, m: int):
+    def forward(ctx, x, grid, Cp, Wbp, k: int, m: int, base_fun):
         lib = _lib()
         B, S, n = x.shape
         nk, Mp = grid.shape[-1], Cp.shape[-1]
         suf = _DTYPES[x.dtype]
         y = x.new_empty(B, S, m)
-        _run(getattr(lib, f"wsk_sum_fwd_{suf}"), B, k, _p(x), _p(grid), _p(Cp), _p(y), S, n, m, nk, Mp)
-        ctx.save_for_backward(x, grid, Cp)
-        ctx.k, ctx.m = k, m
+        xb = base_fun(x).contiguous() if Wbp is not None else None
+        _run(getattr(lib, f"wsk_sum_fwd_{suf}"), B, k, _p(x), _p(grid), _p(Cp), _p(y), S, n, m, nk, Mp, _p(xb),
+             _p(Wbp))
+        ctx.save_for_backward(x, grid, Cp, Wbp)
+        ctx.k, ctx.m, ctx.base_fun = k, m, base_fun
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        x, grid, Cp = ctx.saved_tensors
+        x, grid, Cp, Wbp = ctx.saved_tensors
         B, S, n = x.shape
         nk, m, Mp = grid.shape[-1], ctx.m, Cp.shape[-1]
         gy = gy.contiguous()
-        gx = x.new_empty(B, S, n) if ctx.needs_input_grad[0] else None
-        gCp = torch.zeros_like(Cp) if ctx.needs_input_grad[2] else None
+        base = Wbp is not None
+        gx = x.new_empty(B, S, n) if ctx.needs_input_grad[0] or base else None
+        gCp = torch.zeros_like(Cp) if ctx.needs_input_grad[2] or base else None
+        gWbp = torch.zeros_like(Wbp) if base else None
+        xb, dxb = _base_and_slope(ctx.base_fun, x) if base else (None, None)
         if gx is not None or gCp is not None:
             suf = _DTYPES[x.dtype]
             _run(getattr(_lib(), f"wsk_sum_bwd_{suf}"), B, ctx.k, _p(x), _p(grid), _p(Cp), _p(gy), _p(gx),
-                 _p(gCp), S, n, m, nk, Mp)
-        return gx, None, gCp, None, None
+                 _p(gCp), S, n, m, nk, Mp, _p(xb), _p(dxb), _p(Wbp), _p(gWbp))
+        return gx, None, gCp, gWbp, None, None, None
 
 
 @dataclass
@@ -191,7 +207,8 @@ class SharedBasis:
     Fields: ``J (s, n)`` int32 interval of every (sample, input) (0 outside the grid),
     ``V (s, n, k+1)`` the active basis values (0 outside), and for the backward pass the samples
     of every input grouped by interval: ``order (n, s)`` int32, ``Vs (n, s, k+1)`` the values in
-    that order, ``off (n, K)`` int64 group bounds (group ``j`` is ``off[i, j] : off[i, j+1]``).
+    that order, ``off (n, K)`` int64 group bounds (group ``j`` is ``off[i, j] : off[i, j+1]``);
+    ``base (s, n)`` the base function's values at ``x`` (``None``: no base term).
     """
 
     J: torch.Tensor
@@ -201,29 +218,34 @@ class SharedBasis:
     off: torch.Tensor
     k: int
     nk: int
+    base: Optional[torch.Tensor] = None
 
     @classmethod
-    def from_local(cls, first: torch.Tensor, values: torch.Tensor, k: int, nk: int) -> "SharedBasis":
+    def from_local(cls, first: torch.Tensor, values: torch.Tensor, k: int, nk: int,
+                   base: Optional[torch.Tensor] = None) -> "SharedBasis":
         """From :func:`~wskan_ext.kan.local_spline.local_basis` of ``x (s, n)`` on a grid
-        ``(n, nk)`` with uniform rows: its ``first (s, n)`` and ``values (s, n, k+1)``."""
+        ``(n, nk)`` with uniform rows: its ``first (s, n)`` and ``values (s, n, k+1)``; ``base``
+        ``(s, n)``: the base function's values at ``x``, for :func:`native_shared_sum`'s base term."""
         J = (first + k).to(torch.int32)  # interval index j (first active basis function + k)
         order = torch.argsort(J.T, dim=1, stable=True)  # (n, s)
         counts = torch.stack([torch.bincount(J[:, i], minlength=nk - 1) for i in range(J.shape[1])])
         off = torch.nn.functional.pad(counts.cumsum(1), (1, 0))  # (n, nk)
         Vs = torch.stack([values[order[i], i] for i in range(J.shape[1])])  # (n, s, k+1)
         return cls(J.contiguous(), values.detach().contiguous(), order.to(torch.int32).contiguous(),
-                   Vs.detach().contiguous(), off.to(torch.int64).contiguous(), k, nk)
+                   Vs.detach().contiguous(), off.to(torch.int64).contiguous(), k, nk,
+                   None if base is None else base.detach().to(values.dtype).contiguous())
 
 
 class _SharedSum(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, Cp, basis: SharedBasis, m: int):
+    def forward(ctx, Cp, Wbp, basis: SharedBasis, m: int):
         S, n = basis.J.shape
         B, Mp = Cp.shape[0], Cp.shape[-1]
         y = Cp.new_empty(B, S, m)
+        xb = basis.base if Wbp is not None else None
         _run(getattr(_lib(), f"wsk_shared_fwd_{_DTYPES[Cp.dtype]}"), B, basis.k, _p(basis.J), _p(basis.V), _p(Cp),
-             _p(y), S, n, m, basis.nk, Mp)
-        ctx.basis, ctx.m, ctx.shape = basis, m, Cp.shape
+             _p(y), S, n, m, basis.nk, Mp, _p(xb), _p(Wbp))
+        ctx.basis, ctx.m, ctx.shape, ctx.base = basis, m, Cp.shape, Wbp is not None
         return y
 
     @staticmethod
@@ -233,9 +255,11 @@ class _SharedSum(torch.autograd.Function):
         Mp = shape[-1]
         gyp = torch.nn.functional.pad(gy, (0, Mp - m)).contiguous()
         gCp = gy.new_zeros(shape)
+        gWbp = gy.new_zeros(shape[0], n, Mp) if ctx.base else None
         _run(getattr(_lib(), f"wsk_shared_bwd_{_DTYPES[gy.dtype]}"), shape[0], basis.k, _p(basis.order),
-             _p(basis.Vs), _p(basis.off), _p(gyp), _p(gCp), S, n, basis.nk, Mp)
-        return gCp, None, None
+             _p(basis.Vs), _p(basis.off), _p(gyp), _p(gCp), S, n, basis.nk, Mp,
+             _p(basis.base if ctx.base else None), _p(gWbp))
+        return gCp, gWbp, None, None
 
 
 def padded_rows(coef: torch.Tensor, k: int) -> torch.Tensor:
@@ -247,35 +271,59 @@ def padded_rows(coef: torch.Tensor, k: int) -> torch.Tensor:
     return torch.nn.functional.pad(coef.transpose(-1, -2), (0, -m % lanes, k, k)).contiguous()
 
 
-def native_spline_sum(x: torch.Tensor, grid: torch.Tensor, coef: torch.Tensor, k: int) -> torch.Tensor:
-    r""":math:`y_{B,s,o} = \sum_i \sum_b \mathrm{coef}_{B,i,o,b} B_{i,b}(x_{B,s,i})` on uniform grids,
-    differentiable in ``x`` and ``coef`` (check :func:`supports` first).
+def _padded_outputs(w: torch.Tensor) -> torch.Tensor:
+    """``(B, n, m)`` -> ``(B, n, Mp)``, zero-padded to whole 64-byte vectors (differentiable)."""
+    return torch.nn.functional.pad(w, (0, -w.shape[-1] % (64 // w.element_size()))).contiguous()
 
-    Shapes: ``x (B, s, n)``, ``grid (B, n, K)``, ``coef (B, n, m, K-k-1)``; returns ``(B, s, m)``.
+
+def native_spline_sum(x: torch.Tensor, grid: torch.Tensor, coef: torch.Tensor, k: int,
+                      base_weight: Optional[torch.Tensor] = None, base_fun=None) -> torch.Tensor:
+    r""":math:`y_{B,s,o} = \sum_i \sum_b \mathrm{coef}_{B,i,o,b} B_{i,b}(x_{B,s,i})` on uniform grids,
+    differentiable in ``x`` and ``coef`` (check :func:`supports` first); with ``base_weight``
+    also :math:`+ \sum_i \mathrm{base\_fun}(x_{B,s,i})\, \mathrm{base\_weight}_{B,i,o}` in the
+    same pass (a KAN layer before its node affine map; ``base_fun`` an elementwise torch
+    function, differentiated by autograd), differentiable in ``base_weight`` too.
+
+    Shapes: ``x (B, s, n)``, ``grid (B, n, K)``, ``coef (B, n, m, K-k-1)``, ``base_weight (B, n, m)``;
+    returns ``(B, s, m)``.
     """
     if x.dim() != 3 or grid.dim() != 3 or coef.dim() != 4:
         raise ValueError(f"native_spline_sum: expected x (B, s, n), grid (B, n, K), coef (B, n, m, K-k-1); got "
                          f"x {tuple(x.shape)}, grid {tuple(grid.shape)}, coef {tuple(coef.shape)}")
     B, _, n = x.shape
+    m = coef.shape[-2]
     if grid.shape[:2] != (B, n) or coef.shape[:2] != (B, n) or grid.shape[-1] != coef.shape[-1] + k + 1:
         raise ValueError(f"native_spline_sum: x {tuple(x.shape)}, grid {tuple(grid.shape)} and coef "
                          f"{tuple(coef.shape)} do not fit (k={k}: K = nb + k + 1 knots per input)")
-    if not supports(x, grid, coef, k=k, m=coef.shape[-2]):
+    if (base_weight is None) != (base_fun is None):
+        raise ValueError("native_spline_sum: give base_weight and base_fun together")
+    if base_weight is not None and tuple(base_weight.shape) != (B, n, m):
+        raise ValueError(f"native_spline_sum: base_weight must have shape {(B, n, m)}, got {tuple(base_weight.shape)}")
+    if not supports(x, grid, coef, k=k, m=m):
         raise ValueError(f"native_spline_sum: no compiled kernel for {x.device} {x.dtype} tensors with k={k} and "
-                         f"{coef.shape[-2]} outputs (available: {available()})")
-    return _SplineSum.apply(x.contiguous(), grid.detach().contiguous(), padded_rows(coef, k), k, coef.shape[-2])
+                         f"{m} outputs (available: {available()})")
+    Wbp = None if base_weight is None else _padded_outputs(base_weight)
+    return _SplineSum.apply(x.contiguous(), grid.detach().contiguous(), padded_rows(coef, k), Wbp, k, m, base_fun)
 
 
-def native_shared_sum(basis: SharedBasis, coef: torch.Tensor) -> torch.Tensor:
+def native_shared_sum(basis: SharedBasis, coef: torch.Tensor, base_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
     r"""The same sum for inputs and a grid shared by every model, from their prepared local
     basis (:class:`SharedBasis`):
-    :math:`y_{B,s,o} = \sum_{i,r} V_{s,i,r}\,\mathrm{coef}_{B,i,o,j_{s,i}-k+r}`,
-    differentiable in ``coef`` only. The backward pass sums each active coefficient row's
-    gradient over the samples of its interval in registers and stores it once.
+    :math:`y_{B,s,o} = \sum_{i,r} V_{s,i,r}\,\mathrm{coef}_{B,i,o,j_{s,i}-k+r}`, with
+    ``base_weight`` also :math:`+ \sum_i \mathrm{base}_{s,i}\, \mathrm{base\_weight}_{B,i,o}`
+    (``basis.base``); differentiable in ``coef`` and ``base_weight``. The backward pass sums
+    each active coefficient row's gradient over the samples of its interval in registers and
+    stores it once.
 
-    Shapes: ``coef (B, n, m, nb)`` (``nb = K - k - 1`` of the basis' grid); returns ``(B, s, m)``.
+    Shapes: ``coef (B, n, m, nb)`` (``nb = K - k - 1`` of the basis' grid), ``base_weight
+    (B, n, m)``; returns ``(B, s, m)``.
     """
-    if coef.shape[-1] != basis.nk - basis.k - 1 or coef.shape[-3] != basis.J.shape[1]:
+    n = basis.J.shape[1]
+    if coef.shape[-1] != basis.nk - basis.k - 1 or coef.shape[-3] != n:
         raise ValueError(f"native_shared_sum: coef {tuple(coef.shape)} does not fit the basis of "
-                         f"{basis.J.shape[1]} inputs and {basis.nk - basis.k - 1} basis functions")
-    return _SharedSum.apply(padded_rows(coef, basis.k), basis, coef.shape[-2])
+                         f"{n} inputs and {basis.nk - basis.k - 1} basis functions")
+    if base_weight is not None and (basis.base is None or tuple(base_weight.shape) != tuple(coef.shape[:3])):
+        raise ValueError(f"native_shared_sum: base_weight {tuple(base_weight.shape)} needs a basis with base values "
+                         f"and the shape {tuple(coef.shape[:3])}")
+    Wbp = None if base_weight is None else _padded_outputs(base_weight)
+    return _SharedSum.apply(padded_rows(coef, basis.k), Wbp, basis, coef.shape[-2])

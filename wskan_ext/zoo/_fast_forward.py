@@ -23,11 +23,15 @@ class FastForward:
       once. With ``spline="local"`` and the compiled kernels (:mod:`wskan_ext.kan._native`)
       it is kept as the ``k+1`` active values per (sample, input)
       (:func:`~wskan_ext.kan.local_spline.local_basis`), and each step is one pass over
-      (model, sample, input) with the ``k+1`` active coefficient rows; otherwise it is the
+      (model, sample, input) with the ``k+1`` active coefficient rows and the base term;
+      otherwise it is the
       dense ``(s, n_0 * nb)`` basis of :func:`~wskan_ext.kan.spline.bspline_basis`, and each
       step one matmul;
     * layers ``l >= 1`` with ``spline="local"`` (the default where the compiled kernels
-      exist and the grids are uniform): :func:`~wskan_ext.kan.local_spline.local_spline_sum`;
+      exist and the grids are uniform): the splines and the base term in one compiled pass
+      (:func:`~wskan_ext.kan._native.native_spline_sum` with ``base_weight``), or
+      :func:`~wskan_ext.kan.local_spline.local_spline_sum` and a batched matmul where the
+      compiled kernels do not apply;
     * layers ``l >= 1`` with ``spline="truncated"`` (the default otherwise): every B-spline is a fixed combination
       of truncated powers (:func:`~wskan_ext.kan.spline.truncated_power_coefficients`,
       ``B_b(x) = sum_q A[b, q] (x - t_q)_+^k``, zero from the last knot on), so
@@ -58,11 +62,15 @@ class FastForward:
                            and _native.supports(x, layer.grid, k=model.k[0], m=layer.coef.shape[-2]))
             if self.native:
                 first, values, _ = local_basis(x, layer.grid[0], model.k[0])
-                self.local = _native.SharedBasis.from_local(first, values, model.k[0], layer.grid.shape[-1])
+                self.local = _native.SharedBasis.from_local(first, values, model.k[0], layer.grid.shape[-1],
+                                                            base=self.base)
             else:
                 self.basis = rearrange(bspline_basis(x, layer.grid[0], model.k[0]), "s i b -> s (i b)")
         self.A = [None] + [truncated_power_coefficients(layer.grid, kl) if spline == "truncated" else None
-                           for layer, kl in zip(list(model.layers)[1:], model.k[1:])]
+                           for layer, kl in zip(hidden, model.k[1:])]
+        # hidden layers whose splines and base term run as one compiled pass
+        self.fused = [False] + [spline == "local" and _native.supports(x, layer.grid, k=kl, m=layer.coef.shape[-2])
+                                for layer, kl in zip(hidden, model.k[1:])]
 
     def __call__(self, model: KAN, x: torch.Tensor, idx: Optional[torch.Tensor], hidden: bool = False):
         """Outputs ``(B, s, m)``; with ``hidden`` also every layer's inputs (``(B, s, n_l)`` each,
@@ -76,8 +84,7 @@ class FastForward:
             effb = layer.mask * layer.scale_base
             if self.native:
                 if idx is None:  # one pass over (model, sample, input) with the k+1 active rows
-                    y = _native.native_shared_sum(self.local, eff)
-                    y = y + rearrange(self.base @ rearrange(effb, "B i o -> i (B o)"), "s (B o) -> B s o", B=B)
+                    y = _native.native_shared_sum(self.local, eff, base_weight=effb)
                 else:
                     y = local_spline_sum(x[idx], layer.grid, eff, model.k[0]) + torch.bmm(self.base[idx], effb)
             elif idx is None:
@@ -100,6 +107,11 @@ class FastForward:
             layer, k = model.layers[l], model.k[l]
             grid = layer.grid  # (B, n, K)
             eff = (layer.mask * layer.scale_sp).unsqueeze(-1) * layer.coef  # (B, n, m, nb)
+            if self.fused[l]:
+                y = _native.native_spline_sum(h, grid, eff, k, base_weight=layer.mask * layer.scale_base,
+                                              base_fun=base_function(model.base_fun[l]))
+                h = layer.node_scale.unsqueeze(-2) * y + layer.node_bias.unsqueeze(-2)
+                continue
             if self.spline == "local":
                 y = local_spline_sum(h, grid, eff, k)
                 y = y + torch.bmm(base_function(model.base_fun[l])(h), layer.mask * layer.scale_base)

@@ -206,10 +206,12 @@ inline void basis_block(const T* __restrict xb, const T* __restrict gb, const Kn
   }
 }
 
-// y[s] = sum_i sum_r V[s,i,r] * Cp[i, J[s,i] + r]  for the samples of one block (vector rows).
-template <typename T, int K, bool PLANAR, typename JT>
+// y[s] = sum_i sum_r V[s,i,r] * Cp[i, J[s,i] + r]  for the samples of one block (vector rows);
+// with BASE also + sum_i bq[s,i] * wb[i] (the base function's term: its values bq (sb, n) on the
+// block's samples, its weights wb (n, Mp)).
+template <typename T, int K, bool PLANAR, bool BASE, typename JT>
 inline void accumulate_block(const JT* J, const T* V, const T* cb, T* yb, int64_t sb, int64_t n, int64_t m,
-                             int64_t P, int64_t Mp) {
+                             int64_t P, int64_t Mp, const T* bq, const T* wb) {
   typedef typename VT<T>::v vec;
   constexpr int L = VT<T>::L;
   const int64_t nv = Mp / L;
@@ -218,7 +220,7 @@ inline void accumulate_block(const JT* J, const T* V, const T* cb, T* yb, int64_
     for (int64_t c = 0; c < nv; ++c) {
       // two accumulators per active row (even and odd inputs): 2(K+1) independent FMA chains,
       // so the FMA latency is hidden
-      vec part[2][K + 1];
+      vec part[2][K + 1], pb[2] = {vzero<T>(), vzero<T>()};
       for (int r = 0; r <= K; ++r) part[0][r] = part[1][r] = vzero<T>();
       int64_t i = 0;
       for (; i + 1 < n; i += 2) {
@@ -228,13 +230,19 @@ inline void accumulate_block(const JT* J, const T* V, const T* cb, T* yb, int64_
           part[0][r] += V[at<K, PLANAR>(q, i, r, n)] * vload<T>(row0 + r * Mp);
           part[1][r] += V[at<K, PLANAR>(q, i + 1, r, n)] * vload<T>(row1 + r * Mp);
         }
+        if (BASE) {
+          pb[0] += bq[q * n + i] * vload<T>(wb + i * Mp + c * L);
+          pb[1] += bq[q * n + i + 1] * vload<T>(wb + (i + 1) * Mp + c * L);
+        }
       }
       if (i < n) {
         const T* row = cb + (i * P + J[q * n + i]) * Mp + c * L;
         for (int r = 0; r <= K; ++r) part[0][r] += V[at<K, PLANAR>(q, i, r, n)] * vload<T>(row + r * Mp);
+        if (BASE) pb[0] += bq[q * n + i] * vload<T>(wb + i * Mp + c * L);
       }
       vec acc = part[0][0] + part[1][0];
       for (int r = 1; r <= K; ++r) acc += part[0][r] + part[1][r];
+      if (BASE) acc += pb[0] + pb[1];
       const int64_t w = (m - c * L) < L ? (m - c * L) : L;
       if (w == L) vstore<T>(ys + c * L, acc);
       else { T tmp[L]; vstore<T>(tmp, acc); std::memcpy(ys + c * L, tmp, w * sizeof(T)); }
@@ -244,33 +252,42 @@ inline void accumulate_block(const JT* J, const T* V, const T* cb, T* yb, int64_
 
 // One output (an INR's last layer): vectors over the inputs instead of the outputs, the k+1
 // coefficients of each lane's interval read per lane.
-template <typename T, int K>
+template <typename T, int K, bool BASE>
 inline void accumulate_block_m1(const typename VT<T>::I* J, const T* V, const T* cb, T* yb, int64_t sb, int64_t n,
-                                int64_t P, int64_t Mp) {
+                                int64_t P, int64_t Mp, const T* bq, const T* wb) {
   typedef typename VT<T>::v vec;
   constexpr int L = VT<T>::L;
   const int64_t nvec = n / L * L;
   for (int64_t q = 0; q < sb; ++q) {
     const typename VT<T>::I* jq = J + q * n;
-    vec acc[K + 1];
-    for (int r = 0; r <= K; ++r) acc[r] = vzero<T>();
-    for (int64_t i0 = 0; i0 < nvec; i0 += L)
+    vec acc[K + 2];
+    for (int r = 0; r <= K + 1; ++r) acc[r] = vzero<T>();
+    for (int64_t i0 = 0; i0 < nvec; i0 += L) {
       for (int r = 0; r <= K; ++r) {
         vec c;
         for (int l = 0; l < L; ++l) c[l] = cb[((i0 + l) * P + jq[i0 + l] + r) * Mp];
         acc[r] += vload<T>(V + at<K, true>(q, i0, r, n)) * c;
       }
-    for (int r = 1; r <= K; ++r) acc[0] += acc[r];
+      if (BASE) {
+        vec w;
+        for (int l = 0; l < L; ++l) w[l] = wb[(i0 + l) * Mp];
+        acc[K + 1] += vload<T>(bq + q * n + i0) * w;
+      }
+    }
+    for (int r = 1; r <= K + 1; ++r) acc[0] += acc[r];
     T out = hsum(acc[0]);
-    for (int64_t i = nvec; i < n; ++i)
+    for (int64_t i = nvec; i < n; ++i) {
       for (int r = 0; r <= K; ++r) out += V[at<K, true>(q, i, r, n)] * cb[(i * P + jq[i] + r) * Mp];
+      if (BASE) out += bq[q * n + i] * wb[i * Mp];
+    }
     yb[q] = out;
   }
 }
 
-template <typename T, int K>
+template <typename T, int K, bool BASE>
 inline void backward_block_m1(const typename VT<T>::I* J, const T* V, const T* D, const T* cb, const T* gyb, T* gxb,
-                              T* gcb, int64_t sb, int64_t n, int64_t P, int64_t Mp) {
+                              T* gcb, int64_t sb, int64_t n, int64_t P, int64_t Mp, const T* bq, const T* dbq,
+                              const T* wb, T* gwb) {
   typedef typename VT<T>::v vec;
   constexpr int L = VT<T>::L;
   const int64_t nvec = n / L * L;
@@ -285,23 +302,31 @@ inline void backward_block_m1(const typename VT<T>::I* J, const T* V, const T* D
           for (int l = 0; l < L; ++l) c[l] = cb[((i0 + l) * P + jq[i0 + l] + r) * Mp];
           t += vload<T>(D + at<K, true>(q, i0, r, n)) * c;
         }
+        if (BASE) {
+          vec w;
+          for (int l = 0; l < L; ++l) w[l] = wb[(i0 + l) * Mp];
+          t += vload<T>(dbq + q * n + i0) * w;
+        }
         vstore<T>(gxb + q * n + i0, t * g);
       }
       for (int64_t i = nvec; i < n; ++i) {
         T t = T(0);
         for (int r = 0; r <= K; ++r) t += D[at<K, true>(q, i, r, n)] * cb[(i * P + jq[i] + r) * Mp];
+        if (BASE) t += dbq[q * n + i] * wb[i * Mp];
         gxb[q * n + i] = t * g;
       }
     }
     if (gcb)
-      for (int64_t i = 0; i < n; ++i)
+      for (int64_t i = 0; i < n; ++i) {
         for (int r = 0; r <= K; ++r) gcb[(i * P + jq[i] + r) * Mp] += V[at<K, true>(q, i, r, n)] * g;
+        if (BASE) gwb[i * Mp] += bq[q * n + i] * g;
+      }
   }
 }
 
-template <typename T, int K>
-void sum_fwd(const T* x, const T* grid, const T* Cp, T* y, int64_t S, int64_t n, int64_t m, int64_t nk,
-             int64_t Mp, int64_t b0, int64_t b1) {
+template <typename T, int K, bool BASE>
+void sum_fwd_t(const T* x, const T* grid, const T* Cp, T* y, int64_t S, int64_t n, int64_t m, int64_t nk,
+               int64_t Mp, int64_t b0, int64_t b1, const T* xb, const T* Wb) {
   const int64_t P = nk + K - 1;
   std::vector<typename VT<T>::I> J(SB * n);
   std::vector<T> V(SB * n * (K + 1));
@@ -311,12 +336,23 @@ void sum_fwd(const T* x, const T* grid, const T* Cp, T* y, int64_t S, int64_t n,
     for (int64_t s0 = 0; s0 < S; s0 += SB) {
       const int64_t sb = S - s0 < SB ? S - s0 : SB;
       basis_block<T, K>(x + b * S * n, grid + b * n * nk, kn, n, nk, s0, sb, J.data(), V.data(), nullptr);
+      const T* bq = BASE ? xb + (b * S + s0) * n : nullptr;
+      const T* wb = BASE ? Wb + b * n * Mp : nullptr;
       if (m == 1)
-        accumulate_block_m1<T, K>(J.data(), V.data(), Cp + b * n * P * Mp, y + b * S + s0, sb, n, P, Mp);
+        accumulate_block_m1<T, K, BASE>(J.data(), V.data(), Cp + b * n * P * Mp, y + b * S + s0, sb, n, P, Mp, bq, wb);
       else
-        accumulate_block<T, K, true>(J.data(), V.data(), Cp + b * n * P * Mp, y + (b * S + s0) * m, sb, n, m, P, Mp);
+        accumulate_block<T, K, true, BASE>(J.data(), V.data(), Cp + b * n * P * Mp, y + (b * S + s0) * m, sb, n, m,
+                                           P, Mp, bq, wb);
     }
   }
+}
+
+// xb (B, S, n): the base function's values at x, Wb (B, n, Mp) its weights (both null: no base term).
+template <typename T, int K>
+void sum_fwd(const T* x, const T* grid, const T* Cp, T* y, int64_t S, int64_t n, int64_t m, int64_t nk,
+             int64_t Mp, int64_t b0, int64_t b1, const T* xb, const T* Wb) {
+  if (xb) sum_fwd_t<T, K, true>(x, grid, Cp, y, S, n, m, nk, Mp, b0, b1, xb, Wb);
+  else sum_fwd_t<T, K, false>(x, grid, Cp, y, S, n, m, nk, Mp, b0, b1, xb, Wb);
 }
 
 // gy row of one sample as zero-padded vectors.
@@ -326,10 +362,13 @@ inline void load_padded(const T* src, int64_t m, int64_t Mp, T* dst) {
   for (int64_t o = m; o < Mp; ++o) dst[o] = T(0);
 }
 
-// Backward of one block: gx[s,i] = sum_r D[s,i,r] <Cp[i, J+r], gy[s]>; gCp[i, J+r] += V[s,i,r] gy[s].
-template <typename T, int K, bool PLANAR, typename JT>
+// Backward of one block: gx[s,i] = sum_r D[s,i,r] <Cp[i, J+r], gy[s]>; gCp[i, J+r] += V[s,i,r] gy[s];
+// with BASE also gx[s,i] += dbq[s,i] <wb[i], gy[s]> and gwb[i] += bq[s,i] gy[s] (dbq: the base
+// function's derivative on the block's samples).
+template <typename T, int K, bool PLANAR, bool BASE, typename JT>
 inline void backward_block(const JT* J, const T* V, const T* D, const T* cb, const T* gyb, T* gxb, T* gcb,
-                           int64_t sb, int64_t n, int64_t m, int64_t P, int64_t Mp, T* gpad) {
+                           int64_t sb, int64_t n, int64_t m, int64_t P, int64_t Mp, T* gpad, const T* bq,
+                           const T* dbq, const T* wb, T* gwb) {
   typedef typename VT<T>::v vec;
   constexpr int L = VT<T>::L;
   const int64_t nv = Mp / L;
@@ -343,6 +382,7 @@ inline void backward_block(const JT* J, const T* V, const T* D, const T* cb, con
           const vec g = vload<T>(gpad + c * L);
           vec t = vzero<T>();
           for (int r = 0; r <= K; ++r) t += D[at<K, PLANAR>(q, i, r, n)] * vload<T>(cb + off + r * Mp + c * L);
+          if (BASE) t += dbq[q * n + i] * vload<T>(wb + i * Mp + c * L);
           w += t * g;
         }
         gxb[q * n + i] = hsum(w);
@@ -354,15 +394,19 @@ inline void backward_block(const JT* J, const T* V, const T* D, const T* cb, con
             T* p = gcb + off + r * Mp + c * L;
             vstore<T>(p, vload<T>(p) + V[at<K, PLANAR>(q, i, r, n)] * g);
           }
+          if (BASE) {
+            T* p = gwb + i * Mp + c * L;
+            vstore<T>(p, vload<T>(p) + bq[q * n + i] * g);
+          }
         }
       }
     }
   }
 }
 
-template <typename T, int K>
-void sum_bwd(const T* x, const T* grid, const T* Cp, const T* gy, T* gx, T* gCp, int64_t S, int64_t n, int64_t m,
-             int64_t nk, int64_t Mp, int64_t b0, int64_t b1) {
+template <typename T, int K, bool BASE>
+void sum_bwd_t(const T* x, const T* grid, const T* Cp, const T* gy, T* gx, T* gCp, int64_t S, int64_t n, int64_t m,
+               int64_t nk, int64_t Mp, int64_t b0, int64_t b1, const T* xb, const T* dxb, const T* Wb, T* gWb) {
   const int64_t P = nk + K - 1;
   std::vector<typename VT<T>::I> J(SB * n);
   std::vector<T> V(SB * n * (K + 1)), D(SB * n * (K + 1)), gpad(Mp);
@@ -373,30 +417,48 @@ void sum_bwd(const T* x, const T* grid, const T* Cp, const T* gy, T* gx, T* gCp,
       const int64_t sb = S - s0 < SB ? S - s0 : SB;
       basis_block<T, K>(x + b * S * n, grid + b * n * nk, kn, n, nk, s0, sb, J.data(), V.data(),
                         gx ? D.data() : nullptr);
+      const T* bq = BASE ? xb + (b * S + s0) * n : nullptr;
+      const T* dbq = BASE ? dxb + (b * S + s0) * n : nullptr;
+      const T* wb = BASE ? Wb + b * n * Mp : nullptr;
+      T* gwb = BASE ? gWb + b * n * Mp : nullptr;
       if (m == 1)
-        backward_block_m1<T, K>(J.data(), V.data(), D.data(), Cp + b * n * P * Mp, gy + b * S + s0,
-                                gx ? gx + (b * S + s0) * n : nullptr, gCp ? gCp + b * n * P * Mp : nullptr, sb, n, P,
-                                Mp);
+        backward_block_m1<T, K, BASE>(J.data(), V.data(), D.data(), Cp + b * n * P * Mp, gy + b * S + s0,
+                                      gx ? gx + (b * S + s0) * n : nullptr, gCp ? gCp + b * n * P * Mp : nullptr, sb,
+                                      n, P, Mp, bq, dbq, wb, gwb);
       else
-        backward_block<T, K, true>(J.data(), V.data(), D.data(), Cp + b * n * P * Mp, gy + (b * S + s0) * m,
-                                   gx ? gx + (b * S + s0) * n : nullptr, gCp ? gCp + b * n * P * Mp : nullptr, sb, n,
-                                   m, P, Mp, gpad.data());
+        backward_block<T, K, true, BASE>(J.data(), V.data(), D.data(), Cp + b * n * P * Mp, gy + (b * S + s0) * m,
+                                         gx ? gx + (b * S + s0) * n : nullptr, gCp ? gCp + b * n * P * Mp : nullptr,
+                                         sb, n, m, P, Mp, gpad.data(), bq, dbq, wb, gwb);
     }
   }
+}
+
+// With the base term (xb, dxb (B, S, n) values and derivatives, Wb (B, n, Mp) weights, gWb their
+// gradient, accumulated into); gx and gCp and gWb are computed together: all or none null.
+template <typename T, int K>
+void sum_bwd(const T* x, const T* grid, const T* Cp, const T* gy, T* gx, T* gCp, int64_t S, int64_t n, int64_t m,
+             int64_t nk, int64_t Mp, int64_t b0, int64_t b1, const T* xb, const T* dxb, const T* Wb, T* gWb) {
+  if (xb) sum_bwd_t<T, K, true>(x, grid, Cp, gy, gx, gCp, S, n, m, nk, Mp, b0, b1, xb, dxb, Wb, gWb);
+  else sum_bwd_t<T, K, false>(x, grid, Cp, gy, gx, gCp, S, n, m, nk, Mp, b0, b1, xb, dxb, Wb, gWb);
 }
 
 // Inputs and grid shared by every model (a zoo's first layer): J (S, n) and V (S, n, K+1) are given.
 // (Measured and not kept: four models at a time sharing the loads of J and V, and blocks of 16
 // inputs so that their rows stay in L1: both slower on the zoo shapes.)
+// With the base term: its values xb (S, n) (shared) and weights Wb (B, n, Mp) (both null: none).
 template <typename T, int K>
 void shared_fwd(const int32_t* J, const T* V, const T* Cp, T* y, int64_t S, int64_t n, int64_t m, int64_t nk,
-                int64_t Mp, int64_t b0, int64_t b1) {
+                int64_t Mp, int64_t b0, int64_t b1, const T* xb, const T* Wb) {
   const int64_t P = nk + K - 1;
   for (int64_t b = b0; b < b1; ++b)
     for (int64_t s0 = 0; s0 < S; s0 += SB) {
       const int64_t sb = S - s0 < SB ? S - s0 : SB;
-      accumulate_block<T, K, false>(J + s0 * n, V + s0 * n * (K + 1), Cp + b * n * P * Mp, y + (b * S + s0) * m,
-                                    sb, n, m, P, Mp);
+      if (xb)
+        accumulate_block<T, K, false, true>(J + s0 * n, V + s0 * n * (K + 1), Cp + b * n * P * Mp,
+                                            y + (b * S + s0) * m, sb, n, m, P, Mp, xb + s0 * n, Wb + b * n * Mp);
+      else
+        accumulate_block<T, K, false, false>(J + s0 * n, V + s0 * n * (K + 1), Cp + b * n * P * Mp,
+                                             y + (b * S + s0) * m, sb, n, m, P, Mp, nullptr, nullptr);
     }
 }
 
@@ -404,9 +466,10 @@ void shared_fwd(const int32_t* J, const T* V, const T* Cp, T* y, int64_t S, int6
 // values in that order Vs (n, S, K+1), group g = [off[i, g], off[i, g+1]), nk - 1 groups per
 // input), so each active row's gradient is summed in registers over its group and stored once.
 // gy is padded to Mp outputs: gyp (B, S, Mp).
+// With the base term, gWb (B, n, Mp) += sum_s xb[s, i] gy[s] (two chains over the samples).
 template <typename T, int K>
 void shared_bwd(const int32_t* order, const T* Vs, const int64_t* off, const T* gyp, T* gCp, int64_t S, int64_t n,
-                int64_t nk, int64_t Mp, int64_t b0, int64_t b1) {
+                int64_t nk, int64_t Mp, int64_t b0, int64_t b1, const T* xb, T* gWb) {
   typedef typename VT<T>::v vec;
   constexpr int L = VT<T>::L;
   const int64_t P = nk + K - 1, nv = Mp / L;
@@ -442,6 +505,30 @@ void shared_bwd(const int32_t* order, const T* Vs, const int64_t* off, const T* 
         }
       }
     }
+    if (xb) {  // the base weights' gradient: IB inputs at a time share each loaded gy row
+      constexpr int64_t IB = 8;
+      for (int64_t c = 0; c < nv; ++c)
+        for (int64_t i0 = 0; i0 < n; i0 += IB) {
+          const int64_t ib = n - i0 < IB ? n - i0 : IB;
+          vec acc[IB];
+          for (int64_t u = 0; u < IB; ++u) acc[u] = vzero<T>();
+          if (ib == IB) {
+            for (int64_t q = 0; q < S; ++q) {
+              const vec g = vload<T>(gb + q * Mp + c * L);
+              for (int64_t u = 0; u < IB; ++u) acc[u] += xb[q * n + i0 + u] * g;
+            }
+          } else {
+            for (int64_t q = 0; q < S; ++q) {
+              const vec g = vload<T>(gb + q * Mp + c * L);
+              for (int64_t u = 0; u < ib; ++u) acc[u] += xb[q * n + i0 + u] * g;
+            }
+          }
+          for (int64_t u = 0; u < ib; ++u) {
+            T* p = gWb + (b * n + i0 + u) * Mp + c * L;
+            vstore<T>(p, vload<T>(p) + acc[u]);
+          }
+        }
+    }
   }
 }
 
@@ -462,52 +549,56 @@ int check(int64_t m, int64_t Mp) {
 
 template <typename T>
 int d_sum_fwd(int k, const T* x, const T* grid, const T* Cp, T* y, int64_t S, int64_t n, int64_t m, int64_t nk,
-              int64_t Mp, int64_t b0, int64_t b1) {
+              int64_t Mp, int64_t b0, int64_t b1, const T* xb, const T* Wb) {
   if (check<T>(m, Mp)) return -2;
-  WSK_CASES(sum_fwd, x, grid, Cp, y, S, n, m, nk, Mp, b0, b1)
+  WSK_CASES(sum_fwd, x, grid, Cp, y, S, n, m, nk, Mp, b0, b1, xb, Wb)
 }
 
 template <typename T>
 int d_sum_bwd(int k, const T* x, const T* grid, const T* Cp, const T* gy, T* gx, T* gCp, int64_t S, int64_t n,
-              int64_t m, int64_t nk, int64_t Mp, int64_t b0, int64_t b1) {
+              int64_t m, int64_t nk, int64_t Mp, int64_t b0, int64_t b1, const T* xb, const T* dxb, const T* Wb,
+              T* gWb) {
   if (check<T>(m, Mp)) return -2;
-  WSK_CASES(sum_bwd, x, grid, Cp, gy, gx, gCp, S, n, m, nk, Mp, b0, b1)
+  if (xb && !(dxb && Wb && gWb && gx && gCp)) return -3;
+  WSK_CASES(sum_bwd, x, grid, Cp, gy, gx, gCp, S, n, m, nk, Mp, b0, b1, xb, dxb, Wb, gWb)
 }
 
 template <typename T>
 int d_shared_fwd(int k, const int32_t* J, const T* V, const T* Cp, T* y, int64_t S, int64_t n, int64_t m,
-                 int64_t nk, int64_t Mp, int64_t b0, int64_t b1) {
+                 int64_t nk, int64_t Mp, int64_t b0, int64_t b1, const T* xb, const T* Wb) {
   if (check<T>(m, Mp)) return -2;
-  WSK_CASES(shared_fwd, J, V, Cp, y, S, n, m, nk, Mp, b0, b1)
+  WSK_CASES(shared_fwd, J, V, Cp, y, S, n, m, nk, Mp, b0, b1, xb, Wb)
 }
 
 template <typename T>
 int d_shared_bwd(int k, const int32_t* order, const T* Vs, const int64_t* off, const T* gyp, T* gCp, int64_t S,
-                 int64_t n, int64_t nk, int64_t Mp, int64_t b0, int64_t b1) {
+                 int64_t n, int64_t nk, int64_t Mp, int64_t b0, int64_t b1, const T* xb, T* gWb) {
   if (check<T>(Mp, Mp)) return -2;
-  WSK_CASES(shared_bwd, order, Vs, off, gyp, gCp, S, n, nk, Mp, b0, b1)
+  WSK_CASES(shared_bwd, order, Vs, off, gyp, gCp, S, n, nk, Mp, b0, b1, xb, gWb)
 }
 
 }  // namespace
 
 #define WSK_EXPORT(T, SUF)                                                                                    \
   extern "C" int wsk_sum_fwd_##SUF(int k, const T* x, const T* grid, const T* Cp, T* y, int64_t S, int64_t n,  \
-                                   int64_t m, int64_t nk, int64_t Mp, int64_t b0, int64_t b1) {               \
-    return d_sum_fwd<T>(k, x, grid, Cp, y, S, n, m, nk, Mp, b0, b1);                                          \
+                                   int64_t m, int64_t nk, int64_t Mp, const T* xb, const T* Wb, int64_t b0,   \
+                                   int64_t b1) {                                                              \
+    return d_sum_fwd<T>(k, x, grid, Cp, y, S, n, m, nk, Mp, b0, b1, xb, Wb);                                  \
   }                                                                                                           \
   extern "C" int wsk_sum_bwd_##SUF(int k, const T* x, const T* grid, const T* Cp, const T* gy, T* gx, T* gCp,   \
-                                   int64_t S, int64_t n, int64_t m, int64_t nk, int64_t Mp, int64_t b0,       \
-                                   int64_t b1) {                                                              \
-    return d_sum_bwd<T>(k, x, grid, Cp, gy, gx, gCp, S, n, m, nk, Mp, b0, b1);                                \
+                                   int64_t S, int64_t n, int64_t m, int64_t nk, int64_t Mp, const T* xb,      \
+                                   const T* dxb, const T* Wb, T* gWb, int64_t b0, int64_t b1) {               \
+    return d_sum_bwd<T>(k, x, grid, Cp, gy, gx, gCp, S, n, m, nk, Mp, b0, b1, xb, dxb, Wb, gWb);              \
   }                                                                                                           \
   extern "C" int wsk_shared_fwd_##SUF(int k, const int32_t* J, const T* V, const T* Cp, T* y, int64_t S,       \
-                                      int64_t n, int64_t m, int64_t nk, int64_t Mp, int64_t b0, int64_t b1) { \
-    return d_shared_fwd<T>(k, J, V, Cp, y, S, n, m, nk, Mp, b0, b1);                                          \
+                                      int64_t n, int64_t m, int64_t nk, int64_t Mp, const T* xb, const T* Wb, \
+                                      int64_t b0, int64_t b1) {                                               \
+    return d_shared_fwd<T>(k, J, V, Cp, y, S, n, m, nk, Mp, b0, b1, xb, Wb);                                  \
   }                                                                                                           \
   extern "C" int wsk_shared_bwd_##SUF(int k, const int32_t* order, const T* Vs, const int64_t* off,          \
                                       const T* gyp, T* gCp, int64_t S, int64_t n, int64_t nk, int64_t Mp,     \
-                                      int64_t b0, int64_t b1) {                                               \
-    return d_shared_bwd<T>(k, order, Vs, off, gyp, gCp, S, n, nk, Mp, b0, b1);                                \
+                                      const T* xb, T* gWb, int64_t b0, int64_t b1) {                          \
+    return d_shared_bwd<T>(k, order, Vs, off, gyp, gCp, S, n, nk, Mp, b0, b1, xb, gWb);                       \
   }
 
 WSK_EXPORT(float, f32)
