@@ -8,7 +8,7 @@
 //   ends (P = nk + k - 1; the k+1 active basis functions on interval j are padded rows j .. j+k) and
 //   with the outputs zero-padded to Mp, a multiple of the vector width L (64 bytes); gCp is
 //   accumulated into.
-// Models [b0, b1) are processed, so that callers can split the model axis between threads.
+// The kernels process models [b0, b1); the entry points at the end split the model axis over threads.
 // Samples are processed in blocks of SB: first the interval and the k+1 basis values (and
 // derivatives) of every (sample, input) of the block, then the vector work on the active rows.
 #include <cmath>
@@ -579,27 +579,47 @@ int d_shared_bwd(int k, const int32_t* order, const T* Vs, const int64_t* off, c
 
 }  // namespace
 
-#define WSK_EXPORT(T, SUF)                                                                                    \
-  extern "C" int wsk_sum_fwd_##SUF(int k, const T* x, const T* grid, const T* Cp, T* y, int64_t S, int64_t n,  \
-                                   int64_t m, int64_t nk, int64_t Mp, const T* xb, const T* Wb, int64_t b0,   \
-                                   int64_t b1) {                                                              \
-    return d_sum_fwd<T>(k, x, grid, Cp, y, S, n, m, nk, Mp, b0, b1, xb, Wb);                                  \
-  }                                                                                                           \
-  extern "C" int wsk_sum_bwd_##SUF(int k, const T* x, const T* grid, const T* Cp, const T* gy, T* gx, T* gCp,   \
-                                   int64_t S, int64_t n, int64_t m, int64_t nk, int64_t Mp, const T* xb,      \
-                                   const T* dxb, const T* Wb, T* gWb, int64_t b0, int64_t b1) {               \
-    return d_sum_bwd<T>(k, x, grid, Cp, gy, gx, gCp, S, n, m, nk, Mp, b0, b1, xb, dxb, Wb, gWb);              \
-  }                                                                                                           \
-  extern "C" int wsk_shared_fwd_##SUF(int k, const int32_t* J, const T* V, const T* Cp, T* y, int64_t S,       \
-                                      int64_t n, int64_t m, int64_t nk, int64_t Mp, const T* xb, const T* Wb, \
-                                      int64_t b0, int64_t b1) {                                               \
-    return d_shared_fwd<T>(k, J, V, Cp, y, S, n, m, nk, Mp, b0, b1, xb, Wb);                                  \
-  }                                                                                                           \
-  extern "C" int wsk_shared_bwd_##SUF(int k, const int32_t* order, const T* Vs, const int64_t* off,          \
-                                      const T* gyp, T* gCp, int64_t S, int64_t n, int64_t nk, int64_t Mp,     \
-                                      const T* xb, T* gWb, int64_t b0, int64_t b1) {                          \
-    return d_shared_bwd<T>(k, order, Vs, off, gyp, gCp, S, n, nk, Mp, b0, b1, xb, gWb);                       \
-  }
+// Each entry point splits the model axis over nt OpenMP threads. _native.py links against the
+// libgomp that torch itself loads (torch/lib), so these are torch's own intra-op threads (no second
+// pool spinning next to them); built without OpenMP, the entry points run serially.
+#ifdef _OPENMP
+#include <omp.h>
+#define WSK_PARALLEL(B, CALL)                                   \
+  int rc = 0;                                                   \
+  _Pragma("omp parallel num_threads(nt) reduction(|:rc)") {     \
+    const int64_t t = omp_get_thread_num(), T = omp_get_num_threads(); \
+    const int64_t b0 = (B) * t / T, b1 = (B) * (t + 1) / T;     \
+    rc |= CALL;                                                 \
+  }                                                             \
+  return rc;
+#else
+#define WSK_PARALLEL(B, CALL) \
+  (void)nt;                   \
+  const int64_t b0 = 0, b1 = (B); \
+  return CALL;
+#endif
 
+#define WSK_EXPORT(T, SUF)                                                                                     \
+  extern "C" int wsk_sum_fwd_##SUF(int nt, int k, const T* x, const T* grid, const T* Cp, T* y, int64_t S,       \
+                                   int64_t n, int64_t m, int64_t nk, int64_t Mp, const T* xb, const T* Wb,     \
+                                   int64_t B) {                                                                \
+    WSK_PARALLEL(B, d_sum_fwd<T>(k, x, grid, Cp, y, S, n, m, nk, Mp, b0, b1, xb, Wb))                          \
+  }                                                                                                            \
+  extern "C" int wsk_sum_bwd_##SUF(int nt, int k, const T* x, const T* grid, const T* Cp, const T* gy, T* gx,    \
+                                   T* gCp, int64_t S, int64_t n, int64_t m, int64_t nk, int64_t Mp,            \
+                                   const T* xb, const T* dxb, const T* Wb, T* gWb, int64_t B) {                \
+    WSK_PARALLEL(B, d_sum_bwd<T>(k, x, grid, Cp, gy, gx, gCp, S, n, m, nk, Mp, b0, b1, xb, dxb, Wb, gWb))      \
+  }                                                                                                            \
+  extern "C" int wsk_shared_fwd_##SUF(int nt, int k, const int32_t* J, const T* V, const T* Cp, T* y,           \
+                                      int64_t S, int64_t n, int64_t m, int64_t nk, int64_t Mp, const T* xb,    \
+                                      const T* Wb, int64_t B) {                                                \
+    WSK_PARALLEL(B, d_shared_fwd<T>(k, J, V, Cp, y, S, n, m, nk, Mp, b0, b1, xb, Wb))                          \
+  }                                                                                                            \
+  extern "C" int wsk_shared_bwd_##SUF(int nt, int k, const int32_t* order, const T* Vs, const int64_t* off,     \
+                                      const T* gyp, T* gCp, int64_t S, int64_t n, int64_t nk, int64_t Mp,      \
+                                      const T* xb, T* gWb, int64_t B) {                                        \
+    WSK_PARALLEL(B, d_shared_bwd<T>(k, order, Vs, off, gyp, gCp, S, n, nk, Mp, b0, b1, xb, gWb))               \
+  }
+  
 WSK_EXPORT(float, f32)
 WSK_EXPORT(double, f64)
