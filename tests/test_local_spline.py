@@ -610,3 +610,15 @@ def test_native_layer_sum_with_the_base_term(k, G, n, m, B, base, seed, dtype):
         _native.native_spline_sum(x, grid, coef, k, base_weight=w)
     with pytest.raises(ValueError, match="base values"):
         _native.native_shared_sum(_native.SharedBasis.from_local(first, values, k, grid.shape[-1]), coef, base_weight=w)
+
+
+@needs_native
+def test_native_library_falls_back_to_serial_kernels_when_openmp_fails(tmp_path, monkeypatch):
+    """A failing OpenMP build (simulated: a flag the compiler rejects) gives the serial kernels,
+    with the same results, not the eager fallback."""
+    monkeypatch.setenv("WSKAN_EXT_CACHE", str(tmp_path))
+    monkeypatch.setattr(_native, "_openmp_flags", lambda: ["--no-such-flag"])
+    lib = _native._load(_native._compiler())
+    assert hasattr(lib, "wsk_sum_fwd_f64")
+    files = [p.name for p in (tmp_path / "native").iterdir()]
+    assert len(files) == 1, files  # only the serial build; the failed one left nothing behind

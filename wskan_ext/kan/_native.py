@@ -82,10 +82,10 @@ def _compiler() -> Optional[str]:
     return None
 
 
-def _build(cxx: str) -> Path:
+def _build(cxx: str, extra: list) -> Path:
+    """Compile (once per source, flags, compiler and CPU) and return the library's path."""
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
-    flags = _FLAGS + _openmp_flags()
-    key = hashlib.sha256("\n".join([_SRC.read_text(), " ".join(flags), version, platform.machine(),
+    key = hashlib.sha256("\n".join([_SRC.read_text(), " ".join(_FLAGS + extra), version, platform.machine(),
                                     _cpu_id()]).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("WSKAN_EXT_CACHE", Path.home() / ".cache" / "wskan_ext")) / "native"
     lib = cache / f"local_spline_{key}.so"
@@ -95,8 +95,7 @@ def _build(cxx: str) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
     os.close(fd)
     try:
-        r = subprocess.run([cxx, *_FLAGS, "-o", tmp, str(_SRC), *_openmp_flags()], capture_output=True, text=True,
-                           timeout=600)
+        r = subprocess.run([cxx, *_FLAGS, "-o", tmp, str(_SRC), *extra], capture_output=True, text=True, timeout=600)
         if r.returncode != 0:
             raise RuntimeError(f"{cxx} failed:\n{r.stderr[-2000:]}")
         os.replace(tmp, lib)  # atomic: concurrent builders (test workers) never see a partial file
@@ -104,6 +103,18 @@ def _build(cxx: str) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return lib
+
+
+def _load(cxx: str) -> ctypes.CDLL:
+    """Build and load with torch's OpenMP runtime; if that fails (a compiler whose OpenMP needs a
+    newer ``libgomp`` than torch's, say), the serial kernels."""
+    omp = _openmp_flags()
+    try:
+        return ctypes.CDLL(str(_build(cxx, omp)))
+    except (OSError, RuntimeError, subprocess.SubprocessError):
+        if not omp:
+            raise
+    return ctypes.CDLL(str(_build(cxx, [])))
 
 
 @functools.lru_cache(maxsize=None)
@@ -117,7 +128,7 @@ def _lib():
                       "spline kernels run in eager PyTorch (same results, slower)", RuntimeWarning, stacklevel=3)
         return None
     try:
-        lib = ctypes.CDLL(str(_build(cxx)))
+        lib = _load(cxx)
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
         warnings.warn(f"wskan_ext: could not build the native spline kernels ({e}); using eager PyTorch "
                       "(same results, slower)", RuntimeWarning, stacklevel=3)
