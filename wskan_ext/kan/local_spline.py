@@ -229,7 +229,7 @@ def local_spline_sum(x: torch.Tensor, grid: torch.Tensor, coef: torch.Tensor, k:
     pass over (model, sample, input) with the ``k+1`` active coefficient rows, forward and
     backward), ``"torch"`` the eager PyTorch kernel (row gathers forward, ``index_add_``
     backward, in chunks of ``chunk`` samples), ``"auto"`` (default) the native one wherever it
-    applies (CPU, float32/float64, ``k <= 5``, at most 256 outputs, a C++ compiler present) and
+    applies (CPU, float32/float64, ``k <= 5``, a C++ compiler present) and
     the eager one otherwise. Both compute the same function (tested against each other and
     against Cox--de Boor).
 
@@ -248,7 +248,7 @@ def local_spline_sum(x: torch.Tensor, grid: torch.Tensor, coef: torch.Tensor, k:
             return _native.native_spline_sum(x, grid, coef, k)
         if backend == "native":
             raise ValueError("backend='native' needs CPU float32/float64 tensors, 1 <= k <= "
-                             f"{_native.MAX_K}, at most {_native.MAX_OUT} outputs and the compiled kernels "
+                             f"{_native.MAX_K}, at least one output and the compiled kernels "
                              f"(available: {_native.available()}); got {x.device}, {x.dtype}, k={k}, m={m}")
     if chunk is None:
         chunk = max(1, 2**21 // max(1, B * n * (k + 1) * m))
