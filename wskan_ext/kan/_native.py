@@ -133,8 +133,8 @@ def _lib():
         return None
     i64, ptr, c_int = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
     for suf in _DTYPES.values():  # (threads, k, pointers and sizes..., models)
-        getattr(lib, f"wsk_sum_fwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 4 + [i64] * 5 + [ptr] * 2 + [i64]
-        getattr(lib, f"wsk_sum_bwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 6 + [i64] * 5 + [ptr] * 4 + [i64]
+        getattr(lib, f"wsk_sum_fwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 4 + [i64] * 5 + [ptr] * 2 + [c_int, i64]
+        getattr(lib, f"wsk_sum_bwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 6 + [i64] * 5 + [ptr] * 4 + [c_int, i64]
         getattr(lib, f"wsk_shared_fwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 4 + [i64] * 5 + [ptr] * 2 + [i64]
         getattr(lib, f"wsk_shared_bwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 5 + [i64] * 4 + [ptr] * 2 + [i64]
         for name in ("sum_fwd", "sum_bwd", "shared_fwd", "shared_bwd"):
@@ -177,7 +177,9 @@ def _base_and_slope(base_fun, x: torch.Tensor):
 
 
 class _SplineSum(torch.autograd.Function):
-    """The layer sum; with ``Wbp`` also the base term ``base_fun(x) @ W`` (``Wbp (B, n, Mp)``)."""
+    """The layer sum; with ``Wbp`` also the base term ``base_fun(x) @ W`` (``Wbp (B, n, Mp)``).
+    For SiLU the kernels get ``sigmoid(x)`` and form ``x s`` and its slope ``s (1 + x (1 - s))``
+    themselves (one tensor instead of two, no autograd pass for the slope)."""
 
     @staticmethod
     def forward(ctx, x, grid, Cp, Wbp, k: int, m: int, base_fun):
@@ -186,16 +188,17 @@ class _SplineSum(torch.autograd.Function):
         nk, Mp = grid.shape[-1], Cp.shape[-1]
         suf = _DTYPES[x.dtype]
         y = x.new_empty(B, S, m)
-        xb = base_fun(x).contiguous() if Wbp is not None else None
+        silu = Wbp is not None and base_fun is torch.nn.functional.silu
+        xb = None if Wbp is None else (torch.sigmoid(x) if silu else base_fun(x)).contiguous()
         _run(getattr(lib, f"wsk_sum_fwd_{suf}"), B, k, _p(x), _p(grid), _p(Cp), _p(y), S, n, m, nk, Mp, _p(xb),
-             _p(Wbp))
-        ctx.save_for_backward(x, grid, Cp, Wbp)
-        ctx.k, ctx.m, ctx.base_fun = k, m, base_fun
+             _p(Wbp), int(silu))
+        ctx.save_for_backward(x, grid, Cp, Wbp, xb if silu else None)
+        ctx.k, ctx.m, ctx.base_fun, ctx.silu = k, m, base_fun, silu
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        x, grid, Cp, Wbp = ctx.saved_tensors
+        x, grid, Cp, Wbp, sig = ctx.saved_tensors
         B, S, n = x.shape
         nk, m, Mp = grid.shape[-1], ctx.m, Cp.shape[-1]
         gy = gy.contiguous()
@@ -203,11 +206,14 @@ class _SplineSum(torch.autograd.Function):
         gx = x.new_empty(B, S, n) if ctx.needs_input_grad[0] or base else None
         gCp = torch.zeros_like(Cp) if ctx.needs_input_grad[2] or base else None
         gWbp = torch.zeros_like(Wbp) if base else None
-        xb, dxb = _base_and_slope(ctx.base_fun, x) if base else (None, None)
+        if ctx.silu:
+            xb, dxb = sig, None
+        else:
+            xb, dxb = _base_and_slope(ctx.base_fun, x) if base else (None, None)
         if gx is not None or gCp is not None:
             suf = _DTYPES[x.dtype]
             _run(getattr(_lib(), f"wsk_sum_bwd_{suf}"), B, ctx.k, _p(x), _p(grid), _p(Cp), _p(gy), _p(gx),
-                 _p(gCp), S, n, m, nk, Mp, _p(xb), _p(dxb), _p(Wbp), _p(gWbp))
+                 _p(gCp), S, n, m, nk, Mp, _p(xb), _p(dxb), _p(Wbp), _p(gWbp), int(ctx.silu))
         return gx, None, gCp, gWbp, None, None, None
 
 

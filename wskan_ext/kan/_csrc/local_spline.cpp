@@ -324,12 +324,24 @@ inline void backward_block_m1(const typename VT<T>::I* J, const T* V, const T* D
   }
 }
 
+// SiLU from its sigmoid: with silu set, the base pointer holds sigmoid(x) (B, S, n) and the base
+// values x s and slopes s (1 + x (1 - s)) of one block are formed here, in L1-sized buffers.
+template <typename T>
+inline void silu_block(const T* __restrict xq, const T* __restrict sq, int64_t len, T* __restrict v,
+                       T* __restrict dv) {
+  for (int64_t e = 0; e < len; ++e) {
+    const T x = xq[e], sg = sq[e];
+    v[e] = x * sg;
+    if (dv) dv[e] = sg * (T(1) + x * (T(1) - sg));
+  }
+}
+
 template <typename T, int K, bool BASE>
 void sum_fwd_t(const T* x, const T* grid, const T* Cp, T* y, int64_t S, int64_t n, int64_t m, int64_t nk,
-               int64_t Mp, int64_t b0, int64_t b1, const T* xb, const T* Wb) {
+               int64_t Mp, int64_t b0, int64_t b1, const T* xb, const T* Wb, int silu) {
   const int64_t P = nk + K - 1;
   std::vector<typename VT<T>::I> J(SB * n);
-  std::vector<T> V(SB * n * (K + 1));
+  std::vector<T> V(SB * n * (K + 1)), sv(silu ? SB * n : 0);
   Knots<T> kn;
   for (int64_t b = b0; b < b1; ++b) {
     kn.load(grid + b * n * nk, n, nk);
@@ -338,6 +350,10 @@ void sum_fwd_t(const T* x, const T* grid, const T* Cp, T* y, int64_t S, int64_t 
       basis_block<T, K>(x + b * S * n, grid + b * n * nk, kn, n, nk, s0, sb, J.data(), V.data(), nullptr);
       const T* bq = BASE ? xb + (b * S + s0) * n : nullptr;
       const T* wb = BASE ? Wb + b * n * Mp : nullptr;
+      if (BASE && silu) {
+        silu_block<T>(x + (b * S + s0) * n, bq, sb * n, sv.data(), nullptr);
+        bq = sv.data();
+      }
       if (m == 1)
         accumulate_block_m1<T, K, BASE>(J.data(), V.data(), Cp + b * n * P * Mp, y + b * S + s0, sb, n, P, Mp, bq, wb);
       else
@@ -347,12 +363,13 @@ void sum_fwd_t(const T* x, const T* grid, const T* Cp, T* y, int64_t S, int64_t 
   }
 }
 
-// xb (B, S, n): the base function's values at x, Wb (B, n, Mp) its weights (both null: no base term).
+// xb (B, S, n): the base function's values at x (silu: sigmoid(x), see silu_block), Wb (B, n, Mp)
+// its weights (both null: no base term).
 template <typename T, int K>
 void sum_fwd(const T* x, const T* grid, const T* Cp, T* y, int64_t S, int64_t n, int64_t m, int64_t nk,
-             int64_t Mp, int64_t b0, int64_t b1, const T* xb, const T* Wb) {
-  if (xb) sum_fwd_t<T, K, true>(x, grid, Cp, y, S, n, m, nk, Mp, b0, b1, xb, Wb);
-  else sum_fwd_t<T, K, false>(x, grid, Cp, y, S, n, m, nk, Mp, b0, b1, xb, Wb);
+             int64_t Mp, int64_t b0, int64_t b1, const T* xb, const T* Wb, int silu) {
+  if (xb) sum_fwd_t<T, K, true>(x, grid, Cp, y, S, n, m, nk, Mp, b0, b1, xb, Wb, silu);
+  else sum_fwd_t<T, K, false>(x, grid, Cp, y, S, n, m, nk, Mp, b0, b1, xb, Wb, 0);
 }
 
 // gy row of one sample as zero-padded vectors.
@@ -406,10 +423,11 @@ inline void backward_block(const JT* J, const T* V, const T* D, const T* cb, con
 
 template <typename T, int K, bool BASE>
 void sum_bwd_t(const T* x, const T* grid, const T* Cp, const T* gy, T* gx, T* gCp, int64_t S, int64_t n, int64_t m,
-               int64_t nk, int64_t Mp, int64_t b0, int64_t b1, const T* xb, const T* dxb, const T* Wb, T* gWb) {
+               int64_t nk, int64_t Mp, int64_t b0, int64_t b1, const T* xb, const T* dxb, const T* Wb, T* gWb,
+               int silu) {
   const int64_t P = nk + K - 1;
   std::vector<typename VT<T>::I> J(SB * n);
-  std::vector<T> V(SB * n * (K + 1)), D(SB * n * (K + 1)), gpad(Mp);
+  std::vector<T> V(SB * n * (K + 1)), D(SB * n * (K + 1)), gpad(Mp), sv(silu ? SB * n : 0), sd(silu ? SB * n : 0);
   Knots<T> kn;
   for (int64_t b = b0; b < b1; ++b) {
     kn.load(grid + b * n * nk, n, nk);
@@ -418,7 +436,12 @@ void sum_bwd_t(const T* x, const T* grid, const T* Cp, const T* gy, T* gx, T* gC
       basis_block<T, K>(x + b * S * n, grid + b * n * nk, kn, n, nk, s0, sb, J.data(), V.data(),
                         gx ? D.data() : nullptr);
       const T* bq = BASE ? xb + (b * S + s0) * n : nullptr;
-      const T* dbq = BASE ? dxb + (b * S + s0) * n : nullptr;
+      const T* dbq = BASE && !silu ? dxb + (b * S + s0) * n : nullptr;
+      if (BASE && silu) {
+        silu_block<T>(x + (b * S + s0) * n, bq, sb * n, sv.data(), sd.data());
+        bq = sv.data();
+        dbq = sd.data();
+      }
       const T* wb = BASE ? Wb + b * n * Mp : nullptr;
       T* gwb = BASE ? gWb + b * n * Mp : nullptr;
       if (m == 1)
@@ -437,9 +460,10 @@ void sum_bwd_t(const T* x, const T* grid, const T* Cp, const T* gy, T* gx, T* gC
 // gradient, accumulated into); gx and gCp and gWb are computed together: all or none null.
 template <typename T, int K>
 void sum_bwd(const T* x, const T* grid, const T* Cp, const T* gy, T* gx, T* gCp, int64_t S, int64_t n, int64_t m,
-             int64_t nk, int64_t Mp, int64_t b0, int64_t b1, const T* xb, const T* dxb, const T* Wb, T* gWb) {
-  if (xb) sum_bwd_t<T, K, true>(x, grid, Cp, gy, gx, gCp, S, n, m, nk, Mp, b0, b1, xb, dxb, Wb, gWb);
-  else sum_bwd_t<T, K, false>(x, grid, Cp, gy, gx, gCp, S, n, m, nk, Mp, b0, b1, xb, dxb, Wb, gWb);
+             int64_t nk, int64_t Mp, int64_t b0, int64_t b1, const T* xb, const T* dxb, const T* Wb, T* gWb,
+             int silu) {
+  if (xb) sum_bwd_t<T, K, true>(x, grid, Cp, gy, gx, gCp, S, n, m, nk, Mp, b0, b1, xb, dxb, Wb, gWb, silu);
+  else sum_bwd_t<T, K, false>(x, grid, Cp, gy, gx, gCp, S, n, m, nk, Mp, b0, b1, xb, dxb, Wb, gWb, 0);
 }
 
 // Inputs and grid shared by every model (a zoo's first layer): J (S, n) and V (S, n, K+1) are given.
@@ -549,18 +573,18 @@ int check(int64_t m, int64_t Mp) {
 
 template <typename T>
 int d_sum_fwd(int k, const T* x, const T* grid, const T* Cp, T* y, int64_t S, int64_t n, int64_t m, int64_t nk,
-              int64_t Mp, int64_t b0, int64_t b1, const T* xb, const T* Wb) {
+              int64_t Mp, int64_t b0, int64_t b1, const T* xb, const T* Wb, int silu) {
   if (check<T>(m, Mp)) return -2;
-  WSK_CASES(sum_fwd, x, grid, Cp, y, S, n, m, nk, Mp, b0, b1, xb, Wb)
+  WSK_CASES(sum_fwd, x, grid, Cp, y, S, n, m, nk, Mp, b0, b1, xb, Wb, silu)
 }
 
 template <typename T>
 int d_sum_bwd(int k, const T* x, const T* grid, const T* Cp, const T* gy, T* gx, T* gCp, int64_t S, int64_t n,
               int64_t m, int64_t nk, int64_t Mp, int64_t b0, int64_t b1, const T* xb, const T* dxb, const T* Wb,
-              T* gWb) {
+              T* gWb, int silu) {
   if (check<T>(m, Mp)) return -2;
-  if (xb && !(dxb && Wb && gWb && gx && gCp)) return -3;
-  WSK_CASES(sum_bwd, x, grid, Cp, gy, gx, gCp, S, n, m, nk, Mp, b0, b1, xb, dxb, Wb, gWb)
+  if (xb && !((dxb || silu) && Wb && gWb && gx && gCp)) return -3;
+  WSK_CASES(sum_bwd, x, grid, Cp, gy, gx, gCp, S, n, m, nk, Mp, b0, b1, xb, dxb, Wb, gWb, silu)
 }
 
 template <typename T>
@@ -602,13 +626,13 @@ int d_shared_bwd(int k, const int32_t* order, const T* Vs, const int64_t* off, c
 #define WSK_EXPORT(T, SUF)                                                                                     \
   extern "C" int wsk_sum_fwd_##SUF(int nt, int k, const T* x, const T* grid, const T* Cp, T* y, int64_t S,       \
                                    int64_t n, int64_t m, int64_t nk, int64_t Mp, const T* xb, const T* Wb,     \
-                                   int64_t B) {                                                                \
-    WSK_PARALLEL(B, d_sum_fwd<T>(k, x, grid, Cp, y, S, n, m, nk, Mp, b0, b1, xb, Wb))                          \
+                                   int silu, int64_t B) {                                                      \
+    WSK_PARALLEL(B, d_sum_fwd<T>(k, x, grid, Cp, y, S, n, m, nk, Mp, b0, b1, xb, Wb, silu))                    \
   }                                                                                                            \
   extern "C" int wsk_sum_bwd_##SUF(int nt, int k, const T* x, const T* grid, const T* Cp, const T* gy, T* gx,    \
                                    T* gCp, int64_t S, int64_t n, int64_t m, int64_t nk, int64_t Mp,            \
-                                   const T* xb, const T* dxb, const T* Wb, T* gWb, int64_t B) {                \
-    WSK_PARALLEL(B, d_sum_bwd<T>(k, x, grid, Cp, gy, gx, gCp, S, n, m, nk, Mp, b0, b1, xb, dxb, Wb, gWb))      \
+                                   const T* xb, const T* dxb, const T* Wb, T* gWb, int silu, int64_t B) {      \
+    WSK_PARALLEL(B, d_sum_bwd<T>(k, x, grid, Cp, gy, gx, gCp, S, n, m, nk, Mp, b0, b1, xb, dxb, Wb, gWb, silu)) \
   }                                                                                                            \
   extern "C" int wsk_shared_fwd_##SUF(int nt, int k, const int32_t* J, const T* V, const T* Cp, T* y,           \
                                       int64_t S, int64_t n, int64_t m, int64_t nk, int64_t Mp, const T* xb,    \
