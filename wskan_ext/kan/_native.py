@@ -271,7 +271,7 @@ class _SharedSum(torch.autograd.Function):
         basis, m, shape = ctx.basis, ctx.m, ctx.shape
         S, n = basis.J.shape
         Mp = shape[-1]
-        gyp = torch.nn.functional.pad(gy, (0, Mp - m)).contiguous()
+        gyp = gy.contiguous() if Mp == m else torch.nn.functional.pad(gy, (0, Mp - m)).contiguous()
         gCp = gy.new_zeros(shape)
         gWbp = gy.new_zeros(shape[0], n, Mp) if ctx.base else None
         _run(getattr(_lib(), f"wsk_shared_bwd_{_DTYPES[gy.dtype]}"), shape[0], basis.k, _p(basis.order),

@@ -7,7 +7,9 @@
 //   Cp, gCp (B, n, P, Mp): the coefficients as (basis, output) rows, zero-padded by k rows at both
 //   ends (P = nk + k - 1; the k+1 active basis functions on interval j are padded rows j .. j+k) and
 //   with the outputs zero-padded to Mp, a multiple of the vector width L (64 bytes); gCp is
-//   accumulated into.
+//   accumulated into. Optionally the layer's base term in the same pass: weights Wb, gWb
+//   (B, n, Mp) and the base function's values xb (and slopes dxb) at x, or for SiLU sigmoid(x),
+//   from which the kernels form x s and s (1 + x (1 - s)).
 // The kernels process models [b0, b1); the entry points at the end split the model axis over threads.
 // Samples are processed in blocks of SB: first the interval and the k+1 basis values (and
 // derivatives) of every (sample, input) of the block, then the vector work on the active rows.
