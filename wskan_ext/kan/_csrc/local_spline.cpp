@@ -469,7 +469,7 @@ void sum_bwd(const T* x, const T* grid, const T* Cp, const T* gy, T* gx, T* gCp,
 }
 
 // Inputs and grid shared by every model (a zoo's first layer): J (S, n) and V (S, n, K+1) are given.
-// (Measured and not kept: four models at a time sharing the loads of J and V, and blocks of 16
+// (Measured and not kept: two or four models at a time sharing the loads of J and V, and blocks of 16
 // inputs so that their rows stay in L1: both slower on the zoo shapes.)
 // With the base term: its values xb (S, n) (shared) and weights Wb (B, n, Mp) (both null: none).
 template <typename T, int K>
