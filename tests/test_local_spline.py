@@ -436,10 +436,9 @@ def test_native_kernel_matches_the_eager_kernel(k, G, n, m, B, special, seed, dt
         assert all(t.isfinite().all() for t in nat)
 
 
+@needs_native
 def test_native_kernel_negative_twin_wrong_coefficient_layout():
     """The check can fail: coefficients with their basis axis reversed give other values."""
-    if not _native.available():
-        pytest.skip("no compiled kernels")
     k, G = 3, 6
     grid = uniform_grid(2, G, k, dtype=torch.float64).unsqueeze(0)
     coef = torch.randn(1, 2, 3, G + k, dtype=torch.float64, generator=torch.Generator().manual_seed(1))

@@ -68,8 +68,8 @@ def _cpu_id() -> str:
             for line in f:
                 if line.startswith(("flags", "Features")):
                     return line
-    except OSError:
-        pass
+    except OSError:  # no /proc (not Linux): the processor name keys the cache instead
+        return platform.processor()
     return platform.processor()
 
 
