@@ -469,6 +469,127 @@ def test_native_shared_sum_matches_the_dense_basis(k, G, n, m, B, seed, dtype):
     assert torch.allclose(gc, gc_ref, rtol=0, atol=tol * (g_up.abs().sum(-2).max().item() + 1.0))
 
 
+def _quantised(grid, levels, S, seed, special=False):
+    """``x (S, n)`` whose input ``i`` takes ``levels[i]`` values drawn from that input's edge
+    points (knots, one ulp around them, inside, outside); with ``special`` also NaN and +-inf."""
+    g = torch.Generator().manual_seed(seed)
+    pts = edge_points(grid, seed, inside=6, outside=2)  # (P, n)
+    cols = []
+    for i, L in enumerate(levels):
+        vals = pts[torch.randperm(pts.shape[0], generator=g)[:L], i]
+        cols.append(vals[torch.randint(len(vals), (S,), generator=g)])
+    x = torch.stack(cols, 1)
+    return _with_special_points(x, seed) if special else x
+
+
+def _shared_sum_and_grads(basis, coef, wb, g_up):
+    cc = coef.clone().requires_grad_(True)
+    ww = None if wb is None else wb.clone().requires_grad_(True)
+    y = _native.native_shared_sum(basis, cc, base_weight=ww)
+    grads = torch.autograd.grad(y, [cc] + ([] if ww is None else [ww]), g_up)
+    return (y.detach(),) + tuple(grads)
+
+
+@needs_native
+@settings(max_examples=examples(12))
+@given(k=st.integers(1, 5), G=st.integers(1, 12), n=st.sampled_from([1, 3, 17]), m=st.sampled_from([1, 4, 16, 33]),
+       B=st.integers(1, 3), levels=st.lists(st.integers(1, 6), min_size=17, max_size=17), base=st.booleans(),
+       special=st.booleans(), seed=st.integers(0, 2**31 - 1),
+       dtype=st.sampled_from([torch.float64, torch.float32]))
+@example(k=3, G=5, n=17, m=16, B=2, levels=[1] * 17, base=True, special=False, seed=0, dtype=torch.float32)
+@example(k=2, G=3, n=3, m=33, B=1, levels=[6] * 17, base=True, special=True, seed=1, dtype=torch.float64)
+def test_native_lookup_form_matches_the_per_sample_form(k, G, n, m, B, levels, base, special, seed, dtype):
+    """The lookup form of the shared first-layer sum (a table of the distinct (input, value)
+    pairs per model) against the per-sample form and the dense Cox--de Boor basis, value and the
+    gradients of the coefficients and the base weights, on inputs with 1..6 levels each drawn
+    from knots, one ulp around them, inside and outside points, NaN and +-inf (NaN gets its own
+    row and must land where the per-sample form puts it)."""
+    gen = torch.Generator().manual_seed(seed)
+    grid = uniform_grid(n, G, k, (-1.0, 1.5), dtype=dtype)
+    x = _quantised(grid, levels[:n], 50, seed, special)
+    first, values, _ = local_basis(x, grid, k)
+    bv = torch.nn.functional.silu(x) if base else None
+    per_sample = _native.SharedBasis.from_local(first, values, k, grid.shape[-1], base=bv)
+    lookup = _native.SharedBasis.from_local(first, values, k, grid.shape[-1], base=bv, x=x, lookup=True)
+    assert per_sample.rows is None
+    distinct = sum(len(torch.unique(c[~c.isnan()])) + int(c.isnan().sum()) for c in x.T)
+    assert lookup.rows.num_rows == distinct
+    coef = torch.randn(B, n, m, G + k, generator=gen, dtype=dtype)
+    wb = torch.randn(B, n, m, generator=gen, dtype=dtype) if base else None
+    g_up = torch.randn(B, x.shape[0], m, generator=gen, dtype=dtype)
+    got = _shared_sum_and_grads(lookup, coef, wb, g_up)
+    ref = _shared_sum_and_grads(per_sample, coef, wb, g_up)
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    for what, a, b in zip(("value", "d/dcoef", "d/dbase_weight"), got, ref):
+        assert torch.equal(a.isnan(), b.isnan()), what  # NaN and +-inf (base term at +-inf) in the same places
+        assert torch.equal(a[a.isinf()], b[a.isinf()]), what
+        ok = a.isfinite()
+        scale = (a[ok].abs().max().item() if ok.any() else 0.0) + 1.0
+        assert ((a[ok] - b[ok]).abs() <= tol * scale).all(), what
+    if not special:  # and the dense basis, without the base term
+        dense = torch.einsum("sib,Biob->Bso", bspline_basis(x, grid.unsqueeze(-3), k), coef)
+        plain = _native.native_shared_sum(lookup, coef)
+        assert torch.allclose(plain, dense, rtol=0, atol=tol * (coef.abs().amax(-1).sum(-2).max().item() + 1.0))
+
+
+@needs_native
+def test_native_lookup_form_negative_twin_and_choice():
+    """The check can fail: rows built from other inputs (the samples in another order) give other
+    values. ``lookup=None`` takes the lookup form only where the distinct pairs are at most half
+    of the (sample, input) pairs; bad arguments are errors."""
+    k, G = 3, 5
+    grid = uniform_grid(4, G, k, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 5, (40, 4), generator=gen).to(torch.float64) / 4
+    first, values, _ = local_basis(x, grid, k)
+    coef = torch.randn(2, 4, 3, G + k, generator=gen, dtype=torch.float64)
+    right = _native.native_shared_sum(_native.SharedBasis.from_local(first, values, k, grid.shape[-1]), coef)
+    auto = _native.SharedBasis.from_local(first, values, k, grid.shape[-1], x=x)
+    assert auto.rows is not None and auto.rows.num_rows <= 20
+    assert torch.allclose(_native.native_shared_sum(auto, coef), right, rtol=0, atol=1e-12)
+    wrong = _native.SharedBasis.from_local(first, values, k, grid.shape[-1], x=x.flip(0), lookup=True)
+    assert (_native.native_shared_sum(wrong, coef) - right).abs().max() > 1e-3
+    xc = torch.rand(40, 4, generator=gen, dtype=torch.float64)  # continuous: every pair distinct
+    fc, vc, _ = local_basis(xc, grid, k)
+    assert _native.SharedBasis.from_local(fc, vc, k, grid.shape[-1], x=xc).rows is None
+    assert _native.SharedBasis.from_local(fc, vc, k, grid.shape[-1], x=xc, lookup=True).rows.num_rows == 160
+    with pytest.raises(ValueError, match="needs the inputs x"):
+        _native.SharedBasis.from_local(first, values, k, grid.shape[-1], lookup=True)
+    with pytest.raises(ValueError, match="does not match"):
+        _native.SharedBasis.from_local(first, values, k, grid.shape[-1], x=x[:10])
+    with pytest.raises(ValueError, match="base values"):
+        _native.native_shared_sum(auto, coef, base_weight=torch.zeros(2, 4, 3, dtype=torch.float64))
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("k", [1, 3])
+def test_native_kernel_on_knots_of_a_grid_uniform_only_to_rounding(k, dtype):
+    """The compiled kernel decides the interval by the stored knots only where the position lies
+    within a rounding margin of a knot. Interior knots moved by a few ulps (the grid stays
+    uniform for :func:`grid_is_uniform`), and points on them and one ulp either side, must fall
+    where the eager kernel (which always checks the stored knots) puts them (with ``k = 1`` the
+    slope jumps at every knot, so a point in the wrong interval shows in d/dx)."""
+    G, n = 9, 17
+    grid = uniform_grid(n, G, k, (-1.0, 1.5), dtype=dtype)
+    gen = torch.Generator().manual_seed(3)
+    inner = grid[:, 1:-1]
+    for _ in range(3):  # up to 3 ulps away, each knot its own way
+        step = torch.randint(-1, 2, inner.shape, generator=gen)
+        inner = torch.where(step > 0, torch.nextafter(inner, inner + 1), torch.where(step < 0, torch.nextafter(inner, inner - 1), inner))
+    grid = torch.cat([grid[:, :1], inner, grid[:, -1:]], 1).unsqueeze(0).contiguous()
+    assert grid_is_uniform(grid) and not torch.equal(grid[0], uniform_grid(n, G, k, (-1.0, 1.5), dtype=dtype))
+    x = edge_points(grid[0], 4, inside=40, outside=2).unsqueeze(0)
+    coef = torch.randn(1, n, 5, G + k, generator=gen, dtype=dtype)
+    g_up = torch.randn(1, x.shape[1], 5, generator=gen, dtype=dtype)
+    nat = _sum_and_grads(x, grid, coef, k, g_up, "native")
+    ref = _sum_and_grads(x, grid, coef, k, g_up, "torch")
+    tol = 1e-12 if dtype == torch.float64 else 1e-4
+    scale = coef.abs().amax(-1).sum(-2).max().item() / spacing(grid).min().item() * g_up.abs().max().item() + 1.0
+    for what, a, b in zip(("value", "d/dx", "d/dcoef"), nat, ref):
+        assert ((a - b).abs() <= tol * scale * n).all(), what
+
+
 @needs_native
 def test_native_threads_split_the_model_axis_exactly():
     """Two threads (each a slice of the model axis) give bit-identical results to one."""

@@ -286,3 +286,28 @@ def test_auto_picks_the_compiled_kernels_and_falls_back(monkeypatch):
     # truncated powers differ from the local kernel by ~1e-15 per forward; Adam's normalised
     # steps amplify that (as in the Adam test above)
     assert auto.checkpoints[-1].allclose(dense.checkpoints[-1], rtol=1e-6, atol=1e-6)
+
+
+def test_quantised_data_takes_the_lookup_first_layer(monkeypatch):
+    """Data with few distinct values per input (pixel levels) takes the lookup form of the shared
+    first layer (``first_layer="lookup"``) and trains the same models as the per-sample form and
+    as the dense kernels (float64)."""
+    from wskan_ext.kan import _native
+
+    if not _native.available():
+        pytest.skip("no C++ compiler: the compiled kernels are absent")
+    x, y = _data(s=60, n=4)
+    x = (x * 4).round() / 4  # 9 levels per input
+    hp = RunHParams(lr=[1e-2, 3e-2], seed=[3, 4])
+    lookup = train_batched([4, 5, 3], x, y, hp, steps=4)
+    assert lookup.extra["first_layer"] == "lookup"
+    real = _native.SharedBasis.from_local
+    monkeypatch.setattr(_native.SharedBasis, "from_local",
+                        classmethod(lambda cls, *a, **kw: real(*a, **{**kw, "lookup": False})))
+    per_sample = train_batched([4, 5, 3], x, y, hp, steps=4)
+    assert per_sample.extra["first_layer"] == "native"
+    monkeypatch.setattr(_native, "supports", lambda *a, **kw: False)
+    dense = train_batched([4, 5, 3], x, y, hp, steps=4)
+    for other in (per_sample, dense):
+        assert torch.allclose(lookup.train_loss, other.train_loss, rtol=1e-9, atol=0)
+        assert lookup.checkpoints[-1].allclose(other.checkpoints[-1], rtol=1e-6, atol=1e-6)

@@ -39,7 +39,7 @@ from typing import Optional
 import torch
 
 __all__ = ["available", "MAX_K", "supports", "native_spline_sum", "native_shared_sum", "SharedBasis",
-           "padded_rows"]
+           "SharedRows", "padded_rows"]
 
 #: Largest spline order with a compiled kernel.
 MAX_K = 5
@@ -137,7 +137,9 @@ def _lib():
         getattr(lib, f"wsk_sum_bwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 6 + [i64] * 5 + [ptr] * 4 + [c_int, i64]
         getattr(lib, f"wsk_shared_fwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 4 + [i64] * 5 + [ptr] * 2 + [i64]
         getattr(lib, f"wsk_shared_bwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 5 + [i64] * 4 + [ptr] * 2 + [i64]
-        for name in ("sum_fwd", "sum_bwd", "shared_fwd", "shared_bwd"):
+        getattr(lib, f"wsk_table_fwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 8 + [i64] * 7
+        getattr(lib, f"wsk_table_bwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 9 + [i64] * 6
+        for name in ("sum_fwd", "sum_bwd", "shared_fwd", "shared_bwd", "table_fwd", "table_bwd"):
             getattr(lib, f"wsk_{name}_{suf}").restype = ctypes.c_int
     return lib
 
@@ -218,6 +220,55 @@ class _SplineSum(torch.autograd.Function):
 
 
 @dataclass
+class SharedRows:
+    """The distinct (input, value) pairs of shared inputs ``x (s, n)``, for the lookup form of
+    :func:`native_shared_sum` (see :meth:`SharedBasis.from_local`).
+
+    Fields: ``idx (s, n)`` int32, the row of every (sample, input); per row ``r`` (``R`` rows,
+    the rows of input 0 first, each input's in increasing order of value): ``inp (R,)`` int32 its
+    input, ``J (R,)`` int32 its interval, ``V (R, k+1)`` its active basis values, ``base (R,)``
+    its base value (``None``: no base term); for the backward pass ``order (s * n,)`` int32, the
+    samples of row ``r`` at ``order[off[r]:off[r+1]]`` (``off (R+1,)`` int64).
+    """
+
+    idx: torch.Tensor
+    inp: torch.Tensor
+    J: torch.Tensor
+    V: torch.Tensor
+    order: torch.Tensor
+    off: torch.Tensor
+    base: Optional[torch.Tensor] = None
+
+    @property
+    def num_rows(self) -> int:
+        return self.inp.shape[0]
+
+    @classmethod
+    def from_inputs(cls, x: torch.Tensor, J: torch.Tensor, V: torch.Tensor,
+                    base: Optional[torch.Tensor] = None) -> "SharedRows":
+        """From the inputs ``x (s, n)`` and their per-(sample, input) intervals ``J (s, n)``,
+        values ``V (s, n, k+1)`` and base values ``base (s, n)`` (each row takes those of its
+        first sample, so the rows hold exactly the values the per-sample kernels use; NaN inputs
+        get a row each)."""
+        S, n = x.shape
+        xs, perm = torch.sort(x.detach(), dim=0, stable=True)  # (s, n), each input's samples by value
+        new = torch.ones_like(xs, dtype=torch.bool)
+        new[1:] = xs[1:] != xs[:-1]
+        new = new.T.reshape(-1)  # (n s), input-major
+        samples = perm.T.reshape(-1)
+        inputs = torch.arange(n, device=x.device).repeat_interleave(S)
+        row = new.cumsum(0) - 1
+        idx = torch.empty(S, n, dtype=torch.int32, device=x.device)
+        idx[samples, inputs] = row.to(torch.int32)
+        starts = new.nonzero().squeeze(1)
+        s0, i0 = samples[starts], inputs[starts]
+        return cls(idx, i0.to(torch.int32).contiguous(), J[s0, i0].contiguous(), V[s0, i0].contiguous(),
+                   samples.to(torch.int32).contiguous(),
+                   torch.cat([starts, starts.new_tensor([S * n])]).to(torch.int64).contiguous(),
+                   None if base is None else base[s0, i0].contiguous())
+
+
+@dataclass
 class SharedBasis:
     """The local basis of inputs ``x (s, n)`` on a grid ``(n, K)`` shared by every model (a zoo's
     first layer: the data and its fixed grid), prepared once for :func:`native_shared_sum`.
@@ -226,7 +277,9 @@ class SharedBasis:
     ``V (s, n, k+1)`` the active basis values (0 outside), and for the backward pass the samples
     of every input grouped by interval: ``order (n, s)`` int32, ``Vs (n, s, k+1)`` the values in
     that order, ``off (n, K)`` int64 group bounds (group ``j`` is ``off[i, j] : off[i, j+1]``);
-    ``base (s, n)`` the base function's values at ``x`` (``None``: no base term).
+    ``base (s, n)`` the base function's values at ``x`` (``None``: no base term); ``rows``: the
+    distinct (input, value) pairs (:class:`SharedRows`) where :func:`native_shared_sum` uses its
+    lookup form, else ``None``.
     """
 
     J: torch.Tensor
@@ -237,21 +290,39 @@ class SharedBasis:
     k: int
     nk: int
     base: Optional[torch.Tensor] = None
+    rows: Optional[SharedRows] = None
 
     @classmethod
     def from_local(cls, first: torch.Tensor, values: torch.Tensor, k: int, nk: int,
-                   base: Optional[torch.Tensor] = None) -> "SharedBasis":
+                   base: Optional[torch.Tensor] = None, x: Optional[torch.Tensor] = None,
+                   lookup: Optional[bool] = None) -> "SharedBasis":
         """From :func:`~wskan_ext.kan.local_spline.local_basis` of ``x (s, n)`` on a grid
         ``(n, nk)`` with uniform rows: its ``first (s, n)`` and ``values (s, n, k+1)``; ``base``
-        ``(s, n)``: the base function's values at ``x``, for :func:`native_shared_sum`'s base term."""
+        ``(s, n)``: the base function's values at ``x``, for :func:`native_shared_sum`'s base term.
+
+        With the inputs ``x`` also given, the distinct (input, value) pairs are found
+        (:class:`SharedRows`), and ``lookup`` chooses the form of :func:`native_shared_sum`:
+        ``True`` the lookup form, ``False`` the per-sample one, ``None`` (default) the lookup
+        form where there are at most half as many distinct pairs as (sample, input) pairs
+        (quantised data such as pixel levels, or an INR's coordinate grid)."""
         J = (first + k).to(torch.int32)  # interval index j (first active basis function + k)
         order = torch.argsort(J.T, dim=1, stable=True)  # (n, s)
         counts = torch.stack([torch.bincount(J[:, i], minlength=nk - 1) for i in range(J.shape[1])])
         off = torch.nn.functional.pad(counts.cumsum(1), (1, 0))  # (n, nk)
         Vs = torch.stack([values[order[i], i] for i in range(J.shape[1])])  # (n, s, k+1)
-        return cls(J.contiguous(), values.detach().contiguous(), order.to(torch.int32).contiguous(),
-                   Vs.detach().contiguous(), off.to(torch.int64).contiguous(), k, nk,
-                   None if base is None else base.detach().to(values.dtype).contiguous())
+        V = values.detach().contiguous()
+        base = None if base is None else base.detach().to(values.dtype).contiguous()
+        if lookup and x is None:
+            raise ValueError("SharedBasis.from_local: lookup=True needs the inputs x")
+        rows = None
+        if x is not None and lookup is not False:
+            if tuple(x.shape) != tuple(J.shape):
+                raise ValueError(f"SharedBasis.from_local: x {tuple(x.shape)} does not match first {tuple(J.shape)}")
+            rows = SharedRows.from_inputs(x, J, V, base)
+            if lookup is None and 2 * rows.num_rows > J.numel():
+                rows = None
+        return cls(J.contiguous(), V, order.to(torch.int32).contiguous(),
+                   Vs.detach().contiguous(), off.to(torch.int64).contiguous(), k, nk, base, rows)
 
 
 class _SharedSum(torch.autograd.Function):
@@ -277,6 +348,36 @@ class _SharedSum(torch.autograd.Function):
         _run(getattr(_lib(), f"wsk_shared_bwd_{_DTYPES[gy.dtype]}"), shape[0], basis.k, _p(basis.order),
              _p(basis.Vs), _p(basis.off), _p(gyp), _p(gCp), S, n, basis.nk, Mp,
              _p(basis.base if ctx.base else None), _p(gWbp))
+        return gCp, gWbp, None, None
+
+
+class _TableSum(torch.autograd.Function):
+    """:func:`native_shared_sum` in its lookup form (``basis.rows``)."""
+
+    @staticmethod
+    def forward(ctx, Cp, Wbp, basis: SharedBasis, m: int):
+        rows = basis.rows
+        S, n = basis.J.shape
+        B, Mp = Cp.shape[0], Cp.shape[-1]
+        y = Cp.new_empty(B, S, m)
+        bd = rows.base if Wbp is not None else None
+        _run(getattr(_lib(), f"wsk_table_fwd_{_DTYPES[Cp.dtype]}"), B, basis.k, _p(rows.idx), _p(rows.J), _p(rows.V),
+             _p(rows.inp), _p(bd), _p(Cp), _p(Wbp), _p(y), S, n, m, basis.nk, Mp, rows.num_rows)
+        ctx.basis, ctx.m, ctx.shape, ctx.base = basis, m, Cp.shape, Wbp is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        basis, m, shape = ctx.basis, ctx.m, ctx.shape
+        rows = basis.rows
+        S, n = basis.J.shape
+        Mp = shape[-1]
+        gyp = gy.contiguous() if Mp == m else torch.nn.functional.pad(gy, (0, Mp - m)).contiguous()
+        gCp = gy.new_zeros(shape)
+        gWbp = gy.new_zeros(shape[0], n, Mp) if ctx.base else None
+        _run(getattr(_lib(), f"wsk_table_bwd_{_DTYPES[gy.dtype]}"), shape[0], basis.k, _p(rows.order), _p(rows.off),
+             _p(rows.J), _p(rows.V), _p(rows.inp), _p(rows.base if ctx.base else None), _p(gyp), _p(gCp), _p(gWbp),
+             S, n, basis.nk, Mp, rows.num_rows)
         return gCp, gWbp, None, None
 
 
@@ -343,5 +444,8 @@ def native_shared_sum(basis: SharedBasis, coef: torch.Tensor, base_weight: Optio
     if base_weight is not None and (basis.base is None or tuple(base_weight.shape) != tuple(coef.shape[:3])):
         raise ValueError(f"native_shared_sum: base_weight {tuple(base_weight.shape)} needs a basis with base values "
                          f"and the shape {tuple(coef.shape[:3])}")
+    if base_weight is not None and basis.rows is not None and basis.rows.base is None:
+        raise ValueError("native_shared_sum: base_weight needs rows with base values (build the basis with base=)")
     Wbp = None if base_weight is None else _padded_outputs(base_weight)
-    return _SharedSum.apply(padded_rows(coef, basis.k), Wbp, basis, coef.shape[-2])
+    fn = _SharedSum if basis.rows is None else _TableSum
+    return fn.apply(padded_rows(coef, basis.k), Wbp, basis, coef.shape[-2])

@@ -62,8 +62,10 @@ class FastForward:
                            and _native.supports(x, layer.grid, k=model.k[0], m=layer.coef.shape[-2]))
             if self.native:
                 first, values, _ = local_basis(x, layer.grid[0], model.k[0])
+                # with few distinct values per input (pixel levels, an INR's coordinates) the
+                # lookup form: one table of the distinct (input, value) pairs per model
                 self.local = _native.SharedBasis.from_local(first, values, model.k[0], layer.grid.shape[-1],
-                                                            base=self.base)
+                                                            base=self.base, x=x)
             else:
                 self.basis = rearrange(bspline_basis(x, layer.grid[0], model.k[0]), "s i b -> s (i b)")
         self.A = [None] + [truncated_power_coefficients(layer.grid, kl) if spline == "truncated" else None

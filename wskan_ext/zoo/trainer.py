@@ -106,8 +106,9 @@ class TrainResult:
           ``(B, len(steps))`` the same objective of each checkpoint's weights (both ``None``
           in results made without them);
         - ``extra``: ``fast`` and ``spline`` as passed, ``kernel`` the hidden-layer kernel
-          ``spline="auto"`` resolved to, ``first_layer`` ``"native"`` / ``"dense"`` (the
-          shared first-layer path, ``None`` without one).
+          ``spline="auto"`` resolved to, ``first_layer`` ``"lookup"`` / ``"native"`` / ``"dense"``
+          (the shared first-layer path: the compiled kernel on a table of the distinct
+          (input, value) pairs, or per sample, or the dense basis; ``None`` without one).
     """
 
     steps: List[int]
@@ -386,7 +387,7 @@ def train_batched(
             ckpt_losses.append(subset_objective())
     return TrainResult(checkpoints, kept, torch.stack(losses, 1).cpu(), diverged, subset.cpu(), labels,
                        {"fast": fast, "spline": spline, "kernel": fwd.spline if fwd is not None else "module",
-                        "first_layer": ("native" if fwd.native else "dense") if fwd is not None and fwd.shared else None},
+                        "first_layer": (("lookup" if fwd.local.rows is not None else "native") if fwd.native else "dense") if fwd is not None and fwd.shared else None},
                        initial, torch.stack(ckpt_losses, 1))
 
 

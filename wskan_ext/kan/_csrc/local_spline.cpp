@@ -14,9 +14,14 @@
 // Samples are processed in blocks of SB: first the interval and the k+1 basis values (and
 // derivatives) of every (sample, input) of the block, then the vector work on the active rows.
 #include <cmath>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <cstring>
 #include <vector>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -130,20 +135,65 @@ inline int64_t at(int64_t q, int64_t i, int r, int64_t n) {
   return PLANAR ? (q * (K + 1) + r) * n + i : (q * n + i) * (K + 1) + r;
 }
 
-// Per-model knot data of every input: t_0, t_last and (nk - 1) / (t_last - t_0), padded to a
-// whole number of vectors.
+// Per-model knot data of every input: t_0, t_last, (nk - 1) / (t_last - t_0) and the margin dl (in
+// units of the spacing h) within which a computed position u = (x - t_0) / h may lie on the wrong
+// side of a stored knot: twice the largest distance of a stored knot from t_0 + j h (the grid is
+// uniform only to rounding) plus the rounding of u; 1 (always check) where that is not small.
+// Padded to a whole number of vectors.
 template <typename T>
 struct Knots {
-  std::vector<T> t0, tl, sc;
+  std::vector<T> t0, tl, sc, dl;
   void load(const T* gb, int64_t n, int64_t nk) {
     const int64_t np = (n + VT<T>::L - 1) / VT<T>::L * VT<T>::L;
-    t0.assign(np, T(0)); tl.assign(np, T(1)); sc.assign(np, T(1));
+    t0.assign(np, T(0)); tl.assign(np, T(1)); sc.assign(np, T(1)); dl.assign(np, T(1));
+    const double eps = std::numeric_limits<T>::epsilon();
     for (int64_t i = 0; i < n; ++i) {
       const T* g = gb + i * nk;
       t0[i] = g[0]; tl[i] = g[nk - 1]; sc[i] = T(nk - 1) / (g[nk - 1] - g[0]);
+      const double h = (double(g[nk - 1]) - double(g[0])) / double(nk - 1);
+      double dev = 0, mag = std::fabs(double(g[0])) > std::fabs(double(g[nk - 1])) ? std::fabs(double(g[0]))
+                                                                                  : std::fabs(double(g[nk - 1]));
+      for (int64_t j = 1; j < nk - 1; ++j) dev = std::fmax(dev, std::fabs(double(g[j]) - (double(g[0]) + j * h)) / h);
+      const double d = 2 * dev + 16 * eps * (double(nk) + mag / h);
+      dl[i] = (h > 0 && d < 0.125) ? T(d) : T(1);
     }
   }
 };
+
+// Whether any lane of a comparison mask is set.
+template <typename IV> inline bool any_lane(IV m) {
+#if defined(__AVX512F__)
+  return _mm512_test_epi64_mask((__m512i)m, (__m512i)m) != 0;
+#else
+  int64_t w[8];
+  std::memcpy(w, &m, sizeof(w));
+  return (w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7]) != 0;
+#endif
+}
+
+// t[l] = g[l * nk + j[l]] for the L lanes (the knot j[l] of input l of a vector of inputs, knot rows
+// g (L, nk)): one AVX-512 gather where the CPU has it (measured on the zoo's hidden layer: the
+// lane-by-lane loads took about a third of a forward pass), else lane by lane.
+inline vf32 gather_knots(const float* g, int64_t nk, vi32 j) {
+#if defined(__AVX512F__)
+  const vi32 row = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  return (vf32)_mm512_i32gather_ps((__m512i)(row * int32_t(nk) + j), g, 4);
+#else
+  vf32 t;
+  for (int l = 0; l < 16; ++l) t[l] = g[l * nk + j[l]];
+  return t;
+#endif
+}
+inline vf64 gather_knots(const double* g, int64_t nk, vi64 j) {
+#if defined(__AVX512F__)
+  const vi64 row = {0, 1, 2, 3, 4, 5, 6, 7};
+  return (vf64)_mm512_i64gather_pd((__m512i)(row * nk + j), g, 8);
+#else
+  vf64 t;
+  for (int l = 0; l < 8; ++l) t[l] = g[l * nk + j[l]];
+  return t;
+#endif
+}
 
 // Interval, basis values and (if D) d/dx of every input of samples [s0, s0 + sb) of one model, in
 // the PLANAR layout: J (sb, n) interval index (0 for a point outside the grid), V/D values/slopes,
@@ -168,13 +218,16 @@ inline void basis_block(const T* __restrict xb, const T* __restrict gb, const Kn
       vec jf = u > zero ? u : zero;  // also NaN -> 0
       jf = jf < top ? jf : zero + top;
       ivec j = __builtin_convertvector(jf, ivec);  // truncation = floor for jf >= 0
-      vec tj, tj1;
-      for (int l = 0; l < L; ++l) tj[l] = gb[(i0 + l) * nk + j[l]];
-      j += (x < tj) & (j > 0);  // masks are -1: one interval down where x lies below t_j
-      for (int l = 0; l < L; ++l) tj1[l] = gb[(i0 + l) * nk + j[l] + 1];
-      j -= (x >= tj1) & (j < I(nk - 2));  // one up where x reaches t_{j+1}
-      const vec f = u - __builtin_convertvector(j, vec);
       const ivec in = ~((x < t0) | (x >= tl));
+      const vec f0 = u - __builtin_convertvector(j, vec), dl = vload<T>(kn.dl.data() + i0);
+      // the stored knots t_j and t_{j+1} decide only where u lies within dl of a knot: rare
+      if (any_lane(in & ((f0 < dl) | (f0 > T(1) - dl)))) {
+        const vec tj = gather_knots(gb + i0 * nk, nk, j);
+        j += (x < tj) & (j > 0);  // masks are -1: one interval down where x lies below t_j
+        const vec tj1 = gather_knots(gb + i0 * nk + 1, nk, j);
+        j -= (x >= tj1) & (j < I(nk - 2));  // one up where x reaches t_{j+1}
+      }
+      const vec f = u - __builtin_convertvector(j, vec);
       vec v[K + 1];
       Cardinal<T, K>::values(f, v);
       for (int r = 0; r <= K; ++r) vstore<T>(V + at<K, true>(q, i0, r, n), in ? v[r] : zero);
@@ -558,6 +611,98 @@ void shared_bwd(const int32_t* order, const T* Vs, const int64_t* off, const T* 
   }
 }
 
+// Inputs shared by every model with few distinct values per input (a zoo's first layer on
+// quantised data: pixel levels, the coordinates of an INR's image grid). The distinct (input,
+// value) pairs are the rows r = 0 .. R-1: row r has input inp[r], interval Jd[r], active values
+// Vd (R, K+1) and base value bd[r]; idx (S, n) gives each (sample, input) its row. Per model the
+// table Tb[r] = sum_p Vd[r, p] Cp[inp[r], Jd[r] + p] + bd[r] Wb[inp[r]] (R, Mp) is built in a
+// thread-local buffer, then y[s] = sum_i Tb[idx[s, i]]: (K+2) R vector FMAs and S n vector adds
+// per model instead of (K+2) S n vector FMAs.
+template <typename T, int K>
+void table_fwd(const int32_t* idx, const int32_t* Jd, const T* Vd, const int32_t* inp, const T* bd, const T* Cp,
+               const T* Wb, T* y, int64_t S, int64_t n, int64_t m, int64_t nk, int64_t Mp, int64_t R, int64_t b0,
+               int64_t b1) {
+  typedef typename VT<T>::v vec;
+  constexpr int L = VT<T>::L;
+  const int64_t P = nk + K - 1, nv = Mp / L;
+  std::vector<T> Tb(R * Mp);
+  for (int64_t b = b0; b < b1; ++b) {
+    const T* cb = Cp + b * n * P * Mp;
+    const T* wb = bd ? Wb + b * n * Mp : nullptr;
+    for (int64_t r = 0; r < R; ++r) {
+      const T* row = cb + (int64_t(inp[r]) * P + Jd[r]) * Mp;
+      for (int64_t c = 0; c < nv; ++c) {
+        vec a = vzero<T>();
+        for (int p = 0; p <= K; ++p) a += Vd[r * (K + 1) + p] * vload<T>(row + p * Mp + c * L);
+        if (bd) a += bd[r] * vload<T>(wb + int64_t(inp[r]) * Mp + c * L);
+        vstore<T>(Tb.data() + r * Mp + c * L, a);
+      }
+    }
+    const T* tb = Tb.data();
+    for (int64_t s = 0; s < S; ++s) {
+      const int32_t* ir = idx + s * n;
+      T* ys = y + (b * S + s) * m;
+      for (int64_t c = 0; c < nv; ++c) {
+        vec a0 = vzero<T>(), a1 = vzero<T>(), a2 = vzero<T>(), a3 = vzero<T>();  // four add chains
+        int64_t i = 0;
+        for (; i + 3 < n; i += 4) {
+          a0 += vload<T>(tb + int64_t(ir[i]) * Mp + c * L);
+          a1 += vload<T>(tb + int64_t(ir[i + 1]) * Mp + c * L);
+          a2 += vload<T>(tb + int64_t(ir[i + 2]) * Mp + c * L);
+          a3 += vload<T>(tb + int64_t(ir[i + 3]) * Mp + c * L);
+        }
+        for (; i < n; ++i) a0 += vload<T>(tb + int64_t(ir[i]) * Mp + c * L);
+        const vec acc = (a0 + a1) + (a2 + a3);
+        const int64_t w = (m - c * L) < L ? (m - c * L) : L;
+        if (w == L) vstore<T>(ys + c * L, acc);
+        else { T tmp[L]; vstore<T>(tmp, acc); std::memcpy(ys + c * L, tmp, w * sizeof(T)); }
+      }
+    }
+  }
+}
+
+// Its backward: order (S n) lists the samples of row r at [roff[r], roff[r+1]); the row's
+// gradient gT[r] = sum of gyp over them (gyp (B, S, Mp)) is summed in registers, then spread onto
+// its K+1 coefficient rows and its base weight: gCp[inp, Jd + p] += Vd[r, p] gT[r], gWb[inp] +=
+// bd[r] gT[r] (accumulated into).
+template <typename T, int K>
+void table_bwd(const int32_t* order, const int64_t* roff, const int32_t* Jd, const T* Vd, const int32_t* inp,
+               const T* bd, const T* gyp, T* gCp, T* gWb, int64_t S, int64_t n, int64_t nk, int64_t Mp, int64_t R,
+               int64_t b0, int64_t b1) {
+  typedef typename VT<T>::v vec;
+  constexpr int L = VT<T>::L;
+  const int64_t P = nk + K - 1, nv = Mp / L;
+  for (int64_t b = b0; b < b1; ++b) {
+    const T* gb = gyp + b * S * Mp;
+    T* gcb = gCp + b * n * P * Mp;
+    T* gwb = bd ? gWb + b * n * Mp : nullptr;
+    for (int64_t r = 0; r < R; ++r) {
+      const int64_t t0 = roff[r], t1 = roff[r + 1];
+      T* row = gcb + (int64_t(inp[r]) * P + Jd[r]) * Mp;
+      for (int64_t c = 0; c < nv; ++c) {
+        vec a0 = vzero<T>(), a1 = vzero<T>(), a2 = vzero<T>(), a3 = vzero<T>();
+        int64_t t = t0;
+        for (; t + 3 < t1; t += 4) {
+          a0 += vload<T>(gb + int64_t(order[t]) * Mp + c * L);
+          a1 += vload<T>(gb + int64_t(order[t + 1]) * Mp + c * L);
+          a2 += vload<T>(gb + int64_t(order[t + 2]) * Mp + c * L);
+          a3 += vload<T>(gb + int64_t(order[t + 3]) * Mp + c * L);
+        }
+        for (; t < t1; ++t) a0 += vload<T>(gb + int64_t(order[t]) * Mp + c * L);
+        const vec g = (a0 + a1) + (a2 + a3);
+        for (int p = 0; p <= K; ++p) {
+          T* q = row + p * Mp + c * L;
+          vstore<T>(q, vload<T>(q) + Vd[r * (K + 1) + p] * g);
+        }
+        if (gwb) {
+          T* q = gwb + int64_t(inp[r]) * Mp + c * L;
+          vstore<T>(q, vload<T>(q) + bd[r] * g);
+        }
+      }
+    }
+  }
+}
+
 #define WSK_CASES(FN, ...)                      \
   switch (k) {                                  \
     case 1: FN<T, 1>(__VA_ARGS__); return 0;    \
@@ -603,6 +748,24 @@ int d_shared_bwd(int k, const int32_t* order, const T* Vs, const int64_t* off, c
   WSK_CASES(shared_bwd, order, Vs, off, gyp, gCp, S, n, nk, Mp, b0, b1, xb, gWb)
 }
 
+template <typename T>
+int d_table_fwd(int k, const int32_t* idx, const int32_t* Jd, const T* Vd, const int32_t* inp, const T* bd,
+                const T* Cp, const T* Wb, T* y, int64_t S, int64_t n, int64_t m, int64_t nk, int64_t Mp, int64_t R,
+                int64_t b0, int64_t b1) {
+  if (check<T>(m, Mp)) return -2;
+  if (bd && !Wb) return -3;
+  WSK_CASES(table_fwd, idx, Jd, Vd, inp, bd, Cp, Wb, y, S, n, m, nk, Mp, R, b0, b1)
+}
+
+template <typename T>
+int d_table_bwd(int k, const int32_t* order, const int64_t* roff, const int32_t* Jd, const T* Vd, const int32_t* inp,
+                const T* bd, const T* gyp, T* gCp, T* gWb, int64_t S, int64_t n, int64_t nk, int64_t Mp, int64_t R,
+                int64_t b0, int64_t b1) {
+  if (check<T>(Mp, Mp)) return -2;
+  if (bd && !gWb) return -3;
+  WSK_CASES(table_bwd, order, roff, Jd, Vd, inp, bd, gyp, gCp, gWb, S, n, nk, Mp, R, b0, b1)
+}
+
 }  // namespace
 
 // Each entry point splits the model axis over nt OpenMP threads. _native.py links against the
@@ -645,6 +808,18 @@ int d_shared_bwd(int k, const int32_t* order, const T* Vs, const int64_t* off, c
                                       const T* gyp, T* gCp, int64_t S, int64_t n, int64_t nk, int64_t Mp,      \
                                       const T* xb, T* gWb, int64_t B) {                                        \
     WSK_PARALLEL(B, d_shared_bwd<T>(k, order, Vs, off, gyp, gCp, S, n, nk, Mp, b0, b1, xb, gWb))               \
+  }                                                                                                            \
+  extern "C" int wsk_table_fwd_##SUF(int nt, int k, const int32_t* idx, const int32_t* Jd, const T* Vd,        \
+                                     const int32_t* inp, const T* bd, const T* Cp, const T* Wb, T* y,         \
+                                     int64_t S, int64_t n, int64_t m, int64_t nk, int64_t Mp, int64_t R,      \
+                                     int64_t B) {                                                             \
+    WSK_PARALLEL(B, d_table_fwd<T>(k, idx, Jd, Vd, inp, bd, Cp, Wb, y, S, n, m, nk, Mp, R, b0, b1))            \
+  }                                                                                                            \
+  extern "C" int wsk_table_bwd_##SUF(int nt, int k, const int32_t* order, const int64_t* roff,                 \
+                                     const int32_t* Jd, const T* Vd, const int32_t* inp, const T* bd,         \
+                                     const T* gyp, T* gCp, T* gWb, int64_t S, int64_t n, int64_t nk,          \
+                                     int64_t Mp, int64_t R, int64_t B) {                                      \
+    WSK_PARALLEL(B, d_table_bwd<T>(k, order, roff, Jd, Vd, inp, bd, gyp, gCp, gWb, S, n, nk, Mp, R, b0, b1))   \
   }
   
 WSK_EXPORT(float, f32)
