@@ -137,8 +137,8 @@ def _lib():
         getattr(lib, f"wsk_sum_bwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 6 + [i64] * 5 + [ptr] * 4 + [c_int, i64]
         getattr(lib, f"wsk_shared_fwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 4 + [i64] * 5 + [ptr] * 2 + [i64]
         getattr(lib, f"wsk_shared_bwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 5 + [i64] * 4 + [ptr] * 2 + [i64]
-        getattr(lib, f"wsk_table_fwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 8 + [i64] * 7
-        getattr(lib, f"wsk_table_bwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 9 + [i64] * 6
+        getattr(lib, f"wsk_table_fwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 10 + [i64] * 7
+        getattr(lib, f"wsk_table_bwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 14 + [i64] * 7
         for name in ("sum_fwd", "sum_bwd", "shared_fwd", "shared_bwd", "table_fwd", "table_bwd"):
             getattr(lib, f"wsk_{name}_{suf}").restype = ctypes.c_int
     return lib
@@ -352,33 +352,40 @@ class _SharedSum(torch.autograd.Function):
 
 
 class _TableSum(torch.autograd.Function):
-    """:func:`native_shared_sum` in its lookup form (``basis.rows``)."""
+    """:func:`native_shared_sum` in its lookup form (``basis.rows``), on ``coef (B, n, m, nb)`` in
+    its own layout (padded per model inside the kernel); with ``nsp, nbp (B, Mp)`` the node affine
+    map in the same pass."""
 
     @staticmethod
-    def forward(ctx, Cp, Wbp, basis: SharedBasis, m: int):
+    def forward(ctx, coef, Wbp, nsp, nbp, basis: SharedBasis, Mp: int):
         rows = basis.rows
         S, n = basis.J.shape
-        B, Mp = Cp.shape[0], Cp.shape[-1]
-        y = Cp.new_empty(B, S, m)
+        B, m = coef.shape[0], coef.shape[-2]
+        y = coef.new_empty(B, S, m)
         bd = rows.base if Wbp is not None else None
-        _run(getattr(_lib(), f"wsk_table_fwd_{_DTYPES[Cp.dtype]}"), B, basis.k, _p(rows.idx), _p(rows.J), _p(rows.V),
-             _p(rows.inp), _p(bd), _p(Cp), _p(Wbp), _p(y), S, n, m, basis.nk, Mp, rows.num_rows)
-        ctx.basis, ctx.m, ctx.shape, ctx.base = basis, m, Cp.shape, Wbp is not None
+        _run(getattr(_lib(), f"wsk_table_fwd_{_DTYPES[coef.dtype]}"), B, basis.k, _p(rows.idx), _p(rows.J),
+             _p(rows.V), _p(rows.inp), _p(bd), _p(coef), _p(Wbp), _p(nsp), _p(nbp), _p(y), S, n, m, basis.nk, Mp,
+             rows.num_rows)
+        ctx.save_for_backward(coef, Wbp, nsp)
+        ctx.basis, ctx.Mp = basis, Mp
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        basis, m, shape = ctx.basis, ctx.m, ctx.shape
+        coef, Wbp, nsp = ctx.saved_tensors
+        basis, Mp = ctx.basis, ctx.Mp
         rows = basis.rows
         S, n = basis.J.shape
-        Mp = shape[-1]
+        B, m = coef.shape[0], coef.shape[-2]
         gyp = gy.contiguous() if Mp == m else torch.nn.functional.pad(gy, (0, Mp - m)).contiguous()
-        gCp = gy.new_zeros(shape)
-        gWbp = gy.new_zeros(shape[0], n, Mp) if ctx.base else None
-        _run(getattr(_lib(), f"wsk_table_bwd_{_DTYPES[gy.dtype]}"), shape[0], basis.k, _p(rows.order), _p(rows.off),
-             _p(rows.J), _p(rows.V), _p(rows.inp), _p(rows.base if ctx.base else None), _p(gyp), _p(gCp), _p(gWbp),
-             S, n, basis.nk, Mp, rows.num_rows)
-        return gCp, gWbp, None, None
+        gcoef = torch.empty_like(coef)
+        gWbp = None if Wbp is None else torch.zeros_like(Wbp)
+        gns = None if nsp is None else torch.zeros_like(nsp)
+        gnb = None if nsp is None else torch.zeros_like(nsp)
+        _run(getattr(_lib(), f"wsk_table_bwd_{_DTYPES[gy.dtype]}"), B, basis.k, _p(rows.order), _p(rows.off),
+             _p(rows.J), _p(rows.V), _p(rows.inp), _p(None if Wbp is None else rows.base), _p(coef), _p(Wbp), _p(nsp),
+             _p(gyp), _p(gcoef), _p(gWbp), _p(gns), _p(gnb), S, n, m, basis.nk, Mp, rows.num_rows)
+        return gcoef, gWbp, gns, gnb, None, None
 
 
 def padded_rows(coef: torch.Tensor, k: int) -> torch.Tensor:
@@ -391,7 +398,7 @@ def padded_rows(coef: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def _padded_outputs(w: torch.Tensor) -> torch.Tensor:
-    """``(B, n, m)`` -> ``(B, n, Mp)``, zero-padded to whole 64-byte vectors (differentiable)."""
+    """``(..., m)`` -> ``(..., Mp)``, zero-padded to whole 64-byte vectors (differentiable)."""
     return torch.nn.functional.pad(w, (0, -w.shape[-1] % (64 // w.element_size()))).contiguous()
 
 
@@ -425,17 +432,29 @@ def native_spline_sum(x: torch.Tensor, grid: torch.Tensor, coef: torch.Tensor, k
     return _SplineSum.apply(x.contiguous(), grid.detach().contiguous(), padded_rows(coef, k), Wbp, k, m, base_fun)
 
 
-def native_shared_sum(basis: SharedBasis, coef: torch.Tensor, base_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+def native_shared_sum(basis: SharedBasis, coef: torch.Tensor, base_weight: Optional[torch.Tensor] = None,
+                      node_scale: Optional[torch.Tensor] = None,
+                      node_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     r"""The same sum for inputs and a grid shared by every model, from their prepared local
     basis (:class:`SharedBasis`):
     :math:`y_{B,s,o} = \sum_{i,r} V_{s,i,r}\,\mathrm{coef}_{B,i,o,j_{s,i}-k+r}`, with
     ``base_weight`` also :math:`+ \sum_i \mathrm{base}_{s,i}\, \mathrm{base\_weight}_{B,i,o}`
-    (``basis.base``); differentiable in ``coef`` and ``base_weight``. The backward pass sums
-    each active coefficient row's gradient over the samples of its interval in registers and
-    stores it once.
+    (``basis.base``), and with ``node_scale`` and ``node_bias`` the layer's node affine map
+    :math:`\mathrm{node\_scale}_{B,o}\, y_{B,s,o} + \mathrm{node\_bias}_{B,o}` (the whole
+    layer); differentiable in all of them.
+
+    Two forms, chosen when the basis is built (:meth:`SharedBasis.from_local`):
+
+    * per sample: one pass over (model, sample, input) with the ``k+1`` active rows; the
+      backward pass sums each active coefficient row's gradient over the samples of its
+      interval in registers and stores it once;
+    * lookup (``basis.rows``, inputs with few distinct values): per model a table of every
+      distinct (input, value) pair's ``m`` outputs (node scale included), then one vector add
+      per (sample, input); the backward pass sums the output gradient over each pair's samples
+      and spreads it onto the pair's ``k+1`` rows. The node affine map costs nothing extra here.
 
     Shapes: ``coef (B, n, m, nb)`` (``nb = K - k - 1`` of the basis' grid), ``base_weight
-    (B, n, m)``; returns ``(B, s, m)``.
+    (B, n, m)``, ``node_scale, node_bias (B, m)``; returns ``(B, s, m)``.
     """
     n = basis.J.shape[1]
     if coef.shape[-1] != basis.nk - basis.k - 1 or coef.shape[-3] != n:
@@ -446,6 +465,16 @@ def native_shared_sum(basis: SharedBasis, coef: torch.Tensor, base_weight: Optio
                          f"and the shape {tuple(coef.shape[:3])}")
     if base_weight is not None and basis.rows is not None and basis.rows.base is None:
         raise ValueError("native_shared_sum: base_weight needs rows with base values (build the basis with base=)")
+    if (node_scale is None) != (node_bias is None):
+        raise ValueError("native_shared_sum: give node_scale and node_bias together")
+    B, m = coef.shape[0], coef.shape[-2]
+    for name, t in (("node_scale", node_scale), ("node_bias", node_bias)):
+        if t is not None and tuple(t.shape) != (B, m):
+            raise ValueError(f"native_shared_sum: {name} must have shape {(B, m)}, got {tuple(t.shape)}")
     Wbp = None if base_weight is None else _padded_outputs(base_weight)
-    fn = _SharedSum if basis.rows is None else _TableSum
-    return fn.apply(padded_rows(coef, basis.k), Wbp, basis, coef.shape[-2])
+    if basis.rows is None:
+        y = _SharedSum.apply(padded_rows(coef, basis.k), Wbp, basis, m)
+        return y if node_scale is None else node_scale.unsqueeze(-2) * y + node_bias.unsqueeze(-2)
+    nsp, nbp = (None, None) if node_scale is None else (_padded_outputs(node_scale), _padded_outputs(node_bias))
+    Mp = m + (-m % (64 // coef.element_size()))
+    return _TableSum.apply(coef.contiguous(), Wbp, nsp, nbp, basis, Mp)

@@ -85,8 +85,9 @@ class FastForward:
             eff = (layer.mask * layer.scale_sp).unsqueeze(-1) * layer.coef  # (B, n, m, nb)
             effb = layer.mask * layer.scale_base
             if self.native:
-                if idx is None:  # one pass over (model, sample, input) with the k+1 active rows
-                    y = _native.native_shared_sum(self.local, eff, base_weight=effb)
+                if idx is None:  # one compiled pass, the node affine map included
+                    h = _native.native_shared_sum(self.local, eff, base_weight=effb, node_scale=layer.node_scale,
+                                                  node_bias=layer.node_bias)
                 else:
                     y = local_spline_sum(x[idx], layer.grid, eff, model.k[0]) + torch.bmm(self.base[idx], effb)
             elif idx is None:
@@ -97,7 +98,8 @@ class FastForward:
                 y = rearrange(y, "s (B o) -> B s o", B=B).contiguous()
             else:
                 y = torch.bmm(self.basis[idx], rearrange(eff, "B i o b -> B (i b) o")) + torch.bmm(self.base[idx], effb)
-            h = layer.node_scale.unsqueeze(-2) * y + layer.node_bias.unsqueeze(-2)
+            if not (self.native and idx is None):
+                h = layer.node_scale.unsqueeze(-2) * y + layer.node_bias.unsqueeze(-2)
         else:
             h = layer_forward(w, 0, x.expand(B, *x.shape) if idx is None else x[idx])
         for l in range(1, model.depth):

@@ -62,6 +62,7 @@ inline double hsum(vf64 w) {
 }
 
 constexpr int64_t SB = 32;  // samples per block
+constexpr int64_t SBG = 64;  // samples per block of the grouped backward
 
 // The k+1 cardinal B-spline pieces N^K_r(f) (v) and their f-derivatives N^{K-1}_{r-1} - N^{K-1}_r
 // (dv), for a scalar or a vector f: closed forms for K <= 3, the uniform Cox--de Boor recursion of
@@ -476,18 +477,75 @@ inline void backward_block(const JT* J, const T* V, const T* D, const T* cb, con
   }
 }
 
+// The same backward for outputs that fit one vector (Mp == L: the zoos' hidden layers), with the
+// samples of every input grouped by interval first (a counting sort of the block), so that each
+// group keeps its k+1 coefficient rows (and the base weights) in registers for the input
+// gradient, and sums its k+1 gradient rows (and the base weights' gradient, over the whole
+// block) in registers, storing each once per group instead of once per sample: measured on the
+// zoo's hidden layer, the per-sample read-modify-writes and row loads bound the plain backward.
+// gyp: the block's gy rows, zero-padded to Mp (sb, Mp); ord, cnt: scratch of sb P and P entries.
+template <typename T, int K, bool BASE, typename JT>
+inline void backward_block_grouped(const JT* J, const T* V, const T* D, const T* cb, const T* gyp, T* gxb, T* gcb,
+                                   int64_t sb, int64_t n, int64_t P, const T* bq, const T* dbq, const T* wb, T* gwb,
+                                   int32_t* ord, int32_t* cnt) {
+  typedef typename VT<T>::v vec;
+  constexpr int L = VT<T>::L;
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < P; ++j) cnt[j] = 0;
+    for (int64_t q = 0; q < sb; ++q) {  // one pass: group j's samples at ord[j * sb : j * sb + cnt[j]]
+      const int64_t j = J[q * n + i];
+      ord[j * sb + cnt[j]++] = int32_t(q);
+    }
+    vec accb = vzero<T>();
+    const vec wv = BASE ? vload<T>(wb + i * L) : vzero<T>();
+    for (int64_t j = 0; j < P; ++j) {
+      if (!cnt[j]) continue;
+      int64_t t = j * sb;
+      const int64_t end = t + cnt[j];
+      const T* rows = cb + (i * P + j) * L;
+      vec crow[K + 1], acc[K + 1];
+      for (int r = 0; r <= K; ++r) {
+        crow[r] = vload<T>(rows + r * L);
+        acc[r] = vzero<T>();
+      }
+      for (; t < end; ++t) {
+        const int64_t q = ord[t];
+        const vec g = vload<T>(gyp + q * L);
+        if (gxb) {
+          vec u = vzero<T>();
+          for (int r = 0; r <= K; ++r) u += D[at<K, true>(q, i, r, n)] * crow[r];
+          if (BASE) u += dbq[q * n + i] * wv;
+          gxb[q * n + i] = hsum(u * g);
+        }
+        for (int r = 0; r <= K; ++r) acc[r] += V[at<K, true>(q, i, r, n)] * g;
+        if (BASE) accb += bq[q * n + i] * g;
+      }
+      if (gcb) {
+        T* grow = gcb + (i * P + j) * L;
+        for (int r = 0; r <= K; ++r) vstore<T>(grow + r * L, vload<T>(grow + r * L) + acc[r]);
+      }
+    }
+    if (BASE) vstore<T>(gwb + i * L, vload<T>(gwb + i * L) + accb);
+  }
+}
+
 template <typename T, int K, bool BASE>
 void sum_bwd_t(const T* x, const T* grid, const T* Cp, const T* gy, T* gx, T* gCp, int64_t S, int64_t n, int64_t m,
                int64_t nk, int64_t Mp, int64_t b0, int64_t b1, const T* xb, const T* dxb, const T* Wb, T* gWb,
                int silu) {
   const int64_t P = nk + K - 1;
-  std::vector<typename VT<T>::I> J(SB * n);
-  std::vector<T> V(SB * n * (K + 1)), D(SB * n * (K + 1)), gpad(Mp), sv(silu ? SB * n : 0), sd(silu ? SB * n : 0);
+  // outputs in one vector: the grouped backward, on larger blocks (more samples per group)
+  const bool grouped = m > 1 && Mp == VT<T>::L && gCp;
+  const int64_t SBk = grouped ? SBG : SB;
+  std::vector<typename VT<T>::I> J(SBk * n);
+  std::vector<T> V(SBk * n * (K + 1)), D(SBk * n * (K + 1)), gpad(grouped ? SBk * Mp : Mp);
+  std::vector<T> sv(silu ? SBk * n : 0), sd(silu ? SBk * n : 0);
+  std::vector<int32_t> ord(grouped ? SBk * P : 0), cnt(grouped ? P : 0);
   Knots<T> kn;
   for (int64_t b = b0; b < b1; ++b) {
     kn.load(grid + b * n * nk, n, nk);
-    for (int64_t s0 = 0; s0 < S; s0 += SB) {
-      const int64_t sb = S - s0 < SB ? S - s0 : SB;
+    for (int64_t s0 = 0; s0 < S; s0 += SBk) {
+      const int64_t sb = S - s0 < SBk ? S - s0 : SBk;
       basis_block<T, K>(x + b * S * n, grid + b * n * nk, kn, n, nk, s0, sb, J.data(), V.data(),
                         gx ? D.data() : nullptr);
       const T* bq = BASE ? xb + (b * S + s0) * n : nullptr;
@@ -499,7 +557,12 @@ void sum_bwd_t(const T* x, const T* grid, const T* Cp, const T* gy, T* gx, T* gC
       }
       const T* wb = BASE ? Wb + b * n * Mp : nullptr;
       T* gwb = BASE ? gWb + b * n * Mp : nullptr;
-      if (m == 1)
+      if (grouped) {
+        for (int64_t q = 0; q < sb; ++q) load_padded<T>(gy + (b * S + s0 + q) * m, m, Mp, gpad.data() + q * Mp);
+        backward_block_grouped<T, K, BASE>(J.data(), V.data(), D.data(), Cp + b * n * P * Mp, gpad.data(),
+                                           gx ? gx + (b * S + s0) * n : nullptr, gCp + b * n * P * Mp, sb, n, P, bq,
+                                           dbq, wb, gwb, ord.data(), cnt.data());
+      } else if (m == 1)
         backward_block_m1<T, K, BASE>(J.data(), V.data(), D.data(), Cp + b * n * P * Mp, gy + b * S + s0,
                                       gx ? gx + (b * S + s0) * n : nullptr, gCp ? gCp + b * n * P * Mp : nullptr, sb,
                                       n, P, Mp, bq, dbq, wb, gwb);
@@ -617,33 +680,65 @@ void shared_bwd(const int32_t* order, const T* Vs, const int64_t* off, const T* 
 // Vd (R, K+1) and base value bd[r]; idx (S, n) gives each (sample, input) its row. Per model the
 // table Tb[r] = sum_p Vd[r, p] Cp[inp[r], Jd[r] + p] + bd[r] Wb[inp[r]] (R, Mp) is built in a
 // thread-local buffer, then y[s] = sum_i Tb[idx[s, i]]: (K+2) R vector FMAs and S n vector adds
-// per model instead of (K+2) S n vector FMAs.
+// per model instead of (K+2) S n vector FMAs. The coefficients come in their own layout C (B, n, m,
+// nb) and are padded per model in a buffer (no padded copy of the whole batch). With the node
+// affine map ns, nb (B, Mp) (both or neither) the output is ns y[s] + nb, by scaling the table and
+// starting the sum at nb (one pass over the output instead of three).
+// One model's coefficients coef (n, m, nb) as padded rows (n, P, Mp) (the layout of Cp above), in
+// a caller's buffer, and the adjoint: gcoef (n, m, nb) = the unpadded part of gCp (n, P, Mp).
 template <typename T, int K>
-void table_fwd(const int32_t* idx, const int32_t* Jd, const T* Vd, const int32_t* inp, const T* bd, const T* Cp,
-               const T* Wb, T* y, int64_t S, int64_t n, int64_t m, int64_t nk, int64_t Mp, int64_t R, int64_t b0,
-               int64_t b1) {
+inline void pad_rows(const T* coef, T* Cp, int64_t n, int64_t m, int64_t nb, int64_t Mp) {
+  const int64_t P = nb + 2 * K;
+  std::memset(Cp, 0, sizeof(T) * n * P * Mp);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t o = 0; o < m; ++o)
+      for (int64_t p = 0; p < nb; ++p) Cp[(i * P + p + K) * Mp + o] = coef[(i * m + o) * nb + p];
+}
+template <typename T, int K>
+inline void unpad_rows(const T* gCp, T* gcoef, int64_t n, int64_t m, int64_t nb, int64_t Mp) {
+  const int64_t P = nb + 2 * K;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t o = 0; o < m; ++o)
+      for (int64_t p = 0; p < nb; ++p) gcoef[(i * m + o) * nb + p] = gCp[(i * P + p + K) * Mp + o];
+}
+
+template <typename T, int K>
+inline void table_build(const int32_t* Jd, const T* Vd, const int32_t* inp, const T* bd, const T* cb, const T* wb,
+                        const T* nsb, T* Tb, int64_t nk, int64_t Mp, int64_t R) {
   typedef typename VT<T>::v vec;
   constexpr int L = VT<T>::L;
   const int64_t P = nk + K - 1, nv = Mp / L;
-  std::vector<T> Tb(R * Mp);
-  for (int64_t b = b0; b < b1; ++b) {
-    const T* cb = Cp + b * n * P * Mp;
-    const T* wb = bd ? Wb + b * n * Mp : nullptr;
-    for (int64_t r = 0; r < R; ++r) {
-      const T* row = cb + (int64_t(inp[r]) * P + Jd[r]) * Mp;
-      for (int64_t c = 0; c < nv; ++c) {
-        vec a = vzero<T>();
-        for (int p = 0; p <= K; ++p) a += Vd[r * (K + 1) + p] * vload<T>(row + p * Mp + c * L);
-        if (bd) a += bd[r] * vload<T>(wb + int64_t(inp[r]) * Mp + c * L);
-        vstore<T>(Tb.data() + r * Mp + c * L, a);
-      }
+  for (int64_t r = 0; r < R; ++r) {
+    const T* row = cb + (int64_t(inp[r]) * P + Jd[r]) * Mp;
+    for (int64_t c = 0; c < nv; ++c) {
+      vec a = vzero<T>();
+      for (int p = 0; p <= K; ++p) a += Vd[r * (K + 1) + p] * vload<T>(row + p * Mp + c * L);
+      if (bd) a += bd[r] * vload<T>(wb + int64_t(inp[r]) * Mp + c * L);
+      if (nsb) a *= vload<T>(nsb + c * L);
+      vstore<T>(Tb + r * Mp + c * L, a);
     }
+  }
+}
+
+template <typename T, int K>
+void table_fwd(const int32_t* idx, const int32_t* Jd, const T* Vd, const int32_t* inp, const T* bd, const T* C,
+               const T* Wb, const T* ns, const T* nb, T* y, int64_t S, int64_t n, int64_t m, int64_t nk, int64_t Mp,
+               int64_t R, int64_t b0, int64_t b1) {
+  typedef typename VT<T>::v vec;
+  constexpr int L = VT<T>::L;
+  const int64_t P = nk + K - 1, nv = Mp / L, nbf = nk - K - 1;
+  std::vector<T> Tb(R * Mp), Cp(n * P * Mp);
+  for (int64_t b = b0; b < b1; ++b) {
+    pad_rows<T, K>(C + b * n * m * nbf, Cp.data(), n, m, nbf, Mp);
+    table_build<T, K>(Jd, Vd, inp, bd, Cp.data(), bd ? Wb + b * n * Mp : nullptr, ns ? ns + b * Mp : nullptr,
+                      Tb.data(), nk, Mp, R);
     const T* tb = Tb.data();
     for (int64_t s = 0; s < S; ++s) {
       const int32_t* ir = idx + s * n;
       T* ys = y + (b * S + s) * m;
       for (int64_t c = 0; c < nv; ++c) {
-        vec a0 = vzero<T>(), a1 = vzero<T>(), a2 = vzero<T>(), a3 = vzero<T>();  // four add chains
+        vec a0 = nb ? vload<T>(nb + b * Mp + c * L) : vzero<T>(), a1 = vzero<T>(), a2 = vzero<T>(),
+            a3 = vzero<T>();  // four add chains
         int64_t i = 0;
         for (; i + 3 < n; i += 4) {
           a0 += vload<T>(tb + int64_t(ir[i]) * Mp + c * L);
@@ -662,20 +757,29 @@ void table_fwd(const int32_t* idx, const int32_t* Jd, const T* Vd, const int32_t
 }
 
 // Its backward: order (S n) lists the samples of row r at [roff[r], roff[r+1]); the row's
-// gradient gT[r] = sum of gyp over them (gyp (B, S, Mp)) is summed in registers, then spread onto
-// its K+1 coefficient rows and its base weight: gCp[inp, Jd + p] += Vd[r, p] gT[r], gWb[inp] +=
-// bd[r] gT[r] (accumulated into).
+// output gradient sum gs[r] = sum of gyp over them (gyp (B, S, Mp)) is summed in registers, then
+// (times ns) spread onto its K+1 coefficient rows (a per-model buffer of padded rows, written out
+// to gC (B, n, m, nb) at the end) and its base weight: gCp[inp, Jd + p] += Vd[r, p] ns gs[r],
+// gWb[inp] += bd[r] ns gs[r] (gWb accumulated into). With the node map also
+// gns += Tb[r] gs[r] (the unscaled table, rebuilt here) and gnb += gs[r] over the rows of input 0
+// (every sample has one row per input).
 template <typename T, int K>
 void table_bwd(const int32_t* order, const int64_t* roff, const int32_t* Jd, const T* Vd, const int32_t* inp,
-               const T* bd, const T* gyp, T* gCp, T* gWb, int64_t S, int64_t n, int64_t nk, int64_t Mp, int64_t R,
-               int64_t b0, int64_t b1) {
+               const T* bd, const T* C, const T* Wb, const T* ns, const T* gyp, T* gC, T* gWb, T* gns, T* gnb,
+               int64_t S, int64_t n, int64_t m, int64_t nk, int64_t Mp, int64_t R, int64_t b0, int64_t b1) {
   typedef typename VT<T>::v vec;
   constexpr int L = VT<T>::L;
-  const int64_t P = nk + K - 1, nv = Mp / L;
+  const int64_t P = nk + K - 1, nv = Mp / L, nbf = nk - K - 1;
+  std::vector<T> Tb(ns ? R * Mp : 0), Cp(ns ? n * P * Mp : 0), gCp(n * P * Mp);
   for (int64_t b = b0; b < b1; ++b) {
     const T* gb = gyp + b * S * Mp;
-    T* gcb = gCp + b * n * P * Mp;
+    T* gcb = gCp.data();
+    std::memset(gcb, 0, sizeof(T) * n * P * Mp);
     T* gwb = bd ? gWb + b * n * Mp : nullptr;
+    if (ns) {
+      pad_rows<T, K>(C + b * n * m * nbf, Cp.data(), n, m, nbf, Mp);
+      table_build<T, K>(Jd, Vd, inp, bd, Cp.data(), bd ? Wb + b * n * Mp : nullptr, nullptr, Tb.data(), nk, Mp, R);
+    }
     for (int64_t r = 0; r < R; ++r) {
       const int64_t t0 = roff[r], t1 = roff[r + 1];
       T* row = gcb + (int64_t(inp[r]) * P + Jd[r]) * Mp;
@@ -689,7 +793,16 @@ void table_bwd(const int32_t* order, const int64_t* roff, const int32_t* Jd, con
           a3 += vload<T>(gb + int64_t(order[t + 3]) * Mp + c * L);
         }
         for (; t < t1; ++t) a0 += vload<T>(gb + int64_t(order[t]) * Mp + c * L);
-        const vec g = (a0 + a1) + (a2 + a3);
+        vec g = (a0 + a1) + (a2 + a3);
+        if (ns) {
+          T* q = gns + b * Mp + c * L;
+          vstore<T>(q, vload<T>(q) + vload<T>(Tb.data() + r * Mp + c * L) * g);
+          if (inp[r] == 0) {
+            q = gnb + b * Mp + c * L;
+            vstore<T>(q, vload<T>(q) + g);
+          }
+          g *= vload<T>(ns + b * Mp + c * L);
+        }
         for (int p = 0; p <= K; ++p) {
           T* q = row + p * Mp + c * L;
           vstore<T>(q, vload<T>(q) + Vd[r * (K + 1) + p] * g);
@@ -700,6 +813,7 @@ void table_bwd(const int32_t* order, const int64_t* roff, const int32_t* Jd, con
         }
       }
     }
+    unpad_rows<T, K>(gcb, gC + b * n * m * nbf, n, m, nbf, Mp);
   }
 }
 
@@ -750,20 +864,20 @@ int d_shared_bwd(int k, const int32_t* order, const T* Vs, const int64_t* off, c
 
 template <typename T>
 int d_table_fwd(int k, const int32_t* idx, const int32_t* Jd, const T* Vd, const int32_t* inp, const T* bd,
-                const T* Cp, const T* Wb, T* y, int64_t S, int64_t n, int64_t m, int64_t nk, int64_t Mp, int64_t R,
-                int64_t b0, int64_t b1) {
+                const T* C, const T* Wb, const T* ns, const T* nb, T* y, int64_t S, int64_t n, int64_t m, int64_t nk,
+                int64_t Mp, int64_t R, int64_t b0, int64_t b1) {
   if (check<T>(m, Mp)) return -2;
-  if (bd && !Wb) return -3;
-  WSK_CASES(table_fwd, idx, Jd, Vd, inp, bd, Cp, Wb, y, S, n, m, nk, Mp, R, b0, b1)
+  if ((bd && !Wb) || (!ns != !nb)) return -3;
+  WSK_CASES(table_fwd, idx, Jd, Vd, inp, bd, C, Wb, ns, nb, y, S, n, m, nk, Mp, R, b0, b1)
 }
 
 template <typename T>
 int d_table_bwd(int k, const int32_t* order, const int64_t* roff, const int32_t* Jd, const T* Vd, const int32_t* inp,
-                const T* bd, const T* gyp, T* gCp, T* gWb, int64_t S, int64_t n, int64_t nk, int64_t Mp, int64_t R,
-                int64_t b0, int64_t b1) {
-  if (check<T>(Mp, Mp)) return -2;
-  if (bd && !gWb) return -3;
-  WSK_CASES(table_bwd, order, roff, Jd, Vd, inp, bd, gyp, gCp, gWb, S, n, nk, Mp, R, b0, b1)
+                const T* bd, const T* C, const T* Wb, const T* ns, const T* gyp, T* gC, T* gWb, T* gns, T* gnb,
+                int64_t S, int64_t n, int64_t m, int64_t nk, int64_t Mp, int64_t R, int64_t b0, int64_t b1) {
+  if (check<T>(m, Mp)) return -2;
+  if ((bd && !(gWb && Wb)) || (ns && !(gns && gnb))) return -3;
+  WSK_CASES(table_bwd, order, roff, Jd, Vd, inp, bd, C, Wb, ns, gyp, gC, gWb, gns, gnb, S, n, m, nk, Mp, R, b0, b1)
 }
 
 }  // namespace
@@ -810,16 +924,18 @@ int d_table_bwd(int k, const int32_t* order, const int64_t* roff, const int32_t*
     WSK_PARALLEL(B, d_shared_bwd<T>(k, order, Vs, off, gyp, gCp, S, n, nk, Mp, b0, b1, xb, gWb))               \
   }                                                                                                            \
   extern "C" int wsk_table_fwd_##SUF(int nt, int k, const int32_t* idx, const int32_t* Jd, const T* Vd,        \
-                                     const int32_t* inp, const T* bd, const T* Cp, const T* Wb, T* y,         \
-                                     int64_t S, int64_t n, int64_t m, int64_t nk, int64_t Mp, int64_t R,      \
-                                     int64_t B) {                                                             \
-    WSK_PARALLEL(B, d_table_fwd<T>(k, idx, Jd, Vd, inp, bd, Cp, Wb, y, S, n, m, nk, Mp, R, b0, b1))            \
+                                     const int32_t* inp, const T* bd, const T* C, const T* Wb, const T* ns,   \
+                                     const T* nb, T* y, int64_t S, int64_t n, int64_t m, int64_t nk,          \
+                                     int64_t Mp, int64_t R, int64_t B) {                                      \
+    WSK_PARALLEL(B, d_table_fwd<T>(k, idx, Jd, Vd, inp, bd, C, Wb, ns, nb, y, S, n, m, nk, Mp, R, b0, b1))    \
   }                                                                                                            \
   extern "C" int wsk_table_bwd_##SUF(int nt, int k, const int32_t* order, const int64_t* roff,                 \
                                      const int32_t* Jd, const T* Vd, const int32_t* inp, const T* bd,         \
-                                     const T* gyp, T* gCp, T* gWb, int64_t S, int64_t n, int64_t nk,          \
-                                     int64_t Mp, int64_t R, int64_t B) {                                      \
-    WSK_PARALLEL(B, d_table_bwd<T>(k, order, roff, Jd, Vd, inp, bd, gyp, gCp, gWb, S, n, nk, Mp, R, b0, b1))   \
+                                     const T* C, const T* Wb, const T* ns, const T* gyp, T* gC, T* gWb,       \
+                                     T* gns, T* gnb, int64_t S, int64_t n, int64_t m, int64_t nk, int64_t Mp, \
+                                     int64_t R, int64_t B) {                                                  \
+    WSK_PARALLEL(B, d_table_bwd<T>(k, order, roff, Jd, Vd, inp, bd, C, Wb, ns, gyp, gC, gWb, gns, gnb, S, n,   \
+                                   m, nk, Mp, R, b0, b1))                                                     \
   }
   
 WSK_EXPORT(float, f32)
