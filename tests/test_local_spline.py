@@ -533,6 +533,47 @@ def test_native_lookup_form_matches_the_per_sample_form(k, G, n, m, B, levels, b
 
 
 @needs_native
+@settings(max_examples=examples(8))
+@given(k=st.integers(1, 5), m=st.sampled_from([1, 7, 16, 20]), lookup=st.booleans(), seed=st.integers(0, 2**31 - 1),
+       dtype=st.sampled_from([torch.float64, torch.float32]))
+def test_native_shared_sum_edge_scale_and_node_map_match_torch(k, m, lookup, seed, dtype):
+    """``spline_scale`` and the node affine map (fused into the lookup kernels, applied by torch in
+    the per-sample form) against the plain sum scaled and shifted by torch: values and the
+    gradients of every argument (coefficients, base weights, edge scales, node scale and bias)."""
+    G, n, B = 4, 5, 2
+    gen = torch.Generator().manual_seed(seed)
+    grid = uniform_grid(n, G, k, (-1.0, 1.5), dtype=dtype)
+    x = _quantised(grid, [3] * n, 40, seed)
+    first, values, _ = local_basis(x, grid, k)
+    basis = _native.SharedBasis.from_local(first, values, k, grid.shape[-1], base=torch.nn.functional.silu(x), x=x,
+                                           lookup=lookup)
+    assert (basis.rows is not None) == lookup
+    args = [torch.randn(B, n, m, G + k, generator=gen, dtype=dtype), torch.randn(B, n, m, generator=gen, dtype=dtype),
+            torch.randn(B, n, m, generator=gen, dtype=dtype), torch.rand(B, m, generator=gen, dtype=dtype) + 0.5,
+            torch.randn(B, m, generator=gen, dtype=dtype)]
+    args = [a.requires_grad_(True) for a in args]
+    coef, wb, sc, ns, nb = args
+    got = _native.native_shared_sum(basis, coef, base_weight=wb, spline_scale=sc, node_scale=ns, node_bias=nb)
+    plain = _native.native_shared_sum(_native.SharedBasis.from_local(first, values, k, grid.shape[-1],
+                                                                     base=torch.nn.functional.silu(x)),
+                                      sc.unsqueeze(-1) * coef, base_weight=wb)
+    ref = ns.unsqueeze(-2) * plain + nb.unsqueeze(-2)
+    g_up = torch.randn(got.shape, generator=gen, dtype=dtype)
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    scale = ref.detach().abs().max().item() + 1.0
+    assert torch.allclose(got, ref, rtol=0, atol=tol * scale)
+    for name, a, b in zip(("coef", "base_weight", "spline_scale", "node_scale", "node_bias"),
+                          torch.autograd.grad(got, args, g_up), torch.autograd.grad(ref, args, g_up)):
+        assert torch.allclose(a, b, rtol=0, atol=tol * (b.abs().max().item() + 1.0) * 10), name
+    # negative twin: a node scale left out changes the values
+    assert (_native.native_shared_sum(basis, coef, base_weight=wb, spline_scale=sc) - ref).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="together"):
+        _native.native_shared_sum(basis, coef, node_scale=ns)
+    with pytest.raises(ValueError, match="spline_scale must have shape"):
+        _native.native_shared_sum(basis, coef, spline_scale=sc[:, :1])
+
+
+@needs_native
 def test_native_lookup_form_negative_twin_and_choice():
     """The check can fail: rows built from other inputs (the samples in another order) give other
     values. ``lookup=None`` takes the lookup form only where the distinct pairs are at most half

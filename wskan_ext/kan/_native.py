@@ -137,8 +137,8 @@ def _lib():
         getattr(lib, f"wsk_sum_bwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 6 + [i64] * 5 + [ptr] * 4 + [c_int, i64]
         getattr(lib, f"wsk_shared_fwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 4 + [i64] * 5 + [ptr] * 2 + [i64]
         getattr(lib, f"wsk_shared_bwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 5 + [i64] * 4 + [ptr] * 2 + [i64]
-        getattr(lib, f"wsk_table_fwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 10 + [i64] * 7
-        getattr(lib, f"wsk_table_bwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 14 + [i64] * 7
+        getattr(lib, f"wsk_table_fwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 11 + [i64] * 7
+        getattr(lib, f"wsk_table_bwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 16 + [i64] * 7
         for name in ("sum_fwd", "sum_bwd", "shared_fwd", "shared_bwd", "table_fwd", "table_bwd"):
             getattr(lib, f"wsk_{name}_{suf}").restype = ctypes.c_int
     return lib
@@ -353,39 +353,40 @@ class _SharedSum(torch.autograd.Function):
 
 class _TableSum(torch.autograd.Function):
     """:func:`native_shared_sum` in its lookup form (``basis.rows``), on ``coef (B, n, m, nb)`` in
-    its own layout (padded per model inside the kernel); with ``nsp, nbp (B, Mp)`` the node affine
-    map in the same pass."""
+    its own layout, times ``sc (B, n, m)`` if given (padded and scaled per model inside the
+    kernel); with ``nsp, nbp (B, Mp)`` the node affine map in the same pass."""
 
     @staticmethod
-    def forward(ctx, coef, Wbp, nsp, nbp, basis: SharedBasis, Mp: int):
+    def forward(ctx, coef, sc, Wbp, nsp, nbp, basis: SharedBasis, Mp: int):
         rows = basis.rows
         S, n = basis.J.shape
         B, m = coef.shape[0], coef.shape[-2]
         y = coef.new_empty(B, S, m)
         bd = rows.base if Wbp is not None else None
         _run(getattr(_lib(), f"wsk_table_fwd_{_DTYPES[coef.dtype]}"), B, basis.k, _p(rows.idx), _p(rows.J),
-             _p(rows.V), _p(rows.inp), _p(bd), _p(coef), _p(Wbp), _p(nsp), _p(nbp), _p(y), S, n, m, basis.nk, Mp,
-             rows.num_rows)
-        ctx.save_for_backward(coef, Wbp, nsp)
+             _p(rows.V), _p(rows.inp), _p(bd), _p(coef), _p(sc), _p(Wbp), _p(nsp), _p(nbp), _p(y), S, n, m, basis.nk,
+             Mp, rows.num_rows)
+        ctx.save_for_backward(coef, sc, Wbp, nsp)
         ctx.basis, ctx.Mp = basis, Mp
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        coef, Wbp, nsp = ctx.saved_tensors
+        coef, sc, Wbp, nsp = ctx.saved_tensors
         basis, Mp = ctx.basis, ctx.Mp
         rows = basis.rows
         S, n = basis.J.shape
         B, m = coef.shape[0], coef.shape[-2]
         gyp = gy.contiguous() if Mp == m else torch.nn.functional.pad(gy, (0, Mp - m)).contiguous()
         gcoef = torch.empty_like(coef)
+        gsc = None if sc is None else torch.empty_like(sc)
         gWbp = None if Wbp is None else torch.zeros_like(Wbp)
         gns = None if nsp is None else torch.zeros_like(nsp)
         gnb = None if nsp is None else torch.zeros_like(nsp)
         _run(getattr(_lib(), f"wsk_table_bwd_{_DTYPES[gy.dtype]}"), B, basis.k, _p(rows.order), _p(rows.off),
-             _p(rows.J), _p(rows.V), _p(rows.inp), _p(None if Wbp is None else rows.base), _p(coef), _p(Wbp), _p(nsp),
-             _p(gyp), _p(gcoef), _p(gWbp), _p(gns), _p(gnb), S, n, m, basis.nk, Mp, rows.num_rows)
-        return gcoef, gWbp, gns, gnb, None, None
+             _p(rows.J), _p(rows.V), _p(rows.inp), _p(None if Wbp is None else rows.base), _p(coef), _p(sc), _p(Wbp),
+             _p(nsp), _p(gyp), _p(gcoef), _p(gsc), _p(gWbp), _p(gns), _p(gnb), S, n, m, basis.nk, Mp, rows.num_rows)
+        return gcoef, gsc, gWbp, gns, gnb, None, None
 
 
 def padded_rows(coef: torch.Tensor, k: int) -> torch.Tensor:
@@ -433,13 +434,16 @@ def native_spline_sum(x: torch.Tensor, grid: torch.Tensor, coef: torch.Tensor, k
 
 
 def native_shared_sum(basis: SharedBasis, coef: torch.Tensor, base_weight: Optional[torch.Tensor] = None,
-                      node_scale: Optional[torch.Tensor] = None,
-                      node_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+                      node_scale: Optional[torch.Tensor] = None, node_bias: Optional[torch.Tensor] = None,
+                      spline_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
     r"""The same sum for inputs and a grid shared by every model, from their prepared local
     basis (:class:`SharedBasis`):
     :math:`y_{B,s,o} = \sum_{i,r} V_{s,i,r}\,\mathrm{coef}_{B,i,o,j_{s,i}-k+r}`, with
     ``base_weight`` also :math:`+ \sum_i \mathrm{base}_{s,i}\, \mathrm{base\_weight}_{B,i,o}`
-    (``basis.base``), and with ``node_scale`` and ``node_bias`` the layer's node affine map
+    (``basis.base``), with ``spline_scale`` every edge's spline times its scale
+    (:math:`\mathrm{coef}_{B,i,o,\cdot}` replaced by
+    :math:`\mathrm{spline\_scale}_{B,i,o}\,\mathrm{coef}_{B,i,o,\cdot}`, a KAN layer's
+    ``mask * scale_sp``), and with ``node_scale`` and ``node_bias`` the layer's node affine map
     :math:`\mathrm{node\_scale}_{B,o}\, y_{B,s,o} + \mathrm{node\_bias}_{B,o}` (the whole
     layer); differentiable in all of them.
 
@@ -451,10 +455,11 @@ def native_shared_sum(basis: SharedBasis, coef: torch.Tensor, base_weight: Optio
     * lookup (``basis.rows``, inputs with few distinct values): per model a table of every
       distinct (input, value) pair's ``m`` outputs (node scale included), then one vector add
       per (sample, input); the backward pass sums the output gradient over each pair's samples
-      and spreads it onto the pair's ``k+1`` rows. The node affine map costs nothing extra here.
+      and spreads it onto the pair's ``k+1`` rows. The spline scale and the node affine map
+      cost nothing extra here (the coefficients are scaled per model inside the kernel).
 
-    Shapes: ``coef (B, n, m, nb)`` (``nb = K - k - 1`` of the basis' grid), ``base_weight
-    (B, n, m)``, ``node_scale, node_bias (B, m)``; returns ``(B, s, m)``.
+    Shapes: ``coef (B, n, m, nb)`` (``nb = K - k - 1`` of the basis' grid), ``base_weight,
+    spline_scale (B, n, m)``, ``node_scale, node_bias (B, m)``; returns ``(B, s, m)``.
     """
     n = basis.J.shape[1]
     if coef.shape[-1] != basis.nk - basis.k - 1 or coef.shape[-3] != n:
@@ -468,13 +473,16 @@ def native_shared_sum(basis: SharedBasis, coef: torch.Tensor, base_weight: Optio
     if (node_scale is None) != (node_bias is None):
         raise ValueError("native_shared_sum: give node_scale and node_bias together")
     B, m = coef.shape[0], coef.shape[-2]
-    for name, t in (("node_scale", node_scale), ("node_bias", node_bias)):
-        if t is not None and tuple(t.shape) != (B, m):
-            raise ValueError(f"native_shared_sum: {name} must have shape {(B, m)}, got {tuple(t.shape)}")
+    for name, t, shape in (("node_scale", node_scale, (B, m)), ("node_bias", node_bias, (B, m)),
+                           ("spline_scale", spline_scale, tuple(coef.shape[:3]))):
+        if t is not None and tuple(t.shape) != shape:
+            raise ValueError(f"native_shared_sum: {name} must have shape {shape}, got {tuple(t.shape)}")
     Wbp = None if base_weight is None else _padded_outputs(base_weight)
     if basis.rows is None:
-        y = _SharedSum.apply(padded_rows(coef, basis.k), Wbp, basis, m)
+        eff = coef if spline_scale is None else spline_scale.unsqueeze(-1) * coef
+        y = _SharedSum.apply(padded_rows(eff, basis.k), Wbp, basis, m)
         return y if node_scale is None else node_scale.unsqueeze(-2) * y + node_bias.unsqueeze(-2)
     nsp, nbp = (None, None) if node_scale is None else (_padded_outputs(node_scale), _padded_outputs(node_bias))
+    sc = None if spline_scale is None else spline_scale.contiguous()
     Mp = m + (-m % (64 // coef.element_size()))
-    return _TableSum.apply(coef.contiguous(), Wbp, nsp, nbp, basis, Mp)
+    return _TableSum.apply(coef.contiguous(), sc, Wbp, nsp, nbp, basis, Mp)

@@ -82,23 +82,23 @@ class FastForward:
         acts = [x.expand(B, *x.shape) if idx is None else x[idx]] if hidden else None
         if self.shared:
             layer = model.layers[0]
-            eff = (layer.mask * layer.scale_sp).unsqueeze(-1) * layer.coef  # (B, n, m, nb)
             effb = layer.mask * layer.scale_base
-            if self.native:
-                if idx is None:  # one compiled pass, the node affine map included
-                    h = _native.native_shared_sum(self.local, eff, base_weight=effb, node_scale=layer.node_scale,
-                                                  node_bias=layer.node_bias)
-                else:
-                    y = local_spline_sum(x[idx], layer.grid, eff, model.k[0]) + torch.bmm(self.base[idx], effb)
-            elif idx is None:
-                # one (s, p) @ (p, B*m) GEMM for all models; the sum is made contiguous in the
-                # (B, s, m) layout once, so the hidden layers' elementwise ops run on dense memory
-                eff = rearrange(eff, "B i o b -> (i b) (B o)")
-                y = self.basis @ eff + self.base @ rearrange(effb, "B i o -> i (B o)")
-                y = rearrange(y, "s (B o) -> B s o", B=B).contiguous()
+            if self.native and idx is None:  # one compiled pass, edge scales and node affine map included
+                h = _native.native_shared_sum(self.local, layer.coef, base_weight=effb,
+                                              spline_scale=layer.mask * layer.scale_sp,
+                                              node_scale=layer.node_scale, node_bias=layer.node_bias)
             else:
-                y = torch.bmm(self.basis[idx], rearrange(eff, "B i o b -> B (i b) o")) + torch.bmm(self.base[idx], effb)
-            if not (self.native and idx is None):
+                eff = (layer.mask * layer.scale_sp).unsqueeze(-1) * layer.coef  # (B, n, m, nb)
+                if self.native:
+                    y = local_spline_sum(x[idx], layer.grid, eff, model.k[0]) + torch.bmm(self.base[idx], effb)
+                elif idx is None:
+                    # one (s, p) @ (p, B*m) GEMM for all models; the sum is made contiguous in the
+                    # (B, s, m) layout once, so the hidden layers' elementwise ops run on dense memory
+                    eff = rearrange(eff, "B i o b -> (i b) (B o)")
+                    y = self.basis @ eff + self.base @ rearrange(effb, "B i o -> i (B o)")
+                    y = rearrange(y, "s (B o) -> B s o", B=B).contiguous()
+                else:
+                    y = torch.bmm(self.basis[idx], rearrange(eff, "B i o b -> B (i b) o")) + torch.bmm(self.base[idx], effb)
                 h = layer.node_scale.unsqueeze(-2) * y + layer.node_bias.unsqueeze(-2)
         else:
             h = layer_forward(w, 0, x.expand(B, *x.shape) if idx is None else x[idx])

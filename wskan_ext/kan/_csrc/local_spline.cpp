@@ -681,25 +681,38 @@ void shared_bwd(const int32_t* order, const T* Vs, const int64_t* off, const T* 
 // table Tb[r] = sum_p Vd[r, p] Cp[inp[r], Jd[r] + p] + bd[r] Wb[inp[r]] (R, Mp) is built in a
 // thread-local buffer, then y[s] = sum_i Tb[idx[s, i]]: (K+2) R vector FMAs and S n vector adds
 // per model instead of (K+2) S n vector FMAs. The coefficients come in their own layout C (B, n, m,
-// nb) and are padded per model in a buffer (no padded copy of the whole batch). With the node
+// nb), with an optional per-edge scale sc (B, n, m), and are padded (and scaled) per model in a
+// buffer (no padded copy of the whole batch). With the node
 // affine map ns, nb (B, Mp) (both or neither) the output is ns y[s] + nb, by scaling the table and
 // starting the sum at nb (one pass over the output instead of three).
-// One model's coefficients coef (n, m, nb) as padded rows (n, P, Mp) (the layout of Cp above), in
-// a caller's buffer, and the adjoint: gcoef (n, m, nb) = the unpadded part of gCp (n, P, Mp).
+// One model's coefficients coef (n, m, nb), times the per-edge scale sc (n, m) if given, as padded
+// rows (n, P, Mp) (the layout of Cp above) in a caller's buffer; and the adjoint: from the
+// gradient of those rows gCp, gcoef = sc gCp (unpadded) and gsc = sum_p coef gCp (written).
 template <typename T, int K>
-inline void pad_rows(const T* coef, T* Cp, int64_t n, int64_t m, int64_t nb, int64_t Mp) {
+inline void pad_rows(const T* coef, const T* sc, T* Cp, int64_t n, int64_t m, int64_t nb, int64_t Mp) {
   const int64_t P = nb + 2 * K;
   std::memset(Cp, 0, sizeof(T) * n * P * Mp);
   for (int64_t i = 0; i < n; ++i)
-    for (int64_t o = 0; o < m; ++o)
-      for (int64_t p = 0; p < nb; ++p) Cp[(i * P + p + K) * Mp + o] = coef[(i * m + o) * nb + p];
+    for (int64_t o = 0; o < m; ++o) {
+      const T f = sc ? sc[i * m + o] : T(1);
+      for (int64_t p = 0; p < nb; ++p) Cp[(i * P + p + K) * Mp + o] = f * coef[(i * m + o) * nb + p];
+    }
 }
 template <typename T, int K>
-inline void unpad_rows(const T* gCp, T* gcoef, int64_t n, int64_t m, int64_t nb, int64_t Mp) {
+inline void unpad_rows(const T* gCp, const T* coef, const T* sc, T* gcoef, T* gsc, int64_t n, int64_t m, int64_t nb,
+                       int64_t Mp) {
   const int64_t P = nb + 2 * K;
   for (int64_t i = 0; i < n; ++i)
-    for (int64_t o = 0; o < m; ++o)
-      for (int64_t p = 0; p < nb; ++p) gcoef[(i * m + o) * nb + p] = gCp[(i * P + p + K) * Mp + o];
+    for (int64_t o = 0; o < m; ++o) {
+      const T f = sc ? sc[i * m + o] : T(1);
+      T acc = T(0);
+      for (int64_t p = 0; p < nb; ++p) {
+        const T g = gCp[(i * P + p + K) * Mp + o];
+        gcoef[(i * m + o) * nb + p] = f * g;
+        acc += coef[(i * m + o) * nb + p] * g;
+      }
+      if (gsc) gsc[i * m + o] = acc;
+    }
 }
 
 template <typename T, int K>
@@ -722,14 +735,14 @@ inline void table_build(const int32_t* Jd, const T* Vd, const int32_t* inp, cons
 
 template <typename T, int K>
 void table_fwd(const int32_t* idx, const int32_t* Jd, const T* Vd, const int32_t* inp, const T* bd, const T* C,
-               const T* Wb, const T* ns, const T* nb, T* y, int64_t S, int64_t n, int64_t m, int64_t nk, int64_t Mp,
+               const T* sc, const T* Wb, const T* ns, const T* nb, T* y, int64_t S, int64_t n, int64_t m, int64_t nk, int64_t Mp,
                int64_t R, int64_t b0, int64_t b1) {
   typedef typename VT<T>::v vec;
   constexpr int L = VT<T>::L;
   const int64_t P = nk + K - 1, nv = Mp / L, nbf = nk - K - 1;
   std::vector<T> Tb(R * Mp), Cp(n * P * Mp);
   for (int64_t b = b0; b < b1; ++b) {
-    pad_rows<T, K>(C + b * n * m * nbf, Cp.data(), n, m, nbf, Mp);
+    pad_rows<T, K>(C + b * n * m * nbf, sc ? sc + b * n * m : nullptr, Cp.data(), n, m, nbf, Mp);
     table_build<T, K>(Jd, Vd, inp, bd, Cp.data(), bd ? Wb + b * n * Mp : nullptr, ns ? ns + b * Mp : nullptr,
                       Tb.data(), nk, Mp, R);
     const T* tb = Tb.data();
@@ -765,8 +778,9 @@ void table_fwd(const int32_t* idx, const int32_t* Jd, const T* Vd, const int32_t
 // (every sample has one row per input).
 template <typename T, int K>
 void table_bwd(const int32_t* order, const int64_t* roff, const int32_t* Jd, const T* Vd, const int32_t* inp,
-               const T* bd, const T* C, const T* Wb, const T* ns, const T* gyp, T* gC, T* gWb, T* gns, T* gnb,
-               int64_t S, int64_t n, int64_t m, int64_t nk, int64_t Mp, int64_t R, int64_t b0, int64_t b1) {
+               const T* bd, const T* C, const T* sc, const T* Wb, const T* ns, const T* gyp, T* gC, T* gsc, T* gWb,
+               T* gns, T* gnb, int64_t S, int64_t n, int64_t m, int64_t nk, int64_t Mp, int64_t R, int64_t b0,
+               int64_t b1) {
   typedef typename VT<T>::v vec;
   constexpr int L = VT<T>::L;
   const int64_t P = nk + K - 1, nv = Mp / L, nbf = nk - K - 1;
@@ -777,7 +791,7 @@ void table_bwd(const int32_t* order, const int64_t* roff, const int32_t* Jd, con
     std::memset(gcb, 0, sizeof(T) * n * P * Mp);
     T* gwb = bd ? gWb + b * n * Mp : nullptr;
     if (ns) {
-      pad_rows<T, K>(C + b * n * m * nbf, Cp.data(), n, m, nbf, Mp);
+      pad_rows<T, K>(C + b * n * m * nbf, sc ? sc + b * n * m : nullptr, Cp.data(), n, m, nbf, Mp);
       table_build<T, K>(Jd, Vd, inp, bd, Cp.data(), bd ? Wb + b * n * Mp : nullptr, nullptr, Tb.data(), nk, Mp, R);
     }
     for (int64_t r = 0; r < R; ++r) {
@@ -813,7 +827,8 @@ void table_bwd(const int32_t* order, const int64_t* roff, const int32_t* Jd, con
         }
       }
     }
-    unpad_rows<T, K>(gcb, gC + b * n * m * nbf, n, m, nbf, Mp);
+    unpad_rows<T, K>(gcb, C + b * n * m * nbf, sc ? sc + b * n * m : nullptr, gC + b * n * m * nbf,
+                     sc ? gsc + b * n * m : nullptr, n, m, nbf, Mp);
   }
 }
 
@@ -864,20 +879,22 @@ int d_shared_bwd(int k, const int32_t* order, const T* Vs, const int64_t* off, c
 
 template <typename T>
 int d_table_fwd(int k, const int32_t* idx, const int32_t* Jd, const T* Vd, const int32_t* inp, const T* bd,
-                const T* C, const T* Wb, const T* ns, const T* nb, T* y, int64_t S, int64_t n, int64_t m, int64_t nk,
-                int64_t Mp, int64_t R, int64_t b0, int64_t b1) {
+                const T* C, const T* sc, const T* Wb, const T* ns, const T* nb, T* y, int64_t S, int64_t n, int64_t m,
+                int64_t nk, int64_t Mp, int64_t R, int64_t b0, int64_t b1) {
   if (check<T>(m, Mp)) return -2;
   if ((bd && !Wb) || (!ns != !nb)) return -3;
-  WSK_CASES(table_fwd, idx, Jd, Vd, inp, bd, C, Wb, ns, nb, y, S, n, m, nk, Mp, R, b0, b1)
+  WSK_CASES(table_fwd, idx, Jd, Vd, inp, bd, C, sc, Wb, ns, nb, y, S, n, m, nk, Mp, R, b0, b1)
 }
 
 template <typename T>
 int d_table_bwd(int k, const int32_t* order, const int64_t* roff, const int32_t* Jd, const T* Vd, const int32_t* inp,
-                const T* bd, const T* C, const T* Wb, const T* ns, const T* gyp, T* gC, T* gWb, T* gns, T* gnb,
-                int64_t S, int64_t n, int64_t m, int64_t nk, int64_t Mp, int64_t R, int64_t b0, int64_t b1) {
+                const T* bd, const T* C, const T* sc, const T* Wb, const T* ns, const T* gyp, T* gC, T* gsc, T* gWb,
+                T* gns, T* gnb, int64_t S, int64_t n, int64_t m, int64_t nk, int64_t Mp, int64_t R, int64_t b0,
+                int64_t b1) {
   if (check<T>(m, Mp)) return -2;
-  if ((bd && !(gWb && Wb)) || (ns && !(gns && gnb))) return -3;
-  WSK_CASES(table_bwd, order, roff, Jd, Vd, inp, bd, C, Wb, ns, gyp, gC, gWb, gns, gnb, S, n, m, nk, Mp, R, b0, b1)
+  if ((bd && !(gWb && Wb)) || (ns && !(gns && gnb)) || (sc && !gsc)) return -3;
+  WSK_CASES(table_bwd, order, roff, Jd, Vd, inp, bd, C, sc, Wb, ns, gyp, gC, gsc, gWb, gns, gnb, S, n, m, nk, Mp, R,
+            b0, b1)
 }
 
 }  // namespace
@@ -924,18 +941,18 @@ int d_table_bwd(int k, const int32_t* order, const int64_t* roff, const int32_t*
     WSK_PARALLEL(B, d_shared_bwd<T>(k, order, Vs, off, gyp, gCp, S, n, nk, Mp, b0, b1, xb, gWb))               \
   }                                                                                                            \
   extern "C" int wsk_table_fwd_##SUF(int nt, int k, const int32_t* idx, const int32_t* Jd, const T* Vd,        \
-                                     const int32_t* inp, const T* bd, const T* C, const T* Wb, const T* ns,   \
-                                     const T* nb, T* y, int64_t S, int64_t n, int64_t m, int64_t nk,          \
-                                     int64_t Mp, int64_t R, int64_t B) {                                      \
-    WSK_PARALLEL(B, d_table_fwd<T>(k, idx, Jd, Vd, inp, bd, C, Wb, ns, nb, y, S, n, m, nk, Mp, R, b0, b1))    \
+                                     const int32_t* inp, const T* bd, const T* C, const T* sc, const T* Wb,   \
+                                     const T* ns, const T* nb, T* y, int64_t S, int64_t n, int64_t m,         \
+                                     int64_t nk, int64_t Mp, int64_t R, int64_t B) {                          \
+    WSK_PARALLEL(B, d_table_fwd<T>(k, idx, Jd, Vd, inp, bd, C, sc, Wb, ns, nb, y, S, n, m, nk, Mp, R, b0, b1)) \
   }                                                                                                            \
   extern "C" int wsk_table_bwd_##SUF(int nt, int k, const int32_t* order, const int64_t* roff,                 \
                                      const int32_t* Jd, const T* Vd, const int32_t* inp, const T* bd,         \
-                                     const T* C, const T* Wb, const T* ns, const T* gyp, T* gC, T* gWb,       \
-                                     T* gns, T* gnb, int64_t S, int64_t n, int64_t m, int64_t nk, int64_t Mp, \
-                                     int64_t R, int64_t B) {                                                  \
-    WSK_PARALLEL(B, d_table_bwd<T>(k, order, roff, Jd, Vd, inp, bd, C, Wb, ns, gyp, gC, gWb, gns, gnb, S, n,   \
-                                   m, nk, Mp, R, b0, b1))                                                     \
+                                     const T* C, const T* sc, const T* Wb, const T* ns, const T* gyp, T* gC,  \
+                                     T* gsc, T* gWb, T* gns, T* gnb, int64_t S, int64_t n, int64_t m,         \
+                                     int64_t nk, int64_t Mp, int64_t R, int64_t B) {                          \
+    WSK_PARALLEL(B, d_table_bwd<T>(k, order, roff, Jd, Vd, inp, bd, C, sc, Wb, ns, gyp, gC, gsc, gWb, gns, gnb, \
+                                   S, n, m, nk, Mp, R, b0, b1))                                               \
   }
   
 WSK_EXPORT(float, f32)
