@@ -4,10 +4,11 @@ pykan's ``fit``, one model at a time.
 Both use the same initial weights (ours, exported with ``to_pykan``), full-batch Adam, the
 same learning rates, cross-entropy, fixed grids (pykan: ``update_grid=False``) and the same
 number of steps. pykan is timed on ``--pykan-models`` models and its per-model time is
-extrapolated to all 64 (labelled as such). Also checks that the exported pykan models
+extrapolated to all 64 (labelled as such); each of our two trainers runs ``--repeats`` times
+(default 3) and its median time is reported. Also checks that the exported pykan models
 reproduce our stored predictions.
 
-Our trainer runs twice: with its default kernels (``spline="auto"``: the compiled
+Our trainer runs with its default kernels (``spline="auto"``: the compiled
 local-support kernels of :mod:`wskan_ext.kan._native` where they apply) and with the dense
 ones (``spline="truncated"``: the first layer's dense basis as one GEMM, truncated powers in
 the hidden layer), so both ratios to pykan come from the same run.
@@ -62,13 +63,19 @@ def step_flops(width, x, y, hp, spline="truncated") -> float:
     return float(counts[1] - counts[0])
 
 
-def local_flops(width, s, B, k=3) -> float:
+def local_flops(width, s, B, k=3, rows=None) -> float:
     """FLOPs of one training step's layer sums on the ``k+1`` active basis functions and the
     base term: ``2 (k+2) m`` per (model, sample, input) for the forward sum, the weight
-    gradients and (hidden layers) the input gradient."""
+    gradients and (hidden layers) the input gradient. With ``rows`` (the number of distinct
+    (input, value) pairs of the data, where the first layer runs in its lookup form) the first
+    layer instead costs ``2 (k+2) m`` per (model, row) for the table and ``m`` additions per
+    (model, sample, input), forward and backward each."""
     total = 0.0
     for layer, (n, m) in enumerate(zip(width[:-1], width[1:])):
-        total += (2 if layer == 0 else 3) * 2 * (k + 2) * m * B * s * n
+        if layer == 0 and rows is not None:
+            total += 2 * (2 * (k + 2) * m * B * rows + m * B * s * n)
+        else:
+            total += (2 if layer == 0 else 3) * 2 * (k + 2) * m * B * s * n
     return total
 
 
@@ -97,6 +104,7 @@ def main():
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--pykan-models", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each of our trainers (the median is reported)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "out", "zoo_train.json"))
     ap.add_argument("--md", default=None, help="also write the printed table here (docs include)")
     ap.add_argument("--profile", type=int, default=0, metavar="STEPS",
@@ -104,6 +112,8 @@ def main():
     a = ap.parse_args()
     if a.threads < 1:
         ap.error(f"--threads must be a positive integer, got {a.threads}")
+    if a.repeats < 1:
+        ap.error(f"--repeats must be a positive integer, got {a.repeats}")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     torch.set_num_threads(a.threads)
     from kan import KAN as PyKAN  # noqa: F401  (import cost not timed)
@@ -116,12 +126,16 @@ def main():
     if a.profile:
         profile_steps(width, d, hp, a.profile)
         return
-    t0 = time.perf_counter()
-    res = train_batched(width, d.x_train, d.y_train, hp, steps=a.steps)
-    t_ours = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    dense = train_batched(width, d.x_train, d.y_train, hp, steps=a.steps, spline="truncated")
-    t_dense = time.perf_counter() - t0
+    def timed(**kw):  # the median of --repeats runs (the trainer is deterministic: the same result each time)
+        ts = []
+        for _ in range(a.repeats):
+            t0 = time.perf_counter()
+            out = train_batched(width, d.x_train, d.y_train, hp, steps=a.steps, **kw)
+            ts.append(time.perf_counter() - t0)
+        return out, statistics.median(ts), ts
+
+    res, t_ours, ours_times = timed()
+    dense, t_dense, dense_times = timed(spline="truncated")
     kernels = f"hidden layer: {res.extra['kernel']}, first layer: {res.extra['first_layer']}"
     w = res.checkpoints[-1]
     dense_eval = evaluate(dense.checkpoints[-1], d.x_test, d.y_test)
@@ -151,14 +165,18 @@ def main():
     per_model = statistics.median(times)
     pykan_total = per_model * a.models
     rows = [
-        (f"ours, default kernels ({res.extra['kernel']})", a.models, t_ours, t_ours / a.models),
-        ("ours, dense kernels (truncated)", a.models, t_dense, t_dense / a.models),
+        (f"ours, default kernels ({res.extra['kernel']}; median of {a.repeats})", a.models, t_ours, t_ours / a.models),
+        (f"ours, dense kernels (truncated; median of {a.repeats})", a.models, t_dense, t_dense / a.models),
         (f"pykan fit (median of {a.pykan_models}, extrapolated x{a.models})", a.models, pykan_total, per_model),
     ]
     peak, _ = gemm_peak(5, torch.device("cpu"))
     flops = step_flops(width, d.x_train, d.y_train, hp) * a.steps
     floor = flops / (peak * 1e9)
-    lflops = local_flops(width, d.x_train.shape[0], a.models) * a.steps
+    n_rows = None
+    if res.extra["first_layer"] == "lookup":
+        n_rows = sum(len(torch.unique(c)) for c in d.x_train.T)  # the distinct (input, value) pairs
+    lflops = local_flops(width, d.x_train.shape[0], a.models, rows=n_rows) * a.steps
+    dense_lflops = local_flops(width, d.x_train.shape[0], a.models) * a.steps
     cmd = "python benchmarks/zoo_train.py " + " ".join(sys.argv[1:])
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
                f"torch {torch.__version__}, Python {platform.python_version()}")
@@ -184,19 +202,22 @@ def main():
         print(f"dense kernels: {flops / 1e9:.0f} GFLOP of matmuls, {flops / 1e9 / t_dense:.1f} GFLOP/s achieved "
               f"({100 * flops / 1e9 / t_dense / peak:.0f} % of the GEMM peak); at the peak the matmuls alone take "
               f"{floor:.1f} s, so with dense bases the ratio to pykan is at most {pykan_total / floor:.0f}x on this machine")
-        print(f"local kernels: {lflops / 1e9:.0f} GFLOP on the k+1 active basis functions and the base term "
-              f"({100 * lflops / flops:.0f} % of the dense matmul FLOPs), "
-              f"{lflops / 1e9 / t_ours:.1f} GFLOP/s over the whole run")
+        print(f"local kernels: {dense_lflops / 1e9:.0f} GFLOP on the k+1 active basis functions and the base term "
+              f"per (sample, input) ({100 * dense_lflops / flops:.0f} % of the dense matmul FLOPs)"
+              + (f"; with the first layer's lookup form ({n_rows} distinct (input, value) pairs of "
+                 f"{d.x_train.shape[0] * width[0]}) {lflops / 1e9:.0f} GFLOP" if n_rows is not None else "")
+              + f", {lflops / 1e9 / t_ours:.1f} GFLOP/s over the whole run")
     print("\n" + buf.getvalue())
     if a.md:
         with open(a.md, "w") as f:
             f.write(buf.getvalue())
     out = {
         "width": width, "grid": 5, "k": 3, "steps": a.steps, "models": a.models, "threads": a.threads,
-        "ours_total_s": t_ours, "ours_per_model_s": t_ours / a.models,
+        "ours_total_s": t_ours, "ours_per_model_s": t_ours / a.models, "ours_times_s": ours_times,
+        "dense_times_s": dense_times,
         "pykan_per_model_s_median": per_model, "pykan_times_s": times, "pykan_total_s_extrapolated": pykan_total,
         "ratio": ratio, "kernels": res.extra, "dense_total_s": t_dense, "ratio_dense": ratio_dense,
-        "dense_test_acc": dense_eval["acc"].tolist(), "local_gflop": lflops / 1e9, "export_max_logit_diff": max_diff, "export_same_accuracy": same_acc,
+        "dense_test_acc": dense_eval["acc"].tolist(), "local_gflop": lflops / 1e9, "distinct_rows": n_rows, "export_max_logit_diff": max_diff, "export_same_accuracy": same_acc,
         "ours_test_acc": ours_eval["acc"].tolist(), "pykan_test_acc": accs,
         "gemm_peak_gflops": peak, "matmul_gflop": flops / 1e9, "gemm_floor_s": floor,
         "command": cmd, "machine": machine, "load_average_1min": load,
