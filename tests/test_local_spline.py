@@ -437,6 +437,42 @@ def test_native_kernel_matches_the_eager_kernel(k, G, n, m, B, special, seed, dt
 
 
 @needs_native
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("m", [1, 6, 10, 17])
+@pytest.mark.parametrize("trainable", [False, True])
+def test_native_spline_sum_node_map_matches_torch(m, trainable, dtype):
+    """The node affine map of :func:`native_spline_sum`: fused into the kernels for constant
+    ``node_scale``/``node_bias`` (the trainer's buffers; outputs in one vector -- m = 6 in
+    float64, 6 and 10 in float32 -- take the grouped backward, 1 the one-output path, the others
+    the per-sample one), applied by torch where they need gradients; both against the plain sum
+    scaled and shifted by torch, values and every gradient."""
+    k, G, n, B = 3, 5, 4, 2
+    gen = torch.Generator().manual_seed(m)
+    grid = uniform_grid(n, G, k, dtype=dtype).expand(B, -1, -1).contiguous()
+    x = torch.randn(B, 70, n, generator=gen, dtype=dtype, requires_grad=True)
+    coef = torch.randn(B, n, m, G + k, generator=gen, dtype=dtype, requires_grad=True)
+    wb = torch.randn(B, n, m, generator=gen, dtype=dtype, requires_grad=True)
+    ns = (torch.rand(B, m, generator=gen, dtype=dtype) + 0.5).requires_grad_(trainable)
+    nb = torch.randn(B, m, generator=gen, dtype=dtype).requires_grad_(trainable)
+    silu = torch.nn.functional.silu
+    got = _native.native_spline_sum(x, grid, coef, k, base_weight=wb, base_fun=silu, node_scale=ns, node_bias=nb)
+    ref = ns.unsqueeze(-2) * _native.native_spline_sum(x, grid, coef, k, base_weight=wb, base_fun=silu) + nb.unsqueeze(-2)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert torch.allclose(got, ref, rtol=0, atol=tol * (ref.abs().max().item() + 1))
+    args = [x, coef, wb] + ([ns, nb] if trainable else [])
+    g_up = torch.randn(got.shape, generator=gen, dtype=dtype)
+    for a, b in zip(torch.autograd.grad(got, args, g_up), torch.autograd.grad(ref, args, g_up)):
+        assert torch.allclose(a, b, rtol=0, atol=10 * tol * (b.abs().max().item() + 1))
+    # negative twin: the node scale matters
+    plain = _native.native_spline_sum(x, grid, coef, k, base_weight=wb, base_fun=silu)
+    assert (plain - ref).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="together"):
+        _native.native_spline_sum(x, grid, coef, k, node_scale=ns)
+    with pytest.raises(ValueError, match="node_bias must have shape"):
+        _native.native_spline_sum(x, grid, coef, k, node_scale=ns, node_bias=nb[:1])
+
+
+@needs_native
 def test_native_kernel_negative_twin_wrong_coefficient_layout():
     """The check can fail: coefficients with their basis axis reversed give other values."""
     k, G = 3, 6

@@ -133,8 +133,8 @@ def _lib():
         return None
     i64, ptr, c_int = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
     for suf in _DTYPES.values():  # (threads, k, pointers and sizes..., models)
-        getattr(lib, f"wsk_sum_fwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 4 + [i64] * 5 + [ptr] * 2 + [c_int, i64]
-        getattr(lib, f"wsk_sum_bwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 6 + [i64] * 5 + [ptr] * 4 + [c_int, i64]
+        getattr(lib, f"wsk_sum_fwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 4 + [i64] * 5 + [ptr] * 2 + [c_int] + [ptr] * 2 + [i64]
+        getattr(lib, f"wsk_sum_bwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 6 + [i64] * 5 + [ptr] * 4 + [c_int, ptr, i64]
         getattr(lib, f"wsk_shared_fwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 4 + [i64] * 5 + [ptr] * 2 + [i64]
         getattr(lib, f"wsk_shared_bwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 5 + [i64] * 4 + [ptr] * 2 + [i64]
         getattr(lib, f"wsk_table_fwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 11 + [i64] * 7
@@ -181,10 +181,12 @@ def _base_and_slope(base_fun, x: torch.Tensor):
 class _SplineSum(torch.autograd.Function):
     """The layer sum; with ``Wbp`` also the base term ``base_fun(x) @ W`` (``Wbp (B, n, Mp)``).
     For SiLU the kernels get ``sigmoid(x)`` and form ``x s`` and its slope ``s (1 + x (1 - s))``
-    themselves (one tensor instead of two, no autograd pass for the slope)."""
+    themselves (one tensor instead of two, no autograd pass for the slope). With ``nsp, nbp
+    (B, Mp)`` (constants: no gradient) the node affine map on the output in the same pass, and
+    the incoming gradient times ``nsp`` in the backward pass."""
 
     @staticmethod
-    def forward(ctx, x, grid, Cp, Wbp, k: int, m: int, base_fun):
+    def forward(ctx, x, grid, Cp, Wbp, k: int, m: int, base_fun, nsp=None, nbp=None):
         lib = _lib()
         B, S, n = x.shape
         nk, Mp = grid.shape[-1], Cp.shape[-1]
@@ -193,14 +195,14 @@ class _SplineSum(torch.autograd.Function):
         silu = Wbp is not None and base_fun is torch.nn.functional.silu
         xb = None if Wbp is None else (torch.sigmoid(x) if silu else base_fun(x)).contiguous()
         _run(getattr(lib, f"wsk_sum_fwd_{suf}"), B, k, _p(x), _p(grid), _p(Cp), _p(y), S, n, m, nk, Mp, _p(xb),
-             _p(Wbp), int(silu))
-        ctx.save_for_backward(x, grid, Cp, Wbp, xb if silu else None)
+             _p(Wbp), int(silu), _p(nsp), _p(nbp))
+        ctx.save_for_backward(x, grid, Cp, Wbp, xb if silu else None, nsp)
         ctx.k, ctx.m, ctx.base_fun, ctx.silu = k, m, base_fun, silu
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        x, grid, Cp, Wbp, sig = ctx.saved_tensors
+        x, grid, Cp, Wbp, sig, nsp = ctx.saved_tensors
         B, S, n = x.shape
         nk, m, Mp = grid.shape[-1], ctx.m, Cp.shape[-1]
         gy = gy.contiguous()
@@ -215,8 +217,8 @@ class _SplineSum(torch.autograd.Function):
         if gx is not None or gCp is not None:
             suf = _DTYPES[x.dtype]
             _run(getattr(_lib(), f"wsk_sum_bwd_{suf}"), B, ctx.k, _p(x), _p(grid), _p(Cp), _p(gy), _p(gx),
-                 _p(gCp), S, n, m, nk, Mp, _p(xb), _p(dxb), _p(Wbp), _p(gWbp), int(ctx.silu))
-        return gx, None, gCp, gWbp, None, None, None
+                 _p(gCp), S, n, m, nk, Mp, _p(xb), _p(dxb), _p(Wbp), _p(gWbp), int(ctx.silu), _p(nsp))
+        return gx, None, gCp, gWbp, None, None, None, None, None
 
 
 @dataclass
@@ -404,15 +406,21 @@ def _padded_outputs(w: torch.Tensor) -> torch.Tensor:
 
 
 def native_spline_sum(x: torch.Tensor, grid: torch.Tensor, coef: torch.Tensor, k: int,
-                      base_weight: Optional[torch.Tensor] = None, base_fun=None) -> torch.Tensor:
+                      base_weight: Optional[torch.Tensor] = None, base_fun=None,
+                      node_scale: Optional[torch.Tensor] = None,
+                      node_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     r""":math:`y_{B,s,o} = \sum_i \sum_b \mathrm{coef}_{B,i,o,b} B_{i,b}(x_{B,s,i})` on uniform grids,
     differentiable in ``x`` and ``coef`` (check :func:`supports` first); with ``base_weight``
     also :math:`+ \sum_i \mathrm{base\_fun}(x_{B,s,i})\, \mathrm{base\_weight}_{B,i,o}` in the
     same pass (a KAN layer before its node affine map; ``base_fun`` an elementwise torch
-    function, differentiated by autograd), differentiable in ``base_weight`` too.
+    function, differentiated by autograd), differentiable in ``base_weight`` too; with
+    ``node_scale`` and ``node_bias`` the node affine map
+    :math:`\mathrm{node\_scale}_{B,o}\, y_{B,s,o} + \mathrm{node\_bias}_{B,o}` (the whole
+    layer), fused into the kernels where neither needs a gradient (a module's buffers, as in the
+    batched trainer) and applied by torch otherwise (the same function, differentiable in both).
 
-    Shapes: ``x (B, s, n)``, ``grid (B, n, K)``, ``coef (B, n, m, K-k-1)``, ``base_weight (B, n, m)``;
-    returns ``(B, s, m)``.
+    Shapes: ``x (B, s, n)``, ``grid (B, n, K)``, ``coef (B, n, m, K-k-1)``, ``base_weight (B, n, m)``,
+    ``node_scale, node_bias (B, m)``; returns ``(B, s, m)``.
     """
     if x.dim() != 3 or grid.dim() != 3 or coef.dim() != 4:
         raise ValueError(f"native_spline_sum: expected x (B, s, n), grid (B, n, K), coef (B, n, m, K-k-1); got "
@@ -429,8 +437,18 @@ def native_spline_sum(x: torch.Tensor, grid: torch.Tensor, coef: torch.Tensor, k
     if not supports(x, grid, coef, k=k, m=m):
         raise ValueError(f"native_spline_sum: no compiled kernel for {x.device} {x.dtype} tensors with k={k} and "
                          f"{m} outputs (available: {available()})")
+    if (node_scale is None) != (node_bias is None):
+        raise ValueError("native_spline_sum: give node_scale and node_bias together")
+    for name, t in (("node_scale", node_scale), ("node_bias", node_bias)):
+        if t is not None and tuple(t.shape) != (B, m):
+            raise ValueError(f"native_spline_sum: {name} must have shape {(B, m)}, got {tuple(t.shape)}")
     Wbp = None if base_weight is None else _padded_outputs(base_weight)
-    return _SplineSum.apply(x.contiguous(), grid.detach().contiguous(), padded_rows(coef, k), Wbp, k, m, base_fun)
+    args = (x.contiguous(), grid.detach().contiguous(), padded_rows(coef, k), Wbp, k, m, base_fun)
+    if node_scale is None:
+        return _SplineSum.apply(*args)
+    if node_scale.requires_grad or node_bias.requires_grad:
+        return node_scale.unsqueeze(-2) * _SplineSum.apply(*args) + node_bias.unsqueeze(-2)
+    return _SplineSum.apply(*args, _padded_outputs(node_scale.detach()), _padded_outputs(node_bias.detach()))
 
 
 def native_shared_sum(basis: SharedBasis, coef: torch.Tensor, base_weight: Optional[torch.Tensor] = None,

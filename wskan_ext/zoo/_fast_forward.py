@@ -111,10 +111,10 @@ class FastForward:
             layer, k = model.layers[l], model.k[l]
             grid = layer.grid  # (B, n, K)
             eff = (layer.mask * layer.scale_sp).unsqueeze(-1) * layer.coef  # (B, n, m, nb)
-            if self.fused[l]:
-                y = _native.native_spline_sum(h, grid, eff, k, base_weight=layer.mask * layer.scale_base,
-                                              base_fun=base_function(model.base_fun[l]))
-                h = layer.node_scale.unsqueeze(-2) * y + layer.node_bias.unsqueeze(-2)
+            if self.fused[l]:  # the whole layer in one compiled pass (node map fused where it is constant)
+                h = _native.native_spline_sum(h, grid, eff, k, base_weight=layer.mask * layer.scale_base,
+                                              base_fun=base_function(model.base_fun[l]),
+                                              node_scale=layer.node_scale, node_bias=layer.node_bias)
                 continue
             if self.spline == "local":
                 y = local_spline_sum(h, grid, eff, k)
