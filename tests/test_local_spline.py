@@ -445,7 +445,8 @@ def test_native_spline_sum_node_map_matches_torch(m, trainable, dtype):
     ``node_scale``/``node_bias`` (the trainer's buffers; outputs in one vector -- m = 6 in
     float64, 6 and 10 in float32 -- take the grouped backward, 1 the one-output path, the others
     the per-sample one), applied by torch where they need gradients; both against the plain sum
-    scaled and shifted by torch, values and every gradient."""
+    scaled and shifted by torch, values and every gradient; and the ``transposed`` output layout
+    against the default one, with incoming gradients of any strides."""
     k, G, n, B = 3, 5, 4, 2
     gen = torch.Generator().manual_seed(m)
     grid = uniform_grid(n, G, k, dtype=dtype).expand(B, -1, -1).contiguous()
@@ -463,6 +464,17 @@ def test_native_spline_sum_node_map_matches_torch(m, trainable, dtype):
     g_up = torch.randn(got.shape, generator=gen, dtype=dtype)
     for a, b in zip(torch.autograd.grad(got, args, g_up), torch.autograd.grad(ref, args, g_up)):
         assert torch.allclose(a, b, rtol=0, atol=10 * tol * (b.abs().max().item() + 1))
+    # the (B, m, s) layout: the same values and gradients, also for a gradient with stride 0
+    # (the backward of a sum) and for one in the transposed layout
+    def layer(transposed):
+        return _native.native_spline_sum(x, grid, coef, k, base_weight=wb, base_fun=silu, node_scale=ns,
+                                         node_bias=nb, transposed=transposed)
+
+    tr = layer(True)
+    assert tr.shape == got.shape and tr.transpose(1, 2).is_contiguous() and torch.equal(tr, got)
+    for g in (g_up, torch.ones(1, 1, 1, dtype=dtype).expand_as(got), g_up.transpose(1, 2).contiguous().transpose(1, 2)):
+        for a, b in zip(torch.autograd.grad(layer(True), args, g), torch.autograd.grad(layer(False), args, g)):
+            assert torch.allclose(a, b, rtol=0, atol=10 * tol * (b.abs().max().item() + 1))
     # negative twin: the node scale matters
     plain = _native.native_spline_sum(x, grid, coef, k, base_weight=wb, base_fun=silu)
     assert (plain - ref).abs().max() > 1e-3

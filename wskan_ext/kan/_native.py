@@ -133,8 +133,10 @@ def _lib():
         return None
     i64, ptr, c_int = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
     for suf in _DTYPES.values():  # (threads, k, pointers and sizes..., models)
-        getattr(lib, f"wsk_sum_fwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 4 + [i64] * 5 + [ptr] * 2 + [c_int] + [ptr] * 2 + [i64]
-        getattr(lib, f"wsk_sum_bwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 6 + [i64] * 5 + [ptr] * 4 + [c_int, ptr, i64]
+        getattr(lib, f"wsk_sum_fwd_{suf}").argtypes = ([c_int] * 2 + [ptr] * 4 + [i64] * 5 + [ptr] * 2 + [c_int]
+                                                       + [ptr] * 2 + [c_int, i64])
+        getattr(lib, f"wsk_sum_bwd_{suf}").argtypes = ([c_int] * 2 + [ptr] * 6 + [i64] * 5 + [ptr] * 4 + [c_int, ptr]
+                                                       + [i64] * 4)
         getattr(lib, f"wsk_shared_fwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 4 + [i64] * 5 + [ptr] * 2 + [i64]
         getattr(lib, f"wsk_shared_bwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 5 + [i64] * 4 + [ptr] * 2 + [i64]
         getattr(lib, f"wsk_table_fwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 11 + [i64] * 7
@@ -186,18 +188,18 @@ class _SplineSum(torch.autograd.Function):
     the incoming gradient times ``nsp`` in the backward pass."""
 
     @staticmethod
-    def forward(ctx, x, grid, Cp, Wbp, k: int, m: int, base_fun, nsp=None, nbp=None):
+    def forward(ctx, x, grid, Cp, Wbp, k: int, m: int, base_fun, nsp=None, nbp=None, transposed=False):
         lib = _lib()
         B, S, n = x.shape
         nk, Mp = grid.shape[-1], Cp.shape[-1]
         suf = _DTYPES[x.dtype]
-        y = x.new_empty(B, S, m)
+        y = x.new_empty(B, m, S) if transposed else x.new_empty(B, S, m)
         silu = Wbp is not None and base_fun is torch.nn.functional.silu
         xb = None if Wbp is None else (torch.sigmoid(x) if silu else base_fun(x)).contiguous()
         _run(getattr(lib, f"wsk_sum_fwd_{suf}"), B, k, _p(x), _p(grid), _p(Cp), _p(y), S, n, m, nk, Mp, _p(xb),
-             _p(Wbp), int(silu), _p(nsp), _p(nbp))
+             _p(Wbp), int(silu), _p(nsp), _p(nbp), int(transposed))
         ctx.save_for_backward(x, grid, Cp, Wbp, xb if silu else None, nsp)
-        ctx.k, ctx.m, ctx.base_fun, ctx.silu = k, m, base_fun, silu
+        ctx.k, ctx.m, ctx.base_fun, ctx.silu, ctx.transposed = k, m, base_fun, silu, transposed
         return y
 
     @staticmethod
@@ -205,7 +207,8 @@ class _SplineSum(torch.autograd.Function):
         x, grid, Cp, Wbp, sig, nsp = ctx.saved_tensors
         B, S, n = x.shape
         nk, m, Mp = grid.shape[-1], ctx.m, Cp.shape[-1]
-        gy = gy.contiguous()
+        # gy is read with its strides (no copy): (model, sample, output)
+        gsb, gss, gso = (gy.stride(0), gy.stride(2), gy.stride(1)) if ctx.transposed else gy.stride()
         base = Wbp is not None
         gx = x.new_empty(B, S, n) if ctx.needs_input_grad[0] or base else None
         gCp = torch.zeros_like(Cp) if ctx.needs_input_grad[2] or base else None
@@ -217,8 +220,8 @@ class _SplineSum(torch.autograd.Function):
         if gx is not None or gCp is not None:
             suf = _DTYPES[x.dtype]
             _run(getattr(_lib(), f"wsk_sum_bwd_{suf}"), B, ctx.k, _p(x), _p(grid), _p(Cp), _p(gy), _p(gx),
-                 _p(gCp), S, n, m, nk, Mp, _p(xb), _p(dxb), _p(Wbp), _p(gWbp), int(ctx.silu), _p(nsp))
-        return gx, None, gCp, gWbp, None, None, None, None, None
+                 _p(gCp), S, n, m, nk, Mp, _p(xb), _p(dxb), _p(Wbp), _p(gWbp), int(ctx.silu), _p(nsp), gsb, gss, gso)
+        return gx, None, gCp, gWbp, None, None, None, None, None, None
 
 
 @dataclass
@@ -408,7 +411,7 @@ def _padded_outputs(w: torch.Tensor) -> torch.Tensor:
 def native_spline_sum(x: torch.Tensor, grid: torch.Tensor, coef: torch.Tensor, k: int,
                       base_weight: Optional[torch.Tensor] = None, base_fun=None,
                       node_scale: Optional[torch.Tensor] = None,
-                      node_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+                      node_bias: Optional[torch.Tensor] = None, transposed: bool = False) -> torch.Tensor:
     r""":math:`y_{B,s,o} = \sum_i \sum_b \mathrm{coef}_{B,i,o,b} B_{i,b}(x_{B,s,i})` on uniform grids,
     differentiable in ``x`` and ``coef`` (check :func:`supports` first); with ``base_weight``
     also :math:`+ \sum_i \mathrm{base\_fun}(x_{B,s,i})\, \mathrm{base\_weight}_{B,i,o}` in the
@@ -418,6 +421,9 @@ def native_spline_sum(x: torch.Tensor, grid: torch.Tensor, coef: torch.Tensor, k
     :math:`\mathrm{node\_scale}_{B,o}\, y_{B,s,o} + \mathrm{node\_bias}_{B,o}` (the whole
     layer), fused into the kernels where neither needs a gradient (a module's buffers, as in the
     batched trainer) and applied by torch otherwise (the same function, differentiable in both).
+    With ``transposed`` the result is the same ``(B, s, m)`` tensor as a view of a contiguous
+    ``(B, m, s)`` one (what a loss over classes, ``F.cross_entropy`` on ``(B, c, s)``, reads
+    without a copy). The incoming gradient is read with its strides in either layout.
 
     Shapes: ``x (B, s, n)``, ``grid (B, n, K)``, ``coef (B, n, m, K-k-1)``, ``base_weight (B, n, m)``,
     ``node_scale, node_bias (B, m)``; returns ``(B, s, m)``.
@@ -444,11 +450,14 @@ def native_spline_sum(x: torch.Tensor, grid: torch.Tensor, coef: torch.Tensor, k
             raise ValueError(f"native_spline_sum: {name} must have shape {(B, m)}, got {tuple(t.shape)}")
     Wbp = None if base_weight is None else _padded_outputs(base_weight)
     args = (x.contiguous(), grid.detach().contiguous(), padded_rows(coef, k), Wbp, k, m, base_fun)
-    if node_scale is None:
-        return _SplineSum.apply(*args)
-    if node_scale.requires_grad or node_bias.requires_grad:
-        return node_scale.unsqueeze(-2) * _SplineSum.apply(*args) + node_bias.unsqueeze(-2)
-    return _SplineSum.apply(*args, _padded_outputs(node_scale.detach()), _padded_outputs(node_bias.detach()))
+    fused = node_scale is not None and not (node_scale.requires_grad or node_bias.requires_grad)
+    node = (_padded_outputs(node_scale.detach()), _padded_outputs(node_bias.detach())) if fused else (None, None)
+    y = _SplineSum.apply(*args, *node, transposed)
+    if transposed:
+        y = y.transpose(1, 2)
+    if node_scale is not None and not fused:
+        y = node_scale.unsqueeze(-2) * y + node_bias.unsqueeze(-2)
+    return y
 
 
 def native_shared_sum(basis: SharedBasis, coef: torch.Tensor, base_weight: Optional[torch.Tensor] = None,

@@ -112,9 +112,11 @@ class FastForward:
             grid = layer.grid  # (B, n, K)
             eff = (layer.mask * layer.scale_sp).unsqueeze(-1) * layer.coef  # (B, n, m, nb)
             if self.fused[l]:  # the whole layer in one compiled pass (node map fused where it is constant)
+                # the last layer's outputs as a view of (B, m, s): the loss over classes reads them so
                 h = _native.native_spline_sum(h, grid, eff, k, base_weight=layer.mask * layer.scale_base,
                                               base_fun=base_function(model.base_fun[l]),
-                                              node_scale=layer.node_scale, node_bias=layer.node_bias)
+                                              node_scale=layer.node_scale, node_bias=layer.node_bias,
+                                              transposed=l == model.depth - 1)
                 continue
             if self.spline == "local":
                 y = local_spline_sum(h, grid, eff, k)

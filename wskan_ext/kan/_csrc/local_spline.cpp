@@ -394,10 +394,12 @@ inline void silu_block(const T* __restrict xq, const T* __restrict sq, int64_t l
 
 template <typename T, int K, bool BASE>
 void sum_fwd_t(const T* x, const T* grid, const T* Cp, T* y, int64_t S, int64_t n, int64_t m, int64_t nk,
-               int64_t Mp, int64_t b0, int64_t b1, const T* xb, const T* Wb, int silu, const T* ns, const T* nb) {
+               int64_t Mp, int64_t b0, int64_t b1, const T* xb, const T* Wb, int silu, const T* ns, const T* nb,
+               int tr) {
   const int64_t P = nk + K - 1;
+  const bool tbuf = tr && m > 1;  // (B, m, S) output: each block through a buffer
   std::vector<typename VT<T>::I> J(SB * n);
-  std::vector<T> V(SB * n * (K + 1)), sv(silu ? SB * n : 0);
+  std::vector<T> V(SB * n * (K + 1)), sv(silu ? SB * n : 0), yt(tbuf ? SB * m : 0);
   Knots<T> kn;
   for (int64_t b = b0; b < b1; ++b) {
     kn.load(grid + b * n * nk, n, nk);
@@ -410,28 +412,32 @@ void sum_fwd_t(const T* x, const T* grid, const T* Cp, T* y, int64_t S, int64_t 
         silu_block<T>(x + (b * S + s0) * n, bq, sb * n, sv.data(), nullptr);
         bq = sv.data();
       }
+      T* yq = tbuf ? yt.data() : y + (b * S + s0) * m;  // the block's outputs, (sb, m)
       if (m == 1)
-        accumulate_block_m1<T, K, BASE>(J.data(), V.data(), Cp + b * n * P * Mp, y + b * S + s0, sb, n, P, Mp, bq, wb);
+        accumulate_block_m1<T, K, BASE>(J.data(), V.data(), Cp + b * n * P * Mp, yq, sb, n, P, Mp, bq, wb);
       else
-        accumulate_block<T, K, true, BASE>(J.data(), V.data(), Cp + b * n * P * Mp, y + (b * S + s0) * m, sb, n, m,
-                                           P, Mp, bq, wb);
+        accumulate_block<T, K, true, BASE>(J.data(), V.data(), Cp + b * n * P * Mp, yq, sb, n, m, P, Mp, bq, wb);
       if (ns) {  // the node affine map on the block's outputs, while they are in L1
-        T* yq = y + (b * S + s0) * m;
         const T *sc = ns + b * Mp, *sh = nb + b * Mp;
         for (int64_t q = 0; q < sb; ++q)
           for (int64_t o = 0; o < m; ++o) yq[q * m + o] = yq[q * m + o] * sc[o] + sh[o];
       }
+      if (tbuf)
+        for (int64_t o = 0; o < m; ++o)
+          for (int64_t q = 0; q < sb; ++q) y[(b * m + o) * S + s0 + q] = yq[q * m + o];
     }
   }
 }
 
 // xb (B, S, n): the base function's values at x (silu: sigmoid(x), see silu_block), Wb (B, n, Mp)
-// its weights (both null: no base term); ns, nb (B, Mp): the node affine map (both null: none).
+// its weights (both null: no base term); ns, nb (B, Mp): the node affine map (both null: none);
+// tr: y in the (B, m, S) layout instead of (B, S, m) (a loss over classes reads it so).
 template <typename T, int K>
 void sum_fwd(const T* x, const T* grid, const T* Cp, T* y, int64_t S, int64_t n, int64_t m, int64_t nk,
-             int64_t Mp, int64_t b0, int64_t b1, const T* xb, const T* Wb, int silu, const T* ns, const T* nb) {
-  if (xb) sum_fwd_t<T, K, true>(x, grid, Cp, y, S, n, m, nk, Mp, b0, b1, xb, Wb, silu, ns, nb);
-  else sum_fwd_t<T, K, false>(x, grid, Cp, y, S, n, m, nk, Mp, b0, b1, xb, Wb, 0, ns, nb);
+             int64_t Mp, int64_t b0, int64_t b1, const T* xb, const T* Wb, int silu, const T* ns, const T* nb,
+             int tr) {
+  if (xb) sum_fwd_t<T, K, true>(x, grid, Cp, y, S, n, m, nk, Mp, b0, b1, xb, Wb, silu, ns, nb, tr);
+  else sum_fwd_t<T, K, false>(x, grid, Cp, y, S, n, m, nk, Mp, b0, b1, xb, Wb, 0, ns, nb, tr);
 }
 
 // gy row of one sample as zero-padded vectors.
@@ -538,7 +544,7 @@ inline void backward_block_grouped(const JT* J, const T* V, const T* D, const T*
 template <typename T, int K, bool BASE>
 void sum_bwd_t(const T* x, const T* grid, const T* Cp, const T* gy, T* gx, T* gCp, int64_t S, int64_t n, int64_t m,
                int64_t nk, int64_t Mp, int64_t b0, int64_t b1, const T* xb, const T* dxb, const T* Wb, T* gWb,
-               int silu, const T* ns) {
+               int silu, const T* ns, int64_t gsb, int64_t gss, int64_t gso) {
   const int64_t P = nk + K - 1;
   // outputs in one vector: the grouped backward, on larger blocks (more samples per group)
   const bool grouped = m > 1 && Mp == VT<T>::L && gCp;
@@ -547,7 +553,7 @@ void sum_bwd_t(const T* x, const T* grid, const T* Cp, const T* gy, T* gx, T* gC
   std::vector<T> V(SBk * n * (K + 1)), D(SBk * n * (K + 1)), gpad(grouped ? SBk * Mp : Mp);
   std::vector<T> sv(silu ? SBk * n : 0), sd(silu ? SBk * n : 0);
   std::vector<int32_t> ord(grouped ? SBk * P : 0), cnt(grouped ? P : 0);
-  std::vector<T> gsc(ns && !grouped ? SBk * m : 0);  // the block's gy times the node scale
+  std::vector<T> gblk(SBk * m);  // the block's gy (any strides), times the node scale
   Knots<T> kn;
   for (int64_t b = b0; b < b1; ++b) {
     kn.load(grid + b * n * nk, n, nk);
@@ -564,20 +570,14 @@ void sum_bwd_t(const T* x, const T* grid, const T* Cp, const T* gy, T* gx, T* gC
       }
       const T* wb = BASE ? Wb + b * n * Mp : nullptr;
       T* gwb = BASE ? gWb + b * n * Mp : nullptr;
-      // with the node map, the gradient of the sum is gy times the node scale
-      const T* gyq = gy + (b * S + s0) * m;
-      if (ns && !grouped) {
-        for (int64_t q = 0; q < sb; ++q)
-          for (int64_t o = 0; o < m; ++o) gsc[q * m + o] = gyq[q * m + o] * ns[b * Mp + o];
-        gyq = gsc.data();
-      }
+      // the block's gy as (sb, m) rows; with the node map, the gradient of the sum is gy times
+      // the node scale
+      const T* gsrc = gy + b * gsb + s0 * gss;
+      for (int64_t q = 0; q < sb; ++q)
+        for (int64_t o = 0; o < m; ++o) gblk[q * m + o] = gsrc[q * gss + o * gso] * (ns ? ns[b * Mp + o] : T(1));
+      const T* gyq = gblk.data();
       if (grouped) {
-        for (int64_t q = 0; q < sb; ++q) {
-          T* row = gpad.data() + q * Mp;
-          load_padded<T>(gyq + q * m, m, Mp, row);
-          if (ns)
-            for (int64_t o = 0; o < m; ++o) row[o] *= ns[b * Mp + o];
-        }
+        for (int64_t q = 0; q < sb; ++q) load_padded<T>(gyq + q * m, m, Mp, gpad.data() + q * Mp);
         backward_block_grouped<T, K, BASE>(J.data(), V.data(), D.data(), Cp + b * n * P * Mp, gpad.data(),
                                            gx ? gx + (b * S + s0) * n : nullptr, gCp + b * n * P * Mp, sb, n, P, bq,
                                            dbq, wb, gwb, ord.data(), cnt.data());
@@ -598,9 +598,11 @@ void sum_bwd_t(const T* x, const T* grid, const T* Cp, const T* gy, T* gx, T* gC
 template <typename T, int K>
 void sum_bwd(const T* x, const T* grid, const T* Cp, const T* gy, T* gx, T* gCp, int64_t S, int64_t n, int64_t m,
              int64_t nk, int64_t Mp, int64_t b0, int64_t b1, const T* xb, const T* dxb, const T* Wb, T* gWb,
-             int silu, const T* ns) {
-  if (xb) sum_bwd_t<T, K, true>(x, grid, Cp, gy, gx, gCp, S, n, m, nk, Mp, b0, b1, xb, dxb, Wb, gWb, silu, ns);
-  else sum_bwd_t<T, K, false>(x, grid, Cp, gy, gx, gCp, S, n, m, nk, Mp, b0, b1, xb, dxb, Wb, gWb, 0, ns);
+             int silu, const T* ns, int64_t gsb, int64_t gss, int64_t gso) {
+  if (xb)
+    sum_bwd_t<T, K, true>(x, grid, Cp, gy, gx, gCp, S, n, m, nk, Mp, b0, b1, xb, dxb, Wb, gWb, silu, ns, gsb, gss, gso);
+  else
+    sum_bwd_t<T, K, false>(x, grid, Cp, gy, gx, gCp, S, n, m, nk, Mp, b0, b1, xb, dxb, Wb, gWb, 0, ns, gsb, gss, gso);
 }
 
 // Inputs and grid shared by every model (a zoo's first layer): J (S, n) and V (S, n, K+1) are given.
@@ -868,19 +870,20 @@ int check(int64_t m, int64_t Mp) {
 
 template <typename T>
 int d_sum_fwd(int k, const T* x, const T* grid, const T* Cp, T* y, int64_t S, int64_t n, int64_t m, int64_t nk,
-              int64_t Mp, int64_t b0, int64_t b1, const T* xb, const T* Wb, int silu, const T* ns, const T* nb) {
+              int64_t Mp, int64_t b0, int64_t b1, const T* xb, const T* Wb, int silu, const T* ns, const T* nb,
+              int tr) {
   if (check<T>(m, Mp)) return -2;
   if (!ns != !nb) return -3;
-  WSK_CASES(sum_fwd, x, grid, Cp, y, S, n, m, nk, Mp, b0, b1, xb, Wb, silu, ns, nb)
+  WSK_CASES(sum_fwd, x, grid, Cp, y, S, n, m, nk, Mp, b0, b1, xb, Wb, silu, ns, nb, tr)
 }
 
 template <typename T>
 int d_sum_bwd(int k, const T* x, const T* grid, const T* Cp, const T* gy, T* gx, T* gCp, int64_t S, int64_t n,
               int64_t m, int64_t nk, int64_t Mp, int64_t b0, int64_t b1, const T* xb, const T* dxb, const T* Wb,
-              T* gWb, int silu, const T* ns) {
+              T* gWb, int silu, const T* ns, int64_t gsb, int64_t gss, int64_t gso) {
   if (check<T>(m, Mp)) return -2;
   if (xb && !((dxb || silu) && Wb && gWb && gx && gCp)) return -3;
-  WSK_CASES(sum_bwd, x, grid, Cp, gy, gx, gCp, S, n, m, nk, Mp, b0, b1, xb, dxb, Wb, gWb, silu, ns)
+  WSK_CASES(sum_bwd, x, grid, Cp, gy, gx, gCp, S, n, m, nk, Mp, b0, b1, xb, dxb, Wb, gWb, silu, ns, gsb, gss, gso)
 }
 
 template <typename T>
@@ -942,15 +945,15 @@ int d_table_bwd(int k, const int32_t* order, const int64_t* roff, const int32_t*
 #define WSK_EXPORT(T, SUF)                                                                                     \
   extern "C" int wsk_sum_fwd_##SUF(int nt, int k, const T* x, const T* grid, const T* Cp, T* y, int64_t S,       \
                                    int64_t n, int64_t m, int64_t nk, int64_t Mp, const T* xb, const T* Wb,     \
-                                   int silu, const T* ns, const T* nb, int64_t B) {                            \
-    WSK_PARALLEL(B, d_sum_fwd<T>(k, x, grid, Cp, y, S, n, m, nk, Mp, b0, b1, xb, Wb, silu, ns, nb))            \
+                                   int silu, const T* ns, const T* nb, int tr, int64_t B) {                    \
+    WSK_PARALLEL(B, d_sum_fwd<T>(k, x, grid, Cp, y, S, n, m, nk, Mp, b0, b1, xb, Wb, silu, ns, nb, tr))        \
   }                                                                                                            \
   extern "C" int wsk_sum_bwd_##SUF(int nt, int k, const T* x, const T* grid, const T* Cp, const T* gy, T* gx,    \
                                    T* gCp, int64_t S, int64_t n, int64_t m, int64_t nk, int64_t Mp,            \
                                    const T* xb, const T* dxb, const T* Wb, T* gWb, int silu, const T* ns,      \
-                                   int64_t B) {                                                                \
+                                   int64_t gsb, int64_t gss, int64_t gso, int64_t B) {                         \
     WSK_PARALLEL(B, d_sum_bwd<T>(k, x, grid, Cp, gy, gx, gCp, S, n, m, nk, Mp, b0, b1, xb, dxb, Wb, gWb, silu,  \
-                                 ns))                                                                          \
+                                 ns, gsb, gss, gso))                                                           \
   }                                                                                                            \
   extern "C" int wsk_shared_fwd_##SUF(int nt, int k, const int32_t* J, const T* V, const T* Cp, T* y,           \
                                       int64_t S, int64_t n, int64_t m, int64_t nk, int64_t Mp, const T* xb,    \
