@@ -40,8 +40,10 @@ template <typename T> inline typename VT<T>::v vload(const T* p) {
 template <typename T> inline void vstore(T* p, typename VT<T>::v a) { std::memcpy(p, &a, sizeof(a)); }
 template <typename T> inline typename VT<T>::v vzero() { typename VT<T>::v r = {}; return r; }
 
-// Horizontal sums by halving (the halves are extracted with memcpy, which compilers turn into
-// register extracts): log2(L) vector adds instead of L dependent scalar adds.
+// Horizontal sums: with AVX-512 the reduce intrinsics (register extracts and adds); otherwise by
+// halving, the halves extracted with memcpy (measured with perf on the hidden layer's backward:
+// GCC 12 compiled that through a stack slot, a 64-byte store read back as 32-byte loads, and the
+// stalled reload was the hottest instruction of the backward).
 typedef float f32x8 __attribute__((vector_size(32)));
 typedef float f32x4 __attribute__((vector_size(16)));
 typedef double f64x4 __attribute__((vector_size(32)));
@@ -53,12 +55,20 @@ template <typename H, typename W> inline H halves(const W& w) {
   return a + b;
 }
 inline float hsum(vf32 w) {
+#if defined(__AVX512F__)
+  return _mm512_reduce_add_ps((__m512)w);
+#else
   const f32x4 c = halves<f32x4>(halves<f32x8>(w));
   return (c[0] + c[2]) + (c[1] + c[3]);
+#endif
 }
 inline double hsum(vf64 w) {
+#if defined(__AVX512F__)
+  return _mm512_reduce_add_pd((__m512d)w);
+#else
   const f64x2 c = halves<f64x2>(halves<f64x4>(w));
   return c[0] + c[1];
+#endif
 }
 
 constexpr int64_t SB = 32;  // samples per block
