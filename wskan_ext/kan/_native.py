@@ -139,8 +139,8 @@ def _lib():
                                                        + [i64] * 4)
         getattr(lib, f"wsk_shared_fwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 4 + [i64] * 5 + [ptr] * 2 + [i64]
         getattr(lib, f"wsk_shared_bwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 5 + [i64] * 4 + [ptr] * 2 + [i64]
-        getattr(lib, f"wsk_table_fwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 11 + [i64] * 7
-        getattr(lib, f"wsk_table_bwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 16 + [i64] * 7
+        getattr(lib, f"wsk_table_fwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 13 + [i64] * 7
+        getattr(lib, f"wsk_table_bwd_{suf}").argtypes = [c_int] * 2 + [ptr] * 17 + [i64] * 7
         for name in ("sum_fwd", "sum_bwd", "shared_fwd", "shared_bwd", "table_fwd", "table_bwd"):
             getattr(lib, f"wsk_{name}_{suf}").restype = ctypes.c_int
     return lib
@@ -232,8 +232,12 @@ class SharedRows:
     Fields: ``idx (s, n)`` int32, the row of every (sample, input); per row ``r`` (``R`` rows,
     the rows of input 0 first, each input's in increasing order of value): ``inp (R,)`` int32 its
     input, ``J (R,)`` int32 its interval, ``V (R, k+1)`` its active basis values, ``base (R,)``
-    its base value (``None``: no base term); for the backward pass ``order (s * n,)`` int32, the
-    samples of row ``r`` at ``order[off[r]:off[r+1]]`` (``off (R+1,)`` int64).
+    its base value (``None``: no base term). ``ref (n,)`` int32: each input's reference row, the
+    row of its most common value (on image data the background level); the samples sparse
+    without them: sample ``s``'s other rows are ``sidx[sptr[s]:sptr[s+1]]`` (``sptr (s+1,)``
+    int64); for the backward pass ``order`` int32, the samples of row ``r`` at
+    ``order[off[r]:off[r+1]]`` (``off (R+1,)`` int64; empty for the reference rows, whose
+    gradients are the sum over all samples minus the other rows').
     """
 
     idx: torch.Tensor
@@ -242,6 +246,9 @@ class SharedRows:
     V: torch.Tensor
     order: torch.Tensor
     off: torch.Tensor
+    ref: torch.Tensor
+    sptr: torch.Tensor
+    sidx: torch.Tensor
     base: Optional[torch.Tensor] = None
 
     @property
@@ -263,14 +270,27 @@ class SharedRows:
         samples = perm.T.reshape(-1)
         inputs = torch.arange(n, device=x.device).repeat_interleave(S)
         row = new.cumsum(0) - 1
-        idx = torch.empty(S, n, dtype=torch.int32, device=x.device)
-        idx[samples, inputs] = row.to(torch.int32)
+        idx = torch.empty(S, n, dtype=torch.int64, device=x.device)
+        idx[samples, inputs] = row
         starts = new.nonzero().squeeze(1)
         s0, i0 = samples[starts], inputs[starts]
-        return cls(idx, i0.to(torch.int32).contiguous(), J[s0, i0].contiguous(), V[s0, i0].contiguous(),
-                   samples.to(torch.int32).contiguous(),
-                   torch.cat([starts, starts.new_tensor([S * n])]).to(torch.int64).contiguous(),
-                   None if base is None else base[s0, i0].contiguous())
+        R = starts.shape[0]
+        counts = torch.diff(torch.cat([starts, starts.new_tensor([S * n])]))
+        # each input's most common row (the first of equal counts): its reference row
+        ref = torch.zeros(n, dtype=torch.int64, device=x.device)
+        best = torch.full((n,), -1, dtype=counts.dtype, device=x.device)
+        key = counts * (R + 1) + (R - torch.arange(R, device=x.device))  # larger count, then lower row
+        best = best.scatter_reduce(0, i0, key, reduce="amax", include_self=True)
+        ref = R - best % (R + 1)
+        keep = row != ref[inputs]  # positions (input-major) of the non-reference pairs
+        kept_counts = torch.where(torch.arange(R, device=x.device) == ref[i0], torch.zeros_like(counts), counts)
+        off = torch.cat([starts.new_zeros(1), kept_counts.cumsum(0)])
+        nonref = idx != ref.unsqueeze(0)  # (s, n)
+        sptr = torch.cat([starts.new_zeros(1), nonref.sum(1).cumsum(0)])
+        return cls(idx.to(torch.int32), i0.to(torch.int32).contiguous(), J[s0, i0].contiguous(),
+                   V[s0, i0].contiguous(), samples[keep].to(torch.int32).contiguous(), off.to(torch.int64).contiguous(),
+                   ref.to(torch.int32).contiguous(), sptr.to(torch.int64).contiguous(),
+                   idx[nonref].to(torch.int32).contiguous(), None if base is None else base[s0, i0].contiguous())
 
 
 @dataclass
@@ -368,8 +388,8 @@ class _TableSum(torch.autograd.Function):
         B, m = coef.shape[0], coef.shape[-2]
         y = coef.new_empty(B, S, m)
         bd = rows.base if Wbp is not None else None
-        _run(getattr(_lib(), f"wsk_table_fwd_{_DTYPES[coef.dtype]}"), B, basis.k, _p(rows.idx), _p(rows.J),
-             _p(rows.V), _p(rows.inp), _p(bd), _p(coef), _p(sc), _p(Wbp), _p(nsp), _p(nbp), _p(y), S, n, m, basis.nk,
+        _run(getattr(_lib(), f"wsk_table_fwd_{_DTYPES[coef.dtype]}"), B, basis.k, _p(rows.sptr), _p(rows.sidx),
+             _p(rows.ref), _p(rows.J), _p(rows.V), _p(rows.inp), _p(bd), _p(coef), _p(sc), _p(Wbp), _p(nsp), _p(nbp), _p(y), S, n, m, basis.nk,
              Mp, rows.num_rows)
         ctx.save_for_backward(coef, sc, Wbp, nsp)
         ctx.basis, ctx.Mp = basis, Mp
@@ -389,7 +409,7 @@ class _TableSum(torch.autograd.Function):
         gns = None if nsp is None else torch.zeros_like(nsp)
         gnb = None if nsp is None else torch.zeros_like(nsp)
         _run(getattr(_lib(), f"wsk_table_bwd_{_DTYPES[gy.dtype]}"), B, basis.k, _p(rows.order), _p(rows.off),
-             _p(rows.J), _p(rows.V), _p(rows.inp), _p(None if Wbp is None else rows.base), _p(coef), _p(sc), _p(Wbp),
+             _p(rows.ref), _p(rows.J), _p(rows.V), _p(rows.inp), _p(None if Wbp is None else rows.base), _p(coef), _p(sc), _p(Wbp),
              _p(nsp), _p(gyp), _p(gcoef), _p(gsc), _p(gWbp), _p(gns), _p(gnb), S, n, m, basis.nk, Mp, rows.num_rows)
         return gcoef, gsc, gWbp, gns, gnb, None, None
 
