@@ -635,6 +635,13 @@ def test_native_lookup_form_negative_twin_and_choice():
     right = _native.native_shared_sum(_native.SharedBasis.from_local(first, values, k, grid.shape[-1]), coef)
     auto = _native.SharedBasis.from_local(first, values, k, grid.shape[-1], x=x)
     assert auto.rows is not None and auto.rows.num_rows <= 20
+    rows = auto.rows  # each input's reference row: its most common value; samples sparse without it
+    for i in range(4):
+        vals, counts = torch.unique(x[:, i], return_counts=True)
+        ref_value = vals[counts == counts.max()][0]
+        assert x[rows.idx[:, i] == rows.ref[i], i].eq(ref_value).all()
+    assert int(rows.sptr[-1]) == int((rows.idx != rows.ref.unsqueeze(0)).sum()) == rows.sidx.numel()
+    assert int(rows.off[-1]) == rows.order.numel() == rows.sidx.numel()
     assert torch.allclose(_native.native_shared_sum(auto, coef), right, rtol=0, atol=1e-12)
     wrong = _native.SharedBasis.from_local(first, values, k, grid.shape[-1], x=x.flip(0), lookup=True)
     assert (_native.native_shared_sum(wrong, coef) - right).abs().max() > 1e-3

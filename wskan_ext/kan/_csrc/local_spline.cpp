@@ -708,14 +708,16 @@ void shared_bwd(const int32_t* order, const T* Vs, const int64_t* off, const T* 
 // Inputs shared by every model with few distinct values per input (a zoo's first layer on
 // quantised data: pixel levels, the coordinates of an INR's image grid). The distinct (input,
 // value) pairs are the rows r = 0 .. R-1: row r has input inp[r], interval Jd[r], active values
-// Vd (R, K+1) and base value bd[r]; idx (S, n) gives each (sample, input) its row. Per model the
-// table Tb[r] = sum_p Vd[r, p] Cp[inp[r], Jd[r] + p] + bd[r] Wb[inp[r]] (R, Mp) is built in a
-// thread-local buffer, then y[s] = sum_i Tb[idx[s, i]]: (K+2) R vector FMAs and S n vector adds
-// per model instead of (K+2) S n vector FMAs. The coefficients come in their own layout C (B, n, m,
+// Vd (R, K+1) and base value bd[r]; each (sample, input) has one row. Per model the table
+// Tb[r] = sum_p Vd[r, p] Cp[inp[r], Jd[r] + p] + bd[r] Wb[inp[r]] (R, Mp) is built in a
+// thread-local buffer, then y[s] = sum over the sample's rows of Tb: (K+2) R vector FMAs and at
+// most S n vector adds per model instead of (K+2) S n vector FMAs (table_fwd below: the samples
+// sparse around a reference row per input). The coefficients come in their own layout C (B, n, m,
 // nb), with an optional per-edge scale sc (B, n, m), and are padded (and scaled) per model in a
-// buffer (no padded copy of the whole batch). With the node
-// affine map ns, nb (B, Mp) (both or neither) the output is ns y[s] + nb, by scaling the table and
-// starting the sum at nb (one pass over the output instead of three).
+// buffer (no padded copy of the whole batch). With the node affine map ns, nb (B, Mp) (both or
+// neither) the output is ns y[s] + nb, by scaling the table and starting the sum at nb (one pass
+// over the output instead of three).
+
 // One model's coefficients coef (n, m, nb), times the per-edge scale sc (n, m) if given, as padded
 // rows (n, P, Mp) (the layout of Cp above) in a caller's buffer; and the adjoint: from the
 // gradient of those rows gCp, gcoef = sc gCp (unpadded) and gsc = sum_p coef gCp (written).
