@@ -84,6 +84,28 @@ def test_exact_simulator_native_module_and_permuted():
     assert rel_err(simulate_forward(kan_to_graph(wp), x), ref) <= TOL
 
 
+def test_exact_simulator_uses_the_local_kernel_on_uniform_grids(monkeypatch):
+    """On uniform knot rows (a freshly initialised module) the simulator's messages take the
+    local-support kernel and still equal the forward pass; on the non-uniform grids of the
+    other tests, Cox--de Boor (``spline_eval``'s automatic choice)."""
+    from wskan_ext.kan import local_spline
+
+    calls = []
+    real = local_spline.local_spline_eval
+    monkeypatch.setattr(local_spline, "local_spline_eval", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    module = KAN([3, 4, 2], grid=5, k=3, num_models=2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    x = torch.rand(2, 11, 3, dtype=torch.float64) * 2 - 1
+    with torch.no_grad():
+        ref = module(x)
+    assert rel_err(simulate_forward(kan_to_graph(module.weights(detach=True)), x), ref) <= TOL
+    assert calls  # one call per KAN layer
+    calls.clear()
+    w = rand_kan([3, 4, 2], 4, 2, 1, 5)  # random non-uniform grids
+    xs = _inputs([3], 1)
+    assert rel_err(simulate_forward(kan_to_graph(w), xs)[0], w.unbind()[0](xs[0])) <= TOL
+    assert not calls
+
+
 def test_exact_simulator_pykan():
     kan_mod = pytest.importorskip("kan")
     from wskan_ext.adapters.pykan import preserve_global_rng

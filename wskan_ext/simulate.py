@@ -9,8 +9,9 @@ input nodes set to the inputs, and layer by layer :math:`l = 0..L-1`:
 
 with :math:`(c_{ij}, \beta_{ij})` the canonical edge features (``edge_attr``),
 :math:`t_i` the knots of the source node, :math:`(\alpha_j, \gamma_j)` the target's node
-affine. The message is evaluated with :func:`~wskan_ext.kan.spline.bspline_basis`
-and :func:`~wskan_ext.kan.spline.base_function`; the aggregation is a sum. The result
+affine. The message is evaluated with :func:`~wskan_ext.kan.spline.spline_eval` (the
+local-support kernel on uniform knot rows, Cox--de Boor otherwise) and
+:func:`~wskan_ext.kan.spline.base_function`; the aggregation is a sum. The result
 equals :meth:`wskan_ext.KANWeights.forward` to floating-point summation order.
 
 **Learned.** :class:`LearnedSimulator` is a :class:`~wskan_ext.WSKAN` whose input nodes
@@ -30,7 +31,7 @@ from torch_geometric.nn import MessagePassing
 
 from .graph import BASE_FUNCTION_NAMES, NODE_EXTRA_FEATURES, ROLE_INPUT, ROLE_OUTPUT, kan_to_graph
 from .kan.module import KAN
-from .kan.spline import base_function, bspline_basis
+from .kan.spline import base_function, spline_eval
 from .kan.weights import KANWeights
 from .nn.model import WSKAN
 
@@ -66,8 +67,9 @@ class KANSimulationConv(MessagePassing):
 
     def message(self, s_j, grid_j, coef, base_weight, base_id, k: int):
         """The edge function evaluated at the source neuron's states ``s_j: (E, S)``."""
-        basis = bspline_basis(s_j, grid_j.unsqueeze(-2), k)  # (E, S, G+k)
-        out = torch.einsum("esb,eb->es", basis, coef)
+        # every edge as its own input: the local-support kernel on uniform knot rows,
+        # Cox--de Boor otherwise (spline_eval's automatic choice)
+        out = spline_eval(s_j.transpose(0, 1), grid_j, coef.unsqueeze(1), k).squeeze(-1).transpose(0, 1)  # (E, S)
         base = torch.zeros_like(s_j)
         for b in torch.unique(base_id).tolist():
             sel = base_id == b
