@@ -748,6 +748,24 @@ inline void unpad_rows(const T* gCp, const T* coef, const T* sc, T* gcoef, T* gs
     }
 }
 
+// init + rows[ids[0]] + ... + rows[ids[cnt-1]] (vectors at column offset off of rows of Mp), in
+// four add chains so that the loads overlap.
+template <typename T>
+inline typename VT<T>::v gather_sum(const T* rows, const int32_t* ids, int64_t cnt, int64_t Mp, int64_t off,
+                                    typename VT<T>::v init) {
+  typedef typename VT<T>::v vec;
+  vec a0 = init, a1 = vzero<T>(), a2 = vzero<T>(), a3 = vzero<T>();
+  int64_t t = 0;
+  for (; t + 3 < cnt; t += 4) {
+    a0 += vload<T>(rows + int64_t(ids[t]) * Mp + off);
+    a1 += vload<T>(rows + int64_t(ids[t + 1]) * Mp + off);
+    a2 += vload<T>(rows + int64_t(ids[t + 2]) * Mp + off);
+    a3 += vload<T>(rows + int64_t(ids[t + 3]) * Mp + off);
+  }
+  for (; t < cnt; ++t) a0 += vload<T>(rows + int64_t(ids[t]) * Mp + off);
+  return (a0 + a1) + (a2 + a3);
+}
+
 template <typename T, int K>
 inline void table_build(const int32_t* Jd, const T* Vd, const int32_t* inp, const T* bd, const T* cb, const T* wb,
                         const T* nsb, T* Tb, int64_t nk, int64_t Mp, int64_t R) {
@@ -800,16 +818,7 @@ void table_fwd(const int64_t* sptr, const int32_t* sidx, const int32_t* ref, con
       const int64_t cnt = sptr[s + 1] - sptr[s];
       T* ys = y + (b * S + s) * m;
       for (int64_t c = 0; c < nv; ++c) {
-        vec a0 = vload<T>(base.data() + c * L), a1 = vzero<T>(), a2 = vzero<T>(), a3 = vzero<T>();  // four chains
-        int64_t i = 0;
-        for (; i + 3 < cnt; i += 4) {
-          a0 += vload<T>(tb + int64_t(ir[i]) * Mp + c * L);
-          a1 += vload<T>(tb + int64_t(ir[i + 1]) * Mp + c * L);
-          a2 += vload<T>(tb + int64_t(ir[i + 2]) * Mp + c * L);
-          a3 += vload<T>(tb + int64_t(ir[i + 3]) * Mp + c * L);
-        }
-        for (; i < cnt; ++i) a0 += vload<T>(tb + int64_t(ir[i]) * Mp + c * L);
-        const vec acc = (a0 + a1) + (a2 + a3);
+        const vec acc = gather_sum<T>(tb, ir, cnt, Mp, c * L, vload<T>(base.data() + c * L));
         const int64_t w = (m - c * L) < L ? (m - c * L) : L;
         if (w == L) vstore<T>(ys + c * L, acc);
         else { T tmp[L]; vstore<T>(tmp, acc); std::memcpy(ys + c * L, tmp, w * sizeof(T)); }
@@ -876,16 +885,7 @@ void table_bwd(const int32_t* order, const int64_t* roff, const int32_t* ref, co
       if (r == ref[inp[r]]) continue;
       const int64_t t0 = roff[r], t1 = roff[r + 1];
       for (int64_t c = 0; c < nv; ++c) {
-        vec a0 = vzero<T>(), a1 = vzero<T>(), a2 = vzero<T>(), a3 = vzero<T>();
-        int64_t t = t0;
-        for (; t + 3 < t1; t += 4) {
-          a0 += vload<T>(gb + int64_t(order[t]) * Mp + c * L);
-          a1 += vload<T>(gb + int64_t(order[t + 1]) * Mp + c * L);
-          a2 += vload<T>(gb + int64_t(order[t + 2]) * Mp + c * L);
-          a3 += vload<T>(gb + int64_t(order[t + 3]) * Mp + c * L);
-        }
-        for (; t < t1; ++t) a0 += vload<T>(gb + int64_t(order[t]) * Mp + c * L);
-        const vec g = (a0 + a1) + (a2 + a3);
+        const vec g = gather_sum<T>(gb, order + t0, t1 - t0, Mp, c * L, vzero<T>());
         T* gi = Gi.data() + int64_t(inp[r]) * Mp + c * L;
         vstore<T>(gi, vload<T>(gi) + g);
         spread(r, c, g);
