@@ -622,7 +622,7 @@ def test_native_shared_sum_edge_scale_and_node_map_match_torch(k, m, lookup, see
 
 
 @needs_native
-def test_native_lookup_form_negative_twin_and_choice():
+def test_native_lookup_form_negative_twin_and_choice(monkeypatch):
     """The check can fail: rows built from other inputs (the samples in another order) give other
     values. ``lookup=None`` takes the lookup form only where the distinct pairs are at most half
     of the (sample, input) pairs; bad arguments are errors."""
@@ -649,6 +649,11 @@ def test_native_lookup_form_negative_twin_and_choice():
     fc, vc, _ = local_basis(xc, grid, k)
     assert _native.SharedBasis.from_local(fc, vc, k, grid.shape[-1], x=xc).rows is None
     assert _native.SharedBasis.from_local(fc, vc, k, grid.shape[-1], x=xc, lookup=True).rows.num_rows == 160
+    monkeypatch.setattr(_native, "_MAX_AUTO_ROWS", 10)  # the automatic choice caps the table's size
+    assert _native.SharedBasis.from_local(first, values, k, grid.shape[-1], x=x).rows is None
+    assert _native.SharedBasis.from_local(first, values, k, grid.shape[-1], x=x, lookup=True).rows is not None
+    with pytest.raises(MemoryError):  # a kernel whose buffer could not be allocated (code -4)
+        _native._run(lambda *args: -4, 1)
     with pytest.raises(ValueError, match="needs the inputs x"):
         _native.SharedBasis.from_local(first, values, k, grid.shape[-1], lookup=True)
     with pytest.raises(ValueError, match="does not match"):

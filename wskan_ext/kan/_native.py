@@ -44,6 +44,9 @@ __all__ = ["available", "MAX_K", "supports", "native_spline_sum", "native_shared
 #: Largest spline order with a compiled kernel.
 MAX_K = 5
 
+# SharedBasis.from_local(lookup=None) takes the lookup form only up to this many distinct pairs
+_MAX_AUTO_ROWS = 1 << 20
+
 _SRC = Path(__file__).with_name("_csrc") / "local_spline.cpp"
 _FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-std=c++17"]
 
@@ -163,6 +166,8 @@ def _run(fn, B: int, *args):
     """Call the entry point ``fn(threads, *args, B)``: the model axis split over
     ``torch.get_num_threads()`` OpenMP threads (torch's own pool)."""
     rc = fn(torch.get_num_threads(), *args, B)
+    if rc == -4:
+        raise MemoryError("native spline kernel: a per-thread buffer could not be allocated")
     if rc:
         raise RuntimeError(f"native spline kernel refused its input (code {rc})")
 
@@ -329,7 +334,9 @@ class SharedBasis:
         (:class:`SharedRows`), and ``lookup`` chooses the form of :func:`native_shared_sum`:
         ``True`` the lookup form, ``False`` the per-sample one, ``None`` (default) the lookup
         form where there are at most half as many distinct pairs as (sample, input) pairs
-        (quantised data such as pixel levels, or an INR's coordinate grid)."""
+        (quantised data such as pixel levels, or an INR's coordinate grid) and at most
+        ``2**20`` of them (each compute thread holds one model's table of ``rows x outputs``
+        values: 64 MiB at 16 float32 outputs)."""
         J = (first + k).to(torch.int32)  # interval index j (first active basis function + k)
         order = torch.argsort(J.T, dim=1, stable=True)  # (n, s)
         counts = torch.stack([torch.bincount(J[:, i], minlength=nk - 1) for i in range(J.shape[1])])
@@ -344,7 +351,7 @@ class SharedBasis:
             if tuple(x.shape) != tuple(J.shape):
                 raise ValueError(f"SharedBasis.from_local: x {tuple(x.shape)} does not match first {tuple(J.shape)}")
             rows = SharedRows.from_inputs(x, J, V, base)
-            if lookup is None and 2 * rows.num_rows > J.numel():
+            if lookup is None and (2 * rows.num_rows > J.numel() or rows.num_rows > _MAX_AUTO_ROWS):
                 rows = None
         return cls(J.contiguous(), V, order.to(torch.int32).contiguous(),
                    Vs.detach().contiguous(), off.to(torch.int64).contiguous(), k, nk, base, rows)

@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <new>
 #include <cstring>
 #include <vector>
 #if defined(__AVX512F__)
@@ -899,14 +900,20 @@ void table_bwd(const int32_t* order, const int64_t* roff, const int32_t* ref, co
   }
 }
 
-#define WSK_CASES(FN, ...)                      \
-  switch (k) {                                  \
-    case 1: FN<T, 1>(__VA_ARGS__); return 0;    \
-    case 2: FN<T, 2>(__VA_ARGS__); return 0;    \
-    case 3: FN<T, 3>(__VA_ARGS__); return 0;    \
-    case 4: FN<T, 4>(__VA_ARGS__); return 0;    \
-    case 5: FN<T, 5>(__VA_ARGS__); return 0;    \
-    default: return -1;                         \
+// The kernels' buffers are std::vectors: an allocation that fails returns -4 (no exception may
+// leave an OpenMP region or cross into ctypes).
+#define WSK_CASES(FN, ...)                        \
+  try {                                           \
+    switch (k) {                                  \
+      case 1: FN<T, 1>(__VA_ARGS__); return 0;    \
+      case 2: FN<T, 2>(__VA_ARGS__); return 0;    \
+      case 3: FN<T, 3>(__VA_ARGS__); return 0;    \
+      case 4: FN<T, 4>(__VA_ARGS__); return 0;    \
+      case 5: FN<T, 5>(__VA_ARGS__); return 0;    \
+      default: return -1;                         \
+    }                                             \
+  } catch (const std::bad_alloc&) {               \
+    return -4;                                    \
   }
 
 template <typename T>
