@@ -656,6 +656,9 @@ def test_native_lookup_form_negative_twin_and_choice(monkeypatch):
         _native._run(lambda *args: -4, 1)
     with pytest.raises(ValueError, match="needs the inputs x"):
         _native.SharedBasis.from_local(first, values, k, grid.shape[-1], lookup=True)
+    with pytest.raises(ValueError, match="at least one sample"):
+        _native.SharedBasis.from_local(first[:0], values[:0], k, grid.shape[-1], x=x[:0], lookup=True)
+    assert _native.SharedBasis.from_local(first[:0], values[:0], k, grid.shape[-1], x=x[:0]).rows is None
     with pytest.raises(ValueError, match="does not match"):
         _native.SharedBasis.from_local(first, values, k, grid.shape[-1], x=x[:10])
     with pytest.raises(ValueError, match="base values"):

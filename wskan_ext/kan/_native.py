@@ -282,7 +282,6 @@ class SharedRows:
         R = starts.shape[0]
         counts = torch.diff(torch.cat([starts, starts.new_tensor([S * n])]))
         # each input's most common row (the first of equal counts): its reference row
-        ref = torch.zeros(n, dtype=torch.int64, device=x.device)
         best = torch.full((n,), -1, dtype=counts.dtype, device=x.device)
         key = counts * (R + 1) + (R - torch.arange(R, device=x.device))  # larger count, then lower row
         best = best.scatter_reduce(0, i0, key, reduce="amax", include_self=True)
@@ -346,8 +345,11 @@ class SharedBasis:
         base = None if base is None else base.detach().to(values.dtype).contiguous()
         if lookup and x is None:
             raise ValueError("SharedBasis.from_local: lookup=True needs the inputs x")
+        if lookup and J.numel() == 0:
+            raise ValueError(f"SharedBasis.from_local: lookup=True needs at least one sample and input, got x of shape "
+                             f"{tuple(J.shape)}")
         rows = None
-        if x is not None and lookup is not False:
+        if x is not None and lookup is not False and J.numel() > 0:
             if tuple(x.shape) != tuple(J.shape):
                 raise ValueError(f"SharedBasis.from_local: x {tuple(x.shape)} does not match first {tuple(J.shape)}")
             rows = SharedRows.from_inputs(x, J, V, base)
