@@ -64,13 +64,15 @@ def main():
     a = ap.parse_args()
     if a.threads < 1 or a.reps < 1:
         ap.error("--threads and --reps must be positive integers")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     torch.set_num_threads(a.threads)
     if not _native.available():
         raise SystemExit("the compiled kernels are not available (no C++ compiler, or WSKAN_EXT_NATIVE=0)")
     G, k, m = 5, 3, 16
     lines = [f"Shared first layer, forward + backward, float32, {a.threads} thread(s), median of {a.reps}",
              f"command: python benchmarks/shared_layer.py {' '.join(sys.argv[1:])}".rstrip(),
-             f"machine: {platform.machine()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}",
+             f"machine: {platform.machine()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}; "
+             f"1-min load average at start: {load}",
              "",
              f"{'workload':24s} {'B':>3s} {'pairs':>9s} {'distinct':>8s} {'other':>6s} "
              f"{'dense ms':>9s} {'per-sample ms':>13s} {'lookup ms':>10s} {'x dense':>8s} {'x per-sample':>12s} "
@@ -127,7 +129,7 @@ def main():
             f.write(text + "\n")
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as f:
-        json.dump({"threads": a.threads, "reps": a.reps, "results": results}, f, indent=1)
+        json.dump({"threads": a.threads, "reps": a.reps, "load_average_1min": load, "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":
