@@ -308,14 +308,15 @@ class SharedBasis:
     that order, ``off (n, K)`` int64 group bounds (group ``j`` is ``off[i, j] : off[i, j+1]``);
     ``base (s, n)`` the base function's values at ``x`` (``None``: no base term); ``rows``: the
     distinct (input, value) pairs (:class:`SharedRows`) where :func:`native_shared_sum` uses its
-    lookup form, else ``None``.
+    lookup form, else ``None`` (with ``rows``, ``order``, ``Vs`` and ``off`` are ``None``: only
+    the per-sample form's backward reads them).
     """
 
     J: torch.Tensor
     V: torch.Tensor
-    order: torch.Tensor
-    Vs: torch.Tensor
-    off: torch.Tensor
+    order: Optional[torch.Tensor]
+    Vs: Optional[torch.Tensor]
+    off: Optional[torch.Tensor]
     k: int
     nk: int
     base: Optional[torch.Tensor] = None
@@ -337,10 +338,6 @@ class SharedBasis:
         ``2**20`` of them (each compute thread holds one model's table of ``rows x outputs``
         values: 64 MiB at 16 float32 outputs)."""
         J = (first + k).to(torch.int32)  # interval index j (first active basis function + k)
-        order = torch.argsort(J.T, dim=1, stable=True)  # (n, s)
-        counts = torch.stack([torch.bincount(J[:, i], minlength=nk - 1) for i in range(J.shape[1])])
-        off = torch.nn.functional.pad(counts.cumsum(1), (1, 0))  # (n, nk)
-        Vs = torch.stack([values[order[i], i] for i in range(J.shape[1])])  # (n, s, k+1)
         V = values.detach().contiguous()
         base = None if base is None else base.detach().to(values.dtype).contiguous()
         if lookup and x is None:
@@ -355,8 +352,14 @@ class SharedBasis:
             rows = SharedRows.from_inputs(x, J, V, base)
             if lookup is None and (2 * rows.num_rows > J.numel() or rows.num_rows > _MAX_AUTO_ROWS):
                 rows = None
-        return cls(J.contiguous(), V, order.to(torch.int32).contiguous(),
-                   Vs.detach().contiguous(), off.to(torch.int64).contiguous(), k, nk, base, rows)
+        if rows is not None:  # the per-sample backward's grouping is not needed
+            return cls(J.contiguous(), V, None, None, None, k, nk, base, rows)
+        order = torch.argsort(J.T, dim=1, stable=True)  # (n, s)
+        counts = torch.stack([torch.bincount(J[:, i], minlength=nk - 1) for i in range(J.shape[1])])
+        off = torch.nn.functional.pad(counts.cumsum(1), (1, 0))  # (n, nk)
+        Vs = torch.stack([V[order[i], i] for i in range(J.shape[1])])  # (n, s, k+1)
+        return cls(J.contiguous(), V, order.to(torch.int32).contiguous(), Vs.contiguous(),
+                   off.to(torch.int64).contiguous(), k, nk, base, rows)
 
 
 class _SharedSum(torch.autograd.Function):
