@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from wskan_ext.equivariance_tests.profiles import examples
 from wskan_ext import KAN
+from wskan_ext.kan import _native
 from wskan_ext.kan.spline import truncated_power_spline
 from wskan_ext.zoo.trainer import RunHParams, _FastForward, diverged_at, init_models, train_batched
 
@@ -288,14 +289,11 @@ def test_auto_picks_the_compiled_kernels_and_falls_back(monkeypatch):
     assert auto.checkpoints[-1].allclose(dense.checkpoints[-1], rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.skipif(not _native.available(), reason="no C++ compiler: the compiled kernels are absent")
 def test_quantised_data_takes_the_lookup_first_layer(monkeypatch):
     """Data with few distinct values per input (pixel levels) takes the lookup form of the shared
     first layer (``first_layer="lookup"``) and trains the same models as the per-sample form and
     as the dense kernels (float64)."""
-    from wskan_ext.kan import _native
-
-    if not _native.available():
-        pytest.skip("no C++ compiler: the compiled kernels are absent")
     x, y = _data(s=60, n=4)
     x = (x * 4).round() / 4  # 9 levels per input
     hp = RunHParams(lr=[1e-2, 3e-2], seed=[3, 4])
